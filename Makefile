@@ -1,0 +1,52 @@
+# The two commands the README opens with: `make serve` and `make test`. Each does its own set-up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED ?= ../shared
+PERF_VENV := .tools/perf_analyzer
+PERF := $(PERF_VENV)/bin/perf_analyzer
+PORT ?= 8000
+
+.PHONY: serve test lint unit install models bench clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing repoman with its test tools (first run takes a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## serve the bundled model_repository/ on 127.0.0.1:$(PORT)
+serve: $(STAMP)
+	$(BIN)/repoman serve --model-repository model_repository --http-port $(PORT)
+
+$(PERF):
+	@if [ -x "$(SHARED)/tools/install-perf-analyzer" ]; then \
+	  echo "==> installing Triton's perf_analyzer into $(PERF_VENV)"; \
+	  "$(SHARED)/tools/install-perf-analyzer" "$(PERF_VENV)"; \
+	else echo "==> $(SHARED)/tools/install-perf-analyzer not found: perf_analyzer tests will skip"; fi
+
+## lint, layering check, then the whole test suite
+test: $(STAMP) $(PERF) lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check repoman plugins tests bench tools
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not e2e"
+
+## regenerate the bundled models (needs the [models] extra)
+models: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[models]"
+	$(BIN)/python tools/make_bundled_models.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/batching.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,21 @@
+"""The built-in ONNX Runtime backend, registered through the same entry point a third party uses."""
+
+from __future__ import annotations
+
+from repoman import BackendRegistry, hookimpl
+
+PLATFORMS = ("onnxruntime_onnx",)
+
+
+@hookimpl
+def repoman_register_backends(registry: BackendRegistry) -> None:
+    # NOTE: the backend module (and onnxruntime with it) is imported only when a model
+    # using it loads, so a server without ONNX models does not pay for the import.
+    def factory(context):  # type: ignore[no-untyped-def]
+        from repoman_onnxruntime.backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(context)
+
+    registry.register(
+        "onnxruntime", factory, platforms=PLATFORMS, default_model_filename="model.onnx"
+    )

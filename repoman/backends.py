@@ -1,0 +1,180 @@
+"""The backend contract every plugin implements, the batch it receives, and the backend registry."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from repoman.config.model import ModelConfig, TensorConfig
+from repoman.errors import PluginError, RepomanError
+from repoman.tensors import batch_rows, merge_rows, split_rows
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """Everything a backend instance needs to know about what it serves."""
+
+    config: ModelConfig
+    version: int
+    version_path: Path
+    model_path: Path
+    """``version_path / (config.default_model_filename or the backend's default)``."""
+    instance_name: str = ""
+    instance_kind: str = "KIND_CPU"
+    device_id: int | None = None
+
+
+@dataclass
+class Batch:
+    """The requests of one execution, all for one model version, in arrival order.
+
+    ``requests`` holds each request's inputs (already checked against the config and
+    reshaped as the model expects). ``output_names`` is every output any of the requests
+    asked for. Backends that work on whole tensors call ``merged()`` and ``split()``;
+    backends that work per request (like the Python-model backend) read ``requests``.
+    """
+
+    requests: list[Mapping[str, np.ndarray]]
+    output_names: tuple[str, ...]
+    input_names: tuple[str, ...] = ()
+    batching: bool = True
+    pad_to: int = 0
+    _merged: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> list[int]:
+        return [batch_rows(request) if self.batching else 1 for request in self.requests]
+
+    @property
+    def size(self) -> int:
+        """Batch rows executed, padding excluded."""
+        return sum(self.rows)
+
+    def merged(self) -> dict[str, np.ndarray]:
+        """Each input concatenated over the requests (padded to ``pad_to`` rows when set)."""
+        if self._merged is None:
+            if not self.batching:
+                self._merged = dict(self.requests[0])
+            else:
+                names = self.input_names or tuple(self.requests[0])
+                self._merged = merge_rows(self.requests, names, self.pad_to)
+        return self._merged
+
+    def split(self, outputs: Mapping[str, np.ndarray]) -> list[Mapping[str, np.ndarray]]:
+        """One output mapping per request, in request order, padding cut off."""
+        if not self.batching:
+            return [dict(outputs)]
+        return list(split_rows(outputs, self.rows))
+
+
+Result = Mapping[str, np.ndarray] | Exception
+"""What ``Backend.execute`` returns for one request: its outputs, or the error for it alone."""
+
+
+class Backend(abc.ABC):
+    """One instance of one model version (a session, a loaded graph, ...).
+
+    The constructor must be cheap: it only stores the context. ``load`` does the
+    expensive work, ``execute`` runs batches, ``unload`` releases resources. The core
+    calls ``load``, ``execute`` and ``unload`` from worker threads, never from the event
+    loop, and never runs two ``execute`` calls of the same instance at once; blocking is
+    fine. An error for one request goes into that request's slot of the returned list;
+    raising fails the whole batch.
+    """
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model. Raise (any exception) if it cannot be served."""
+
+    @abc.abstractmethod
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        """Run one batch; return one result per request, same length and order."""
+
+    def unload(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release what ``load`` acquired. Default: nothing."""
+
+    def model_inputs(self) -> Sequence[TensorConfig] | None:
+        """The inputs the loaded model declares, to check the config against. Default: None."""
+        return None
+
+    def model_outputs(self) -> Sequence[TensorConfig] | None:
+        """The outputs the loaded model itself declares. Default: None (not checked)."""
+        return None
+
+
+BackendFactory = Callable[[BackendContext], Backend]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A registered backend: how to build it and which configs it serves."""
+
+    name: str
+    factory: BackendFactory
+    platforms: tuple[str, ...] = ()
+    default_model_filename: str = ""
+    plugin: str = ""
+
+
+class BackendRegistry:
+    """Backend specs by name, filled by the ``repoman_register_backends`` hook."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, BackendSpec] = {}
+        self._current_plugin = ""
+
+    def register(
+        self,
+        name: str,
+        factory: BackendFactory,
+        *,
+        platforms: Sequence[str] = (),
+        default_model_filename: str = "",
+    ) -> None:
+        """Make backend ``name`` available; it serves configs whose ``platform`` is listed."""
+        if not name or not isinstance(name, str):
+            raise PluginError(f"a backend name must be a non-empty string, got {name!r}")
+        if name in self._specs:
+            owner = self._specs[name].plugin or "another plugin"
+            raise PluginError(f"backend '{name}' is already registered by {owner}")
+        self._specs[name] = BackendSpec(
+            name, factory, tuple(platforms), default_model_filename, self._current_plugin
+        )
+
+    def registering_for(self, plugin: str) -> None:
+        """Attribute the following registrations to ``plugin`` (for messages and listings)."""
+        self._current_plugin = plugin
+
+    def resolve(self, config: ModelConfig) -> BackendSpec:
+        """The backend serving ``config``: by its ``backend`` name, else by its ``platform``."""
+        if config.backend:
+            spec = self._specs.get(config.backend)
+            if spec is None:
+                raise UnknownBackend(f"backend '{config.backend}'", sorted(self._specs))
+            return spec
+        for spec in self._specs.values():
+            if config.platform in spec.platforms:
+                return spec
+        platforms = sorted(p for s in self._specs.values() for p in s.platforms)
+        raise UnknownBackend(f"platform '{config.platform}'", platforms)
+
+    def specs(self) -> list[BackendSpec]:
+        return sorted(self._specs.values(), key=lambda spec: spec.name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+
+class UnknownBackend(RepomanError):
+    """No registered backend serves a config's backend name or platform."""
+
+    def __init__(self, what: str, known: Sequence[str]) -> None:
+        listing = ", ".join(known) if known else "none"
+        super().__init__(f"no backend is registered for {what} (registered: {listing})")

@@ -1,0 +1,224 @@
+"""The composition root: the ``repoman`` command builds every concrete part and wires them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from repoman import __version__
+from repoman.errors import RepomanError
+from repoman.manager import ModelManager
+from repoman.plugins import build_backend_registry, make_plugin_manager
+from repoman.repository import scan_repository
+from repoman.scheduler import SharedScheduler
+from repoman.server import make_app
+from repoman.service import InferenceService
+
+log = logging.getLogger("repoman")
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _default_repository() -> Path:
+    bundled = CHECKOUT / "model_repository"
+    return bundled if bundled.is_dir() else Path.cwd() / "model_repository"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repoman",
+        description="A model repository manager and KServe v2 inference server.",
+    )
+    parser.add_argument("--version", action="version", version=f"repoman {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model repository over HTTP (KServe v2 protocol)",
+        description="Load every model in a repository and serve it over the KServe v2 HTTP "
+        "protocol, which Triton's clients (tritonclient, perf_analyzer) speak.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--model-repository",
+        type=Path,
+        default=_default_repository(),
+        metavar="DIR",
+        help="the model repository: <DIR>/<model>/config.pbtxt|config.yaml and <DIR>/<model>/<N>/",
+    )
+    serve.add_argument(
+        "--host",
+        "--http-address",
+        dest="host",
+        default="127.0.0.1",
+        help="address to listen on (use 0.0.0.0 to accept other machines)",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=8000,
+        metavar="PORT",
+        help="port to listen on; 0 picks a free one (the log line 'listening on' shows it)",
+    )
+    serve.add_argument(
+        "--num-batch-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="workers in the one shared pool that runs the batches of every model",
+    )
+    serve.add_argument(
+        "--plugins-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder of *.py plugin files to load (default: none)",
+    )
+    serve.add_argument(
+        "--block-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not load the plugin NAME (repeatable)",
+    )
+    serve.add_argument(
+        "--max-request-size",
+        type=int,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest request body accepted; larger ones get 413",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log",
+    )
+    serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
+
+    plugins = commands.add_parser("plugins", help="list the plugins and backends found")
+    plugins.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
+    plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        if args.command == "plugins":
+            return _plugins(args)
+    except RepomanError as exc:
+        print(f"repoman: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 2
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    pm, report = make_plugin_manager(plugins_dir=args.plugins_dir, blocked=args.block_plugin)
+    registry = build_backend_registry(pm, report)
+    print("plugins:")
+    for name in report.loaded:
+        print(f"  {name}")
+    for name in report.blocked:
+        print(f"  {name} (blocked)")
+    for name, reason in report.failed.items():
+        print(f"  {name} (FAILED: {reason})")
+    print("backends:")
+    for spec in registry.specs():
+        platforms = ", ".join(spec.platforms) or "-"
+        print(f"  {spec.name:<16} platforms: {platforms:<28} plugin: {spec.plugin}")
+    return 1 if report.failed else 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    repository: Path = args.model_repository
+    if not repository.is_dir():
+        raise RepomanError(f"model repository {repository} is not a folder")
+    pm, report = make_plugin_manager(plugins_dir=args.plugins_dir, blocked=args.block_plugin)
+    registry = build_backend_registry(pm, report)
+    scheduler = SharedScheduler(args.num_batch_threads)
+
+    def on_state(model: str, version: int, state: str, reason: str) -> None:
+        pm.hook.repoman_version_state_changed(
+            model=model, version=version, state=state, reason=reason
+        )
+
+    manager = ModelManager(registry, scheduler, on_state=on_state)
+    service = InferenceService(manager, scheduler)
+
+    async def models(app: web.Application) -> AsyncIterator[None]:
+        async def first_load() -> None:
+            scan = await asyncio.to_thread(scan_repository, repository)
+            for line in scan.ignored:
+                log.info("ignored %s", line)
+            await manager.apply(scan)
+            service.ready = True
+            _log_table(manager)
+
+        task = asyncio.create_task(first_load())
+        yield
+        service.ready = False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await manager.shutdown()
+        await scheduler.close()
+
+    app = make_app(service, background=[models], max_request_bytes=args.max_request_size)
+    runner = web.AppRunner(app, access_log=log if args.access_log else None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.http_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise RepomanError(
+            f"cannot listen on {args.host}:{args.http_port}: {exc.strerror}"
+        ) from None
+    for address in runner.addresses:
+        host, port = address[0], address[1]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("listening on http://%s:%d (repository %s)", shown, port, repository)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight requests, then unloading models")
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def _log_table(manager: ModelManager) -> None:
+    rows = []
+    for name in manager.model_names():
+        versions = manager.versions(name)
+        if not versions:
+            rows.append((name, "-", "UNAVAILABLE", manager.model_error(name).splitlines()[0]))
+        for mv in versions:
+            rows.append((name, str(mv.version), mv.state.value, mv.reason))
+    if not rows:
+        log.warning("the repository holds no model")
+        return
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'model':<{width}}  version  state        reason"]
+    lines += [f"{m:<{width}}  {v:<7}  {s:<11}  {r}" for m, v, s, r in rows]
+    log.info("models:\n  %s", "\n  ".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

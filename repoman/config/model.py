@@ -1,0 +1,114 @@
+"""The normalised, validated model configuration every layer above `config` works with."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repoman.types import DataType
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    """One model input or output as the configuration declares it.
+
+    ``dims`` never include the batch dimension; ``-1`` marks a variable-size dimension.
+    """
+
+    name: str
+    data_type: DataType
+    dims: tuple[int, ...]
+    reshape: tuple[int, ...] | None = None
+    optional: bool = False
+
+    @property
+    def element_count(self) -> int | None:
+        """Elements per batch row, or None when a dimension is variable."""
+        if any(d < 0 for d in self.dims):
+            return None
+        return math.prod(self.dims)
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions of a model to serve: ``latest`` N, ``all``, or ``specific`` versions."""
+
+    kind: str = "latest"  # "latest" | "all" | "specific"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    name: str
+    kind: str = "KIND_CPU"  # KIND_CPU | KIND_GPU | KIND_AUTO | KIND_MODEL
+    count: int = 1
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    timeout_action: str = "REJECT"  # "REJECT" | "DELAY"
+    default_timeout_microseconds: int = 0
+    allow_timeout_override: bool = False
+    max_queue_size: int = 0  # 0 = unbounded
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_delay_microseconds: int = 0
+    preserve_ordering: bool = False
+    priority_levels: int = 0
+    default_priority_level: int = 0
+    default_queue_policy: QueuePolicy = field(default_factory=QueuePolicy)
+    priority_queue_policy: dict[int, QueuePolicy] = field(default_factory=dict)
+    allowed_batch_sizes: tuple[int, ...] = ()  # repoman extension (TF Serving's knob)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's configuration after parsing, schema validation, semantic checks and defaults.
+
+    ``as_dict()`` gives the normalised form with Triton's field names: it is what
+    ``GET /v2/models/{m}/config`` returns. ``warnings`` lists known Triton fields that
+    were accepted but are not implemented (they only tune performance).
+    """
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    instance_groups: tuple[InstanceGroup, ...] = ()
+    dynamic_batching: DynamicBatching | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    default_model_filename: str = ""
+    model_warmup: tuple[dict[str, Any], ...] = ()
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+    normalised: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.normalised
+
+    @property
+    def instance_count(self) -> int:
+        """Total concurrent executions this model allows (sum over instance groups, at least 1)."""
+        return max(1, sum(group.count for group in self.instance_groups))
+
+    def input(self, name: str) -> TensorConfig | None:
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor
+        return None
+
+    def output(self, name: str) -> TensorConfig | None:
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        return None

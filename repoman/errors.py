@@ -1,0 +1,118 @@
+"""The one error hierarchy: every failure a user can see is a RepomanError with an HTTP status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+
+class RepomanError(Exception):
+    """Base of every error repoman reports to a user.
+
+    ``status`` is the HTTP status the server answers with; domain code never imports
+    the web framework, the server's middleware translates once.
+    """
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(RepomanError):
+    """The request body, a tensor or a parameter is malformed or does not fit the model."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class PayloadTooLarge(RepomanError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class ModelNotFound(RepomanError):
+    """No such model, or no such version of it, is known to the server."""
+
+    status = HTTPStatus.NOT_FOUND
+
+    def __init__(self, name: str, version: int | str | None = None) -> None:
+        self.name = name
+        self.version = version
+        if version is None or version == "":
+            message = f"unknown model: '{name}'"
+        else:
+            message = f"unknown version {version} of model '{name}'"
+        super().__init__(message)
+
+
+class ModelNotReady(RepomanError):
+    """The model (or version) is known but cannot serve right now."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, name: str, version: int | None = None, reason: str = "") -> None:
+        self.name = name
+        self.version = version
+        what = f"model '{name}'" if version is None else f"version {version} of model '{name}'"
+        message = f"{what} is not ready"
+        if reason:
+            message += f": {reason}"
+        super().__init__(message)
+
+
+class ServerBusy(RepomanError):
+    """A queue is full; the caller may retry later."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class BackendError(RepomanError):
+    """A backend failed while loading or executing a model."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class PluginError(RepomanError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem found in a model configuration, located as precisely as the source allows."""
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+    hint: str = ""
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        text = f"{where}: {self.severity}: "
+        if self.field:
+            text += f"{self.field}: "
+        text += self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ConfigError(RepomanError):
+    """A model configuration is invalid. Carries every issue found, each with its location."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        if not issues:
+            raise ValueError("ConfigError needs at least one issue")
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))

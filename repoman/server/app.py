@@ -1,0 +1,51 @@
+"""The aiohttp application factory: the route table, middlewares and background contexts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from aiohttp import web
+
+from repoman.server import handlers
+from repoman.server.keys import SERVICE
+from repoman.server.middleware import errors_as_json
+from repoman.service import InferenceService
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+Background = Callable[[web.Application], AsyncIterator[None]]
+
+
+def make_app(
+    service: InferenceService,
+    *,
+    background: Iterable[Background] = (),
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> web.Application:
+    """Build the KServe v2 HTTP app around ``service``.
+
+    ``background`` are cleanup contexts (async generators) started before the server
+    accepts connections and stopped, in reverse order, after it stopped accepting.
+    """
+    app = web.Application(middlewares=[errors_as_json], client_max_size=max_request_bytes)
+    app[SERVICE] = service
+    app.cleanup_ctx.extend(background)
+    model = "/v2/models/{model}"
+    versioned = model + "/versions/{version}"
+    app.router.add_routes(
+        [
+            web.get("/v2/health/live", handlers.live),
+            web.get("/v2/health/ready", handlers.ready),
+            web.get("/v2", handlers.server_metadata),
+            web.get(model, handlers.model_metadata),
+            web.get(versioned, handlers.model_metadata),
+            web.get(model + "/ready", handlers.model_ready),
+            web.get(versioned + "/ready", handlers.model_ready),
+            web.get(model + "/config", handlers.model_config),
+            web.get(versioned + "/config", handlers.model_config),
+            web.post(model + "/infer", handlers.infer),
+            web.post(versioned + "/infer", handlers.infer),
+            web.post("/v2/repository/index", handlers.repository_index),
+        ]
+    )
+    return app

@@ -1,0 +1,296 @@
+"""KServe v2 inference bodies over HTTP: request bytes -> InferRequest, InferResponse -> bytes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from repoman.errors import BackendError, InvalidRequest
+from repoman.inference import InferRequest, InferResponse, RequestedOutput
+from repoman.server.codec_tensors import (
+    decode_binary_tensor,
+    decode_json_tensor,
+    describe_json,
+    encode_binary_tensor,
+    encode_json_tensor,
+    json_dumps,
+    json_loads,
+    json_preview,
+)
+from repoman.types import DataType
+
+__all__ = [
+    "DEFAULT_MAX_ELEMENTS",
+    "decode_infer_request",
+    "encode_error",
+    "encode_infer_response",
+]
+
+DEFAULT_MAX_ELEMENTS = 64 * 1024 * 1024
+"""The most elements one input may declare (checked before anything is allocated)."""
+
+_DATATYPE_NAMES = ", ".join(t.value for t in DataType)
+
+
+def decode_infer_request(
+    body: bytes,
+    *,
+    header_length: int | None,
+    model_name: str,
+    model_version: int | None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> InferRequest:
+    """Decode a v2 ``/infer`` request body.
+
+    ``header_length`` is the ``Inference-Header-Content-Length`` header: the JSON header is
+    that many leading bytes and the rest holds each binary input, in input order. None means
+    the whole body is JSON. Inputs come back shaped as declared, numpy dtypes as
+    ``DataType.numpy_dtype`` (BYTES: object arrays of ``bytes``), all read-only: binary inputs
+    are usually views of ``body``. Every malformed body raises InvalidRequest, nothing else.
+    """
+    header, binary = _split_body(body, header_length)
+    document = json_loads(header)
+    if not isinstance(document, dict):
+        raise InvalidRequest(f"request JSON must be an object, found {type(document).__name__}")
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidRequest(f"request 'id' must be a string, found {describe_json(request_id)}")
+    parameters = _parameters(document, "request")
+    binary_output = parameters.get("binary_data_output")
+    if binary_output is not None and not isinstance(binary_output, bool):
+        raise InvalidRequest(
+            "request parameter 'binary_data_output' must be true or false, "
+            f"found {describe_json(binary_output)}"
+        )
+    inputs = _decode_inputs(document.get("inputs"), binary, header_length, max_elements)
+    return InferRequest(
+        model_name=model_name,
+        model_version=model_version,
+        id=request_id,
+        inputs=inputs,
+        outputs=_decode_outputs(document.get("outputs")),
+        parameters=parameters,
+    )
+
+
+def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    if not 0 <= header_length <= len(body):
+        raise InvalidRequest(
+            f"Inference-Header-Content-Length is {header_length}, the body has {len(body)} bytes"
+        )
+    view = memoryview(body)
+    return bytes(view[:header_length]), view[header_length:]
+
+
+def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = holder.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidRequest(
+            f"{what} 'parameters' must be a JSON object, found {describe_json(parameters)}"
+        )
+    if "shared_memory_region" in parameters:
+        raise InvalidRequest(f"{what}: shared memory is not supported; send the data in the body")
+    return parameters
+
+
+def _decode_inputs(
+    entries: Any, binary: memoryview, header_length: int | None, max_elements: int
+) -> dict[str, np.ndarray]:
+    if not isinstance(entries, list):
+        raise InvalidRequest("request must have an 'inputs' array")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InvalidRequest(
+                f"inputs[{position}] must be a JSON object, found {describe_json(entry)}"
+            )
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"inputs[{position}] needs a non-empty string 'name'")
+        if name in inputs:
+            raise InvalidRequest(f"input '{name}' is given more than once")
+        datatype = _datatype(name, entry.get("datatype"))
+        shape, count = _shape(name, entry.get("shape"), max_elements)
+        parameters = _parameters(entry, f"input '{name}'")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if "data" in entry:
+                raise InvalidRequest(
+                    f"input '{name}' has both 'data' and 'binary_data_size'; give one"
+                )
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidRequest(
+                    f"input '{name}': binary_data_size must be a non-negative integer, "
+                    f"found {describe_json(size)}"
+                )
+            if offset + size > len(binary):
+                where = (
+                    "there is no Inference-Header-Content-Length header"
+                    if header_length is None
+                    else f"only {len(binary) - offset} binary bytes remain"
+                )
+                raise InvalidRequest(f"input '{name}': binary_data_size is {size} but {where}")
+            chunk = binary[offset : offset + size]
+            offset += size
+            array = decode_binary_tensor(name, datatype, shape, count, chunk)
+        elif "data" in entry:
+            array = decode_json_tensor(name, datatype, shape, count, entry["data"])
+        else:
+            raise InvalidRequest(f"input '{name}' needs 'data' or 'parameters.binary_data_size'")
+        array.flags.writeable = False
+        inputs[name] = array
+    if offset != len(binary):
+        raise InvalidRequest(
+            f"the body has {len(binary) - offset} bytes after the last binary input "
+            "(binary_data_size values do not add up to the binary part)"
+        )
+    return inputs
+
+
+def _datatype(name: str, value: Any) -> DataType:
+    if value is None:
+        raise InvalidRequest(f"input '{name}' has no 'datatype'")
+    try:
+        return DataType.from_protocol_name(value)
+    except (KeyError, TypeError):
+        raise InvalidRequest(
+            f"input '{name}': unknown datatype {json_preview(value)}, "
+            f"expected one of {_DATATYPE_NAMES}"
+        ) from None
+
+
+def _shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
+    """The declared shape and its element count, refused when it exceeds ``max_elements``."""
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise InvalidRequest(
+            f"input '{name}': 'shape' must be a list of non-negative integers, "
+            f"found {describe_json(value)}"
+        )
+    # The zero-free product bounds every dimension too, so even an empty tensor cannot
+    # declare a dimension numpy would refuse to build.
+    if math.prod(d for d in value if d) > max_elements:
+        raise InvalidRequest(
+            f"input '{name}': shape {json_preview(value)} is too large "
+            f"(at most {max_elements} elements)"
+        )
+    return value, math.prod(value)
+
+
+def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise InvalidRequest(f"request 'outputs' must be an array, found {describe_json(entries)}")
+    outputs: list[RequestedOutput] = []
+    seen: set[str] = set()
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InvalidRequest(
+                f"outputs[{position}] must be a JSON object, found {describe_json(entry)}"
+            )
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"outputs[{position}] needs a non-empty string 'name'")
+        if name in seen:
+            raise InvalidRequest(f"output '{name}' is requested more than once")
+        seen.add(name)
+        parameters = _parameters(entry, f"output '{name}'")
+        if parameters.get("classification", 0) != 0:
+            raise InvalidRequest(
+                f"output '{name}': the 'classification' parameter is not supported; "
+                "request the raw output and rank it on the client"
+            )
+        binary = parameters.get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise InvalidRequest(
+                f"output '{name}': binary_data must be true or false, found {describe_json(binary)}"
+            )
+        outputs.append(RequestedOutput(name, binary))
+    return outputs
+
+
+def encode_infer_response(
+    response: InferResponse, request: InferRequest
+) -> tuple[bytes, int | None]:
+    """Encode a v2 ``/infer`` response body for ``request``.
+
+    Returns the body and the length of its JSON header, to send as
+    ``Inference-Header-Content-Length``; None when no output is binary (the body is all JSON).
+    Outputs are the ones requested, in request order (all of ``response.outputs``, in their
+    order, when ``request.outputs`` is None). An output is binary when its RequestedOutput says
+    so, or says nothing and the request parameter ``binary_data_output`` is true; a BYTES
+    output that is not UTF-8 text goes binary either way (JSON strings cannot carry it).
+    Raises InvalidRequest for a requested output the model did not produce, and BackendError
+    for an output whose numpy dtype has no v2 datatype.
+    """
+    default_binary = request.parameters.get("binary_data_output") is True
+    if request.outputs is None:
+        wanted = [(name, default_binary) for name in response.outputs]
+    else:
+        wanted = [
+            (output.name, default_binary if output.binary is None else output.binary)
+            for output in request.outputs
+        ]
+    described: list[bytes] = []
+    binary_parts: list[bytes | memoryview] = []
+    for name, binary in wanted:
+        array, datatype = _output(response, name)
+        head = b'{"name":%s,"datatype":"%s","shape":%s' % (
+            json_dumps(name),
+            datatype.value.encode(),
+            json_dumps(list(array.shape)),
+        )
+        if not binary:
+            try:
+                described.append(head + b',"data":' + encode_json_tensor(array, datatype) + b"}")
+                continue
+            except UnicodeDecodeError:
+                pass  # a non-UTF-8 BYTES output: send it binary
+        raw = encode_binary_tensor(array, datatype)
+        described.append(head + b',"parameters":{"binary_data_size":%d}}' % len(raw))
+        binary_parts.append(raw)
+
+    document: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": str(response.model_version),  # Triton sends the version as a string
+    }
+    response_id = response.id if response.id is not None else request.id
+    if response_id is not None:
+        document["id"] = response_id
+    if response.parameters:
+        document["parameters"] = response.parameters
+    # The outputs are spliced in as bytes so that big arrays never pass through a dict.
+    header = json_dumps(document)[:-1] + b',"outputs":[' + b",".join(described) + b"]}"
+    if not binary_parts:
+        return header, None
+    return b"".join([header, *binary_parts]), len(header)
+
+
+def _output(response: InferResponse, name: str) -> tuple[np.ndarray, DataType]:
+    try:
+        array = np.asarray(response.outputs[name])
+    except KeyError:
+        produced = ", ".join(f"'{n}'" for n in response.outputs) or "none"
+        raise InvalidRequest(
+            f"output '{name}' was requested but model '{response.model_name}' "
+            f"did not produce it (outputs: {produced})"
+        ) from None
+    try:
+        return array, DataType.from_numpy(array.dtype)
+    except KeyError:
+        raise BackendError(
+            f"model '{response.model_name}' returned output '{name}' with numpy dtype "
+            f"{array.dtype}, which has no KServe v2 datatype"
+        ) from None
+
+
+def encode_error(message: str) -> bytes:
+    """The v2 error body: ``{"error": message}``."""
+    return json_dumps({"error": message})

@@ -1,0 +1,91 @@
+"""Thin KServe v2 handlers: parse the URL and body, call the service, serialise the answer."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from repoman.errors import InvalidRequest
+from repoman.server.codec import decode_infer_request, encode_infer_response
+from repoman.server.keys import SERVICE
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(payload).encode(), content_type="application/json"
+    )
+
+
+def _target(request: web.Request) -> tuple[str, int | None]:
+    name = request.match_info["model"]
+    raw = request.match_info.get("version")
+    if raw is None or raw == "":
+        return name, None
+    if not _VERSION.match(raw):
+        raise InvalidRequest(f"invalid model version '{raw}': expected a positive integer")
+    return name, int(raw)
+
+
+async def live(request: web.Request) -> web.Response:
+    return _json({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    is_ready = request.app[SERVICE].ready
+    return _json({"ready": is_ready}, 200 if is_ready else 503)
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].server_metadata())
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    name, version = _target(request)
+    return _json(request.app[SERVICE].model_metadata(name, version))
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    name, version = _target(request)
+    is_ready = request.app[SERVICE].model_ready(name, version)
+    return _json({"name": name, "ready": is_ready}, 200 if is_ready else 503)
+
+
+async def model_config(request: web.Request) -> web.Response:
+    name, version = _target(request)
+    return _json(request.app[SERVICE].model_config(name, version))
+
+
+async def infer(request: web.Request) -> web.Response:
+    name, version = _target(request)
+    raw_length = request.headers.get(HEADER_LENGTH)
+    header_length = None
+    if raw_length is not None:
+        try:
+            header_length = int(raw_length)
+        except ValueError:
+            raise InvalidRequest(
+                f"{HEADER_LENGTH} must be an integer, found '{raw_length}'"
+            ) from None
+    body = await request.read()
+    infer_request = decode_infer_request(
+        body, header_length=header_length, model_name=name, model_version=version
+    )
+    response = await request.app[SERVICE].infer(infer_request)
+    payload, json_length = encode_infer_response(response, infer_request)
+    if json_length is None:
+        return web.Response(body=payload, content_type="application/json")
+    return web.Response(
+        body=payload,
+        content_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(json_length)},
+    )
+
+
+async def repository_index(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].repository_index())

@@ -1,0 +1,110 @@
+"""The transport-agnostic data plane: inference, health, metadata and the repository index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from repoman import __version__
+from repoman.errors import ModelNotFound
+from repoman.inference import InferRequest, InferResponse
+from repoman.manager import ModelManager, ModelVersion, State
+from repoman.scheduler import SharedScheduler
+from repoman.validation import check_request, reshape_outputs
+
+SERVER_NAME = "repoman"
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
+
+
+class InferenceService:
+    """What every protocol layer calls; it knows nothing of HTTP.
+
+    ``ready`` is False until the first repository pass has finished (whatever its
+    outcome: a model that failed is reported, not waited for), then True while serving.
+    """
+
+    def __init__(self, manager: ModelManager, scheduler: SharedScheduler) -> None:
+        self.manager = manager
+        self.scheduler = scheduler
+        self.ready = False
+
+    # ---- inference -----------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        version = self.manager.route(request.model_name, request.model_version)
+        config = version.config
+        inputs = check_request(config, request)
+        if request.outputs is None:
+            wanted = tuple(tensor.name for tensor in config.outputs)
+        else:
+            wanted = tuple(output.name for output in request.outputs)
+        outputs = await self.scheduler.submit(version, inputs, wanted)
+        shaped = reshape_outputs(config, {name: outputs[name] for name in wanted})
+        return InferResponse(
+            model_name=version.model,
+            model_version=version.version,
+            id=request.id,
+            outputs=shaped,
+        )
+
+    # ---- health and metadata -------------------------------------------------------
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_ready(self, name: str, version: int | None = None) -> bool:
+        self._known(name, version)
+        return self.manager.is_ready(name, version)
+
+    def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        mv = self._resolve(name, version)
+        config = mv.config
+        batch = [-1] if config.max_batch_size > 0 else []
+
+        def describe(tensors):  # type: ignore[no-untyped-def]
+            return [
+                {"name": t.name, "datatype": t.data_type.value, "shape": batch + list(t.dims)}
+                for t in tensors
+            ]
+
+        return {
+            "name": name,
+            "versions": [
+                str(v.version) for v in self.manager.versions(name) if v.state is State.READY
+            ],
+            "platform": config.platform or config.backend,
+            "inputs": describe(config.inputs),
+            "outputs": describe(config.outputs),
+        }
+
+    def model_config(self, name: str, version: int | None = None) -> dict[str, Any]:
+        return self._resolve(name, version).config.as_dict()
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Every model and version with its state (and reason), Triton's index shape."""
+        rows: list[dict[str, Any]] = []
+        for name in self.manager.model_names():
+            versions = self.manager.versions(name)
+            error = self.manager.model_error(name)
+            if error and not versions:
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": error})
+            for mv in versions:
+                row = {"name": name, "version": str(mv.version), "state": mv.state.value}
+                if mv.reason or error:
+                    row["reason"] = mv.reason or error
+                rows.append(row)
+        return rows
+
+    def _known(self, name: str, version: int | None) -> None:
+        if name not in self.manager.model_names():
+            raise ModelNotFound(name, version)
+        if version is not None and version not in {v.version for v in self.manager.versions(name)}:
+            raise ModelNotFound(name, version)
+
+    def _resolve(self, name: str, version: int | None) -> ModelVersion:
+        """The version whose config/metadata to show: the one named, else the one serving."""
+        self._known(name, version)
+        if version is not None:
+            for mv in self.manager.versions(name):
+                if mv.version == version:
+                    return mv
+        return self.manager.route(name, None)

@@ -1,0 +1,110 @@
+"""Named fake backends for tests. Also a drop-in plugin: ``--plugins-dir`` a folder holding it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from repoman import Backend, BackendRegistry, Batch, Result, hookimpl
+
+
+class EchoBackend(Backend):
+    """Every output is the first input, cast to the output's type. Records the batch sizes it ran."""
+
+    def load(self) -> None:
+        self.batch_sizes: list[int] = []
+        self.delay = float(self.context.config.parameters.get("delay_ms", "0")) / 1000
+
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        self.batch_sizes.append(batch.size)
+        if self.delay:
+            time.sleep(self.delay)
+        merged = batch.merged()
+        source = merged[batch.input_names[0]]
+        outputs = {}
+        for name in batch.output_names:
+            tensor = self.context.config.output(name)
+            assert tensor is not None
+            outputs[name] = source.astype(tensor.data_type.numpy_dtype)
+        return batch.split(outputs)
+
+
+class FailingLoadBackend(Backend):
+    def load(self) -> None:
+        raise RuntimeError("this model is broken on purpose")
+
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        raise AssertionError("never loaded")
+
+
+class RaisingBackend(EchoBackend):
+    """Fails every batch whose first row starts with a negative number; echoes otherwise."""
+
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        merged = batch.merged()[batch.input_names[0]]
+        if (merged.reshape(merged.shape[0], -1)[:, 0] < 0).any():
+            raise ValueError("negative input poisons the whole batch")
+        return super().execute(batch)
+
+
+class PerRequestErrorBackend(EchoBackend):
+    """Echoes, but a request whose first element is negative gets an error in its own slot."""
+
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        results = list(super().execute(batch))
+        for index, request in enumerate(batch.requests):
+            first = request[batch.input_names[0]].reshape(-1)[0]
+            if first < 0:
+                results[index] = ValueError(f"request {index} has a negative first element")
+        return results
+
+
+class BlockingBackend(EchoBackend):
+    """Blocks in execute until released; lets tests hold workers busy deterministically."""
+
+    gate = threading.Event()
+
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        self.gate.wait(30)
+        return super().execute(batch)
+
+
+FAKES = {
+    "echo": EchoBackend,
+    "failing_load": FailingLoadBackend,
+    "raising": RaisingBackend,
+    "per_request_error": PerRequestErrorBackend,
+    "blocking": BlockingBackend,
+}
+
+
+@hookimpl
+def repoman_register_backends(registry: BackendRegistry) -> None:
+    for name, cls in FAKES.items():
+        registry.register(name, cls, default_model_filename="model.txt")
+
+
+def write_model(
+    root,
+    name: str,
+    *,
+    backend: str = "echo",
+    versions: Sequence[int] = (1,),
+    max_batch_size: int = 8,
+    dims: Sequence[int] = (4,),
+    extra: str = "",
+    data_type: str = "TYPE_FP32",
+) -> None:
+    """Write a model folder for a fake backend: config.pbtxt plus version folders with a file."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    dims_text = ", ".join(str(d) for d in dims)
+    (folder / "config.pbtxt").write_text(
+        f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch_size}\n'
+        f'input [{{ name: "INPUT" data_type: {data_type} dims: [ {dims_text} ] }}]\n'
+        f'output [{{ name: "OUTPUT" data_type: {data_type} dims: [ {dims_text} ] }}]\n' + extra
+    )
+    for version in versions:
+        (folder / str(version)).mkdir(exist_ok=True)
+        (folder / str(version) / "model.txt").write_text("fake")

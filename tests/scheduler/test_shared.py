@@ -1,0 +1,206 @@
+"""The shared scheduler with fake backends, in-process: batches, errors, instance limits, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repoman.backends import BackendContext
+from repoman.config.model import DynamicBatching, InstanceGroup, ModelConfig, TensorConfig
+from repoman.errors import BackendError, ModelNotReady
+from repoman.manager import ModelVersion, State
+from repoman.scheduler import QueueState, SharedScheduler
+from repoman.types import DataType
+from tests.fakes import BlockingBackend, EchoBackend, PerRequestErrorBackend, RaisingBackend
+
+
+def make_version(
+    backend=EchoBackend,
+    *,
+    max_batch_size=8,
+    delay_us=None,
+    preferred=(),
+    instances=1,
+    name="m",
+    version=1,
+) -> ModelVersion:
+    dynamic = None
+    if delay_us is not None:
+        dynamic = DynamicBatching(
+            max_queue_delay_microseconds=delay_us, preferred_batch_size=tuple(preferred)
+        )
+    config = ModelConfig(
+        name=name,
+        platform="",
+        backend="fake",
+        max_batch_size=max_batch_size,
+        inputs=(TensorConfig("INPUT", DataType.FP32, (2,)),),
+        outputs=(TensorConfig("OUTPUT", DataType.FP32, (2,)),),
+        instance_groups=(InstanceGroup(f"{name}_0", count=instances),),
+        dynamic_batching=dynamic,
+    )
+    mv = ModelVersion(name, version, config, Path("."), state=State.READY)
+    for index in range(instances):
+        backend_instance = backend(
+            BackendContext(config, version, Path("."), Path("."), f"i{index}")
+        )
+        backend_instance.load()
+        mv.instances.append(backend_instance)
+    return mv
+
+
+def rows(n: int, value: float = 1.0) -> dict[str, np.ndarray]:
+    return {"INPUT": np.full((n, 2), value, dtype=np.float32)}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_requests_arriving_together_form_one_batch():
+    async def main():
+        scheduler = SharedScheduler(2)
+        mv = make_version(delay_us=5000)
+        scheduler.open(mv)
+        results = await asyncio.gather(
+            *(scheduler.submit(mv, rows(1, float(i)), ("OUTPUT",)) for i in range(5))
+        )
+        await scheduler.close()
+        return mv, results
+
+    mv, results = run(main())
+    assert mv.instances[0].batch_sizes == [5]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["OUTPUT"], np.full((1, 2), float(i)))
+
+
+def test_batch_size_counts_rows_and_respects_max():
+    async def main():
+        scheduler = SharedScheduler(1)
+        mv = make_version(delay_us=5000, max_batch_size=8)
+        scheduler.open(mv)
+        await asyncio.gather(*(scheduler.submit(mv, rows(3), ("OUTPUT",)) for _ in range(4)))
+        await scheduler.close()
+        return mv
+
+    mv = run(main())
+    assert sum(mv.instances[0].batch_sizes) == 12
+    assert all(size <= 8 for size in mv.instances[0].batch_sizes)
+    assert mv.instances[0].batch_sizes[0] == 6  # two requests of 3 fit; a third would be 9
+
+
+def test_without_dynamic_batching_each_request_runs_alone():
+    async def main():
+        scheduler = SharedScheduler(2)
+        mv = make_version(delay_us=None)
+        scheduler.open(mv)
+        await asyncio.gather(*(scheduler.submit(mv, rows(2), ("OUTPUT",)) for _ in range(4)))
+        await scheduler.close()
+        return mv
+
+    assert run(main()).instances[0].batch_sizes == [2, 2, 2, 2]
+
+
+def test_a_failing_batch_fails_exactly_its_own_requests():
+    async def main():
+        scheduler = SharedScheduler(1)
+        bad = make_version(RaisingBackend, delay_us=0, name="bad")
+        good = make_version(EchoBackend, delay_us=0, name="good")
+        scheduler.open(bad)
+        scheduler.open(good)
+        outcome = await asyncio.gather(
+            scheduler.submit(bad, rows(1, -1.0), ("OUTPUT",)),
+            scheduler.submit(good, rows(1, 3.0), ("OUTPUT",)),
+            return_exceptions=True,
+        )
+        await scheduler.close()
+        return outcome
+
+    failed, served = run(main())
+    assert isinstance(failed, BackendError) and "'bad'" in str(failed)
+    np.testing.assert_array_equal(served["OUTPUT"], np.full((1, 2), 3.0))
+
+
+def test_a_per_request_error_fails_only_that_request():
+    async def main():
+        scheduler = SharedScheduler(1)
+        mv = make_version(PerRequestErrorBackend, delay_us=5000)
+        scheduler.open(mv)
+        outcome = await asyncio.gather(
+            scheduler.submit(mv, rows(1, 1.0), ("OUTPUT",)),
+            scheduler.submit(mv, rows(1, -1.0), ("OUTPUT",)),
+            scheduler.submit(mv, rows(1, 2.0), ("OUTPUT",)),
+            return_exceptions=True,
+        )
+        await scheduler.close()
+        return mv, outcome
+
+    mv, (first, second, third) = run(main())
+    assert mv.instances[0].batch_sizes == [3]
+    assert isinstance(second, BackendError) and "negative" in str(second)
+    np.testing.assert_array_equal(first["OUTPUT"], np.full((1, 2), 1.0))
+    np.testing.assert_array_equal(third["OUTPUT"], np.full((1, 2), 2.0))
+
+
+def test_a_version_never_runs_more_batches_than_instances():
+    class Counting(EchoBackend):
+        lock = threading.Lock()
+        running = 0
+        peak = 0
+
+        def execute(self, batch):
+            with Counting.lock:
+                Counting.running += 1
+                Counting.peak = max(Counting.peak, Counting.running)
+            try:
+                import time
+
+                time.sleep(0.01)
+                return super().execute(batch)
+            finally:
+                with Counting.lock:
+                    Counting.running -= 1
+
+    async def main(instances):
+        Counting.peak = 0
+        scheduler = SharedScheduler(4)
+        mv = make_version(Counting, delay_us=None, instances=instances)
+        scheduler.open(mv)
+        await asyncio.gather(*(scheduler.submit(mv, rows(1), ("OUTPUT",)) for _ in range(12)))
+        await scheduler.close()
+        return Counting.peak
+
+    assert run(main(1)) == 1
+    assert run(main(3)) == 3
+
+
+def test_drain_finishes_queued_work_and_refuses_new():
+    async def main():
+        BlockingBackend.gate.clear()
+        scheduler = SharedScheduler(1)
+        mv = make_version(BlockingBackend, delay_us=None)
+        scheduler.open(mv)
+        queued = [
+            asyncio.create_task(scheduler.submit(mv, rows(1, float(i)), ("OUTPUT",)))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.01)
+        drain = asyncio.create_task(scheduler.drain(mv))
+        await asyncio.sleep(0.01)
+        assert scheduler.queue_state(mv) is QueueState.CLOSING
+        with pytest.raises(ModelNotReady):
+            await scheduler.submit(mv, rows(1), ("OUTPUT",))
+        assert not drain.done()
+        BlockingBackend.gate.set()
+        await drain
+        results = [await task for task in queued]
+        await scheduler.close()
+        return scheduler, mv, results
+
+    scheduler, mv, results = run(main())
+    assert scheduler.queue_state(mv) is QueueState.CLOSED
+    assert [r["OUTPUT"][0, 0] for r in results] == [0.0, 1.0, 2.0]
