@@ -8,7 +8,7 @@ PERF_VENV := .tools/perf_analyzer
 PERF := $(PERF_VENV)/bin/perf_analyzer
 PORT ?= 8000
 
-.PHONY: serve test lint unit install models bench clean
+.PHONY: serve test lint install models clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing repoman with its test tools (first run takes a few minutes)"
@@ -37,16 +37,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check repoman plugins tests bench tools
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e"
-
 ## regenerate the bundled models (needs the [models] extra)
 models: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[models]"
 	$(BIN)/python tools/make_bundled_models.py
-
-bench: $(STAMP)
-	$(BIN)/python bench/batching.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache

@@ -135,6 +135,9 @@ class ModelManager:
             self._model_errors[name] = str(entry.error)
             return  # NOTE: versions already serving stay up until a valid config arrives
         self._model_errors.pop(name, None)
+        if entry is not None and entry.config is not None and name not in self._versions:
+            for warning in entry.config.warnings:
+                log.warning("model %s: %s", name, warning)
         current = self._versions.setdefault(name, {})
         wanted = set(entry.wanted) if entry is not None else set()
         to_load = [

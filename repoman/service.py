@@ -12,7 +12,12 @@ from repoman.scheduler import SharedScheduler
 from repoman.validation import check_request, reshape_outputs
 
 SERVER_NAME = "repoman"
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+)
 
 
 class InferenceService:
@@ -93,6 +98,19 @@ class InferenceService:
                     row["reason"] = mv.reason or error
                 rows.append(row)
         return rows
+
+    def statistics(self, name: str | None = None, version: int | None = None) -> dict[str, Any]:
+        """Triton's statistics extension: every loaded version, or those of one model/version."""
+        if name is not None:
+            self._known(name, version)
+        names = [name] if name is not None else self.manager.model_names()
+        rows = []
+        for model in names:
+            for mv in self.manager.versions(model):
+                if version is not None and mv.version != version:
+                    continue
+                rows.append(self.scheduler.stats(mv).as_dict(model, mv.version))
+        return {"model_stats": rows}
 
     def _known(self, name: str, version: int | None) -> None:
         if name not in self.manager.model_names():

@@ -12,6 +12,7 @@ import numpy as np
 
 from repoman.backends import Backend, Batch
 from repoman.manager import ModelVersion
+from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
 
 
@@ -52,6 +53,7 @@ class VersionQueue:
     free: list[Backend] = field(default_factory=list)
     in_flight: int = 0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: VersionStats = field(default_factory=VersionStats)
 
     def __post_init__(self) -> None:
         config = self.version.config

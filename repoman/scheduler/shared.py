@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from repoman.backends import Backend, Batch, Result
 from repoman.errors import BackendError, ModelNotReady, RepomanError
 from repoman.manager import ModelVersion
 from repoman.scheduler.queue import Pending, QueueState, VersionQueue
+from repoman.scheduler.stats import VersionStats
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,11 @@ class SharedScheduler:
         queue.push(item)
         self._kick()
         return await item.future
+
+    def stats(self, version: ModelVersion) -> VersionStats:
+        """The version's statistics (empty ones for a version without a queue)."""
+        queue = self._queues.get(version)
+        return queue.stats if queue is not None else VersionStats()
 
     def queue_state(self, version: ModelVersion) -> QueueState:
         queue = self._queues.get(version)
@@ -131,27 +138,44 @@ class SharedScheduler:
         instance, taken, batch = queue.take_batch()
         self._idle -= 1
         loop = asyncio.get_running_loop()
+        started = loop.time()
+        for item in taken:
+            queue.stats.queue.add(int((started - item.arrived) * 1e9))
+        handed = time.perf_counter_ns()
         done = loop.run_in_executor(self._pool, _execute, instance, batch)
-        done.add_done_callback(lambda fut: self._finished(queue, instance, taken, fut))
+        done.add_done_callback(
+            lambda fut: self._finished(queue, instance, taken, batch, handed, fut)
+        )
 
     def _finished(
         self,
         queue: VersionQueue,
         instance: Backend,
         taken: list[Pending],
-        fut: asyncio.Future[Sequence[Result]],
+        batch: Batch,
+        handed: int,
+        fut: asyncio.Future[tuple[Sequence[Result], int, int]],
     ) -> None:
         self._idle += 1
         queue.finish(instance)
         version = queue.version
         error = fut.exception()
+        results: Sequence[Result] = ()
         if error is None:
-            results = fut.result()
+            results, started, ended = fut.result()
+            queue.stats.record_batch(
+                batch.size,
+                len(taken),
+                input_ns=started - handed,
+                infer_ns=ended - started,
+                output_ns=time.perf_counter_ns() - ended,
+            )
             if len(results) != len(taken):
                 error = BackendError(
                     f"backend of model '{version.model}' version {version.version} returned "
                     f"{len(results)} results for a batch of {len(taken)} requests"
                 )
+        now = asyncio.get_running_loop().time()
         if error is not None:
             if not isinstance(error, RepomanError):
                 error = BackendError(
@@ -160,10 +184,13 @@ class SharedScheduler:
                 )
             log.error("%s", error)
             for item in taken:
+                queue.stats.fail.add(int((now - item.arrived) * 1e9))
                 if not item.future.done():
                     item.future.set_exception(error)
         else:
             for item, result in zip(taken, results, strict=True):
+                outcome = queue.stats.fail if isinstance(result, Exception) else queue.stats.success
+                outcome.add(int((now - item.arrived) * 1e9))
                 if item.future.done():
                     continue
                 if isinstance(result, Exception):
@@ -173,8 +200,11 @@ class SharedScheduler:
         self._dispatch()
 
 
-def _execute(instance: Backend, batch: Batch) -> Sequence[Result]:
-    return instance.execute(batch)
+def _execute(instance: Backend, batch: Batch) -> tuple[Sequence[Result], int, int]:
+    """Run on a worker thread: the results, and when execution started and ended."""
+    started = time.perf_counter_ns()
+    results = instance.execute(batch)
+    return results, started, time.perf_counter_ns()
 
 
 def _request_error(version: ModelVersion, error: Exception) -> RepomanError:

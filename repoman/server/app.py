@@ -37,6 +37,8 @@ def make_app(
             web.get("/v2/health/live", handlers.live),
             web.get("/v2/health/ready", handlers.ready),
             web.get("/v2", handlers.server_metadata),
+            # NOTE: before /v2/models/{model}, which would take "stats" for a model name.
+            web.get("/v2/models/stats", handlers.statistics),
             web.get(model, handlers.model_metadata),
             web.get(versioned, handlers.model_metadata),
             web.get(model + "/ready", handlers.model_ready),
@@ -45,6 +47,8 @@ def make_app(
             web.get(versioned + "/config", handlers.model_config),
             web.post(model + "/infer", handlers.infer),
             web.post(versioned + "/infer", handlers.infer),
+            web.get(model + "/stats", handlers.statistics),
+            web.get(versioned + "/stats", handlers.statistics),
             web.post("/v2/repository/index", handlers.repository_index),
         ]
     )

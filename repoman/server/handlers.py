@@ -89,3 +89,10 @@ async def infer(request: web.Request) -> web.Response:
 
 async def repository_index(request: web.Request) -> web.Response:
     return _json(request.app[SERVICE].repository_index())
+
+
+async def statistics(request: web.Request) -> web.Response:
+    if "model" not in request.match_info:
+        return _json(request.app[SERVICE].statistics())
+    name, version = _target(request)
+    return _json(request.app[SERVICE].statistics(name, version))

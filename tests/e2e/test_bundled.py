@@ -162,3 +162,21 @@ def test_repository_index_lists_versions(bundled_server):
     assert status == 200
     assert {"name": "digits", "version": "1", "state": "READY"} in index
     assert {"name": "iris", "version": "1", "state": "READY"} in index
+
+
+def test_statistics_count_what_was_sent(bundled_server, heldout):
+    with httpclient.InferenceServerClient(bundled_server.address) as client:
+        before = client.get_inference_statistics("iris", "1")["model_stats"][0]
+        features = np.array(heldout["iris"]["features"][:3], dtype=np.float32)
+        inp = httpclient.InferInput("features", [3, 4], "FP32")
+        inp.set_data_from_numpy(features)
+        for _ in range(5):
+            client.infer("iris", [inp])
+        after = client.get_inference_statistics("iris", "1")["model_stats"][0]
+        everything = client.get_inference_statistics()["model_stats"]
+    assert after["inference_count"] - before["inference_count"] == 15
+    assert after["execution_count"] - before["execution_count"] == 5  # iris: no dynamic batching
+    success = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
+    assert success == 5
+    assert any(b["batch_size"] == 3 for b in after["batch_stats"])
+    assert {(s["name"], s["version"]) for s in everything} >= {("digits", "1"), ("iris", "1")}

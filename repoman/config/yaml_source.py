@@ -1,0 +1,125 @@
+"""Load a config.yaml into the same positioned tree the pbtxt parser produces."""
+
+from __future__ import annotations
+
+import yaml
+
+from repoman.config.pbtxt import MAX_DEPTH
+from repoman.config.tree import Field, ListValue, Message, Node, Pos, Scalar, issue_at
+from repoman.errors import ConfigError, ConfigIssue
+
+# The tags yaml's SafeLoader resolver gives plain scalars, and how each is converted.
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {
+    f"{_TAG}str": "string",
+    f"{_TAG}int": "int",
+    f"{_TAG}float": "float",
+    f"{_TAG}bool": "bool",
+    f"{_TAG}null": "null",
+}
+
+
+def parse(text: str, *, filename: str) -> Message:
+    """Parse YAML ``text``; raise ConfigError for YAML errors and duplicate keys.
+
+    Only the composed node graph is used (never constructed Python objects), so every
+    value keeps the line and column it was written at.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError(
+            [issue_at(filename, None, "", f"expected at most {MAX_DEPTH} nested blocks")]
+        ) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        pos = Pos(mark.line + 1, mark.column + 1) if mark else None
+        found = error.problem or "malformed YAML"
+        expected = f" ({error.context})" if error.context else ""
+        raise ConfigError(
+            [issue_at(filename, pos, "", f"expected valid YAML{expected}, found: {found}")]
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError([issue_at(filename, None, "", f"expected valid YAML: {error}")]) from None
+    if root is None:
+        return Message([], Pos(1, 1))
+    converter = _Converter(filename)
+    tree = converter.node(root)
+    if not isinstance(tree, Message):
+        converter.issues.append(
+            issue_at(
+                filename,
+                tree.pos,
+                "",
+                "expected a mapping of configuration fields at the top level, "
+                f"found {'a sequence' if isinstance(tree, ListValue) else 'a single value'}",
+            )
+        )
+    if converter.issues:
+        raise ConfigError(converter.issues)
+    assert isinstance(tree, Message)
+    return tree
+
+
+def _pos(node: yaml.Node) -> Pos:
+    return Pos(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Converter:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.issues: list[ConfigIssue] = []
+        # NOTE: yaml's own constructors know YAML 1.1's spellings (0x1f, 1_000, yes, ~).
+        self._loader = yaml.SafeLoader("")
+
+    def node(self, node: yaml.Node, depth: int = 0) -> Node:
+        if depth >= MAX_DEPTH and not isinstance(node, yaml.ScalarNode):
+            # NOTE: also stops an alias cycle (`&a [*a]`), which would otherwise never end.
+            raise ConfigError(
+                [issue_at(self.file, _pos(node), "", f"expected at most {MAX_DEPTH} nested blocks")]
+            )
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return ListValue([self.node(item, depth + 1) for item in node.value], _pos(node))
+        return self._scalar(node)
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> Message:
+        fields: list[Field] = []
+        seen: dict[str, Pos] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issues.append(
+                    issue_at(
+                        self.file,
+                        _pos(key_node),
+                        "",
+                        "expected a plain field name as a mapping key, found a nested collection",
+                    )
+                )
+                continue
+            name = str(key_node.value)
+            if name in seen:
+                first = seen[name]
+                self.issues.append(
+                    issue_at(
+                        self.file,
+                        _pos(key_node),
+                        name,
+                        f"expected each key once per mapping, found `{name}` again "
+                        f"(first at line {first.line}, column {first.column})",
+                        "give a repeated field as a YAML list",
+                    )
+                )
+                continue
+            seen[name] = _pos(key_node)
+            fields.append(Field(name, _pos(key_node), self.node(value_node, depth + 1)))
+        return Message(fields, _pos(node))
+
+    def _scalar(self, node: yaml.Node) -> Scalar:
+        kind = _SCALAR_TAGS.get(node.tag, "string")
+        text = str(node.value)
+        value: str | int | float | bool | None = text
+        if kind != "string":
+            value = self._loader.construct_object(node, deep=True)
+        return Scalar(value, kind, _pos(node))

@@ -1,0 +1,101 @@
+"""Per-version inference statistics, kept by the scheduler, in Triton's statistics shape."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Duration:
+    """A count and the total nanoseconds it took."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def as_dict(self) -> dict[str, int]:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class BatchSizeStats:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass
+class VersionStats:
+    """Counters for one model version. Updated on the event loop thread only.
+
+    ``inference_count`` counts batch rows (a request of 4 rows counts 4), ``execution_count``
+    counts backend executions: their ratio is the mean batch size formed.
+    """
+
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    batches: dict[int, BatchSizeStats] = field(default_factory=lambda: defaultdict(BatchSizeStats))
+
+    def record_batch(
+        self, size: int, requests: int, *, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One execution of ``size`` rows for ``requests`` requests.
+
+        ``input_ns``: hand-off to the worker; ``infer_ns``: the backend's execute;
+        ``output_ns``: back to the event loop. Request-level durations count each request
+        once with the whole batch's time, as Triton does.
+        """
+        self.execution_count += 1
+        self.inference_count += size
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        batch = self.batches[size]
+        for total, per_batch, ns in (
+            (self.compute_input, batch.compute_input, input_ns),
+            (self.compute_infer, batch.compute_infer, infer_ns),
+            (self.compute_output, batch.compute_output, output_ns),
+        ):
+            total.add(ns * requests, requests)
+            per_batch.add(ns)
+
+    def as_dict(self, name: str, version: int) -> dict[str, Any]:
+        empty = Duration().as_dict()
+        return {
+            "name": name,
+            "version": str(version),
+            "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": self.success.as_dict(),
+                "fail": self.fail.as_dict(),
+                "queue": self.queue.as_dict(),
+                "compute_input": self.compute_input.as_dict(),
+                "compute_infer": self.compute_infer.as_dict(),
+                "compute_output": self.compute_output.as_dict(),
+                "cache_hit": empty,
+                "cache_miss": empty,
+            },
+            "batch_stats": [
+                {
+                    "batch_size": size,
+                    "compute_input": stats.compute_input.as_dict(),
+                    "compute_infer": stats.compute_infer.as_dict(),
+                    "compute_output": stats.compute_output.as_dict(),
+                }
+                for size, stats in sorted(self.batches.items())
+            ],
+            "memory_usage": [],
+        }

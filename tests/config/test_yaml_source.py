@@ -1,0 +1,157 @@
+"""YAML configs: positions, YAML errors, the natural YAML forms, and equality with pbtxt."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from repoman.config import parse_model_config, yaml_source
+from repoman.config.tree import ListValue, Message, Pos, Scalar
+from repoman.errors import ConfigError, ConfigIssue
+
+IssuesOf = Callable[..., list[ConfigIssue]]
+
+PBTXT = """
+name: "m"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [
+  { name: "x", data_type: TYPE_FP32, dims: [ 3, -1 ] },
+  { name: "t", data_type: TYPE_STRING, dims: [ 1 ], optional: true }
+]
+output { name: "y" data_type: TYPE_INT64 dims: 4 reshape { shape: [ 2, 2 ] } }
+dynamic_batching {
+  preferred_batch_size: [ 4, 8 ]
+  max_queue_delay_microseconds: 100
+  priority_levels: 2
+  default_priority_level: 1
+  priority_queue_policy { key: 2 value { max_queue_size: 5 } }
+}
+instance_group [ { count: 2 } ]
+parameters { key: "threads" value { string_value: "4" } }
+parameters { key: "mode" value { string_value: "fast" } }
+version_policy { all { } }
+"""
+
+YAML = """
+name: m
+platform: onnxruntime_onnx
+max_batch_size: 8
+input:
+  - {name: x, data_type: FP32, dims: [3, -1]}
+  - {name: t, data_type: BYTES, dims: 1, optional: true}
+output:
+  name: y
+  data_type: TYPE_INT64
+  dims: [4]
+  reshape: {shape: [2, 2]}
+dynamic_batching:
+  preferred_batch_size: [4, 8]
+  max_queue_delay_microseconds: 100
+  priority_levels: 2
+  default_priority_level: 1
+  priority_queue_policy:
+    2: {max_queue_size: 5}
+instance_group:
+  - count: 2
+parameters:
+  threads: 4
+  mode: {string_value: fast}
+version_policy:
+  all:
+"""
+
+
+def test_yaml_and_pbtxt_of_one_model_normalise_to_equal_dicts() -> None:
+    from_pbtxt = parse_model_config(PBTXT, filename="config.pbtxt", fmt="pbtxt")
+    from_yaml = parse_model_config(YAML, filename="config.yaml", fmt="yaml")
+    assert from_yaml.normalised == from_pbtxt.normalised
+    assert from_yaml == from_pbtxt
+    assert from_yaml.parameters == {"threads": "4", "mode": "fast"}
+    assert from_yaml.inputs[1].data_type.config_name == "TYPE_STRING"
+
+
+def test_scalars_keep_their_yaml_types_and_positions() -> None:
+    tree = yaml_source.parse("a: 1\nb: [x, 2.5, true, ~]\n", filename="c.yaml")
+    first, second = tree.fields
+    assert (first.name_pos, first.value) == (Pos(1, 1), Scalar(1, "int", Pos(1, 4)))
+    assert isinstance(second.value, ListValue)
+    assert second.value.items == [
+        Scalar("x", "string", Pos(2, 5)),
+        Scalar(2.5, "float", Pos(2, 8)),
+        Scalar(True, "bool", Pos(2, 13)),
+        Scalar(None, "null", Pos(2, 19)),
+    ]
+
+
+def test_an_empty_document_is_an_empty_message() -> None:
+    assert yaml_source.parse("# nothing\n", filename="c.yaml") == Message([], Pos(1, 1))
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        ("a: [1\n", 2, 1, r"expected valid YAML .*flow sequence.*found"),
+        ("a: b: c\n", 1, 5, r"expected valid YAML, found: mapping values are not allowed"),
+        ("a: 1\na: 2\n", 2, 1, r"expected each key once per mapping, found `a` again"),
+        ("- 1\n", 1, 1, r"expected a mapping of configuration fields .*found a sequence"),
+        ("a: 1\n---\nb: 2\n", 2, 1, r"expected valid YAML \(expected a single document"),
+        ("? [1]\n: 2\n", 1, 3, r"expected a plain field name as a mapping key"),
+    ],
+)
+def test_yaml_errors_name_position_and_expectation(
+    text: str, line: int, column: int, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        yaml_source.parse(text, filename="c.yaml")
+    [issue] = info.value.issues
+    assert (issue.file, issue.line, issue.column) == ("c.yaml", line, column)
+    assert re.search(message, issue.message), issue.message
+
+
+SEMANTIC_ERROR = """\
+name: m
+max_batch_size: 4
+input:
+  - name: x
+    data_type: FP32
+    dims: [2, 0]
+output:
+  - {name: y, data_type: FP32, dims: [1]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "line", "column"),
+    [
+        (SEMANTIC_ERROR, "input[0].dims[1]", 6, 15),
+        (SEMANTIC_ERROR.replace("dims: [2, 0]", "dims: [2, 1]\n    shape: [1]"), "", 7, 5),
+        (SEMANTIC_ERROR.replace("FP32\n", "FP23\n", 1), "input[0].data_type", 5, 16),
+        (SEMANTIC_ERROR.replace("max_batch_size: 4", "max_batch_size: four"), "", 2, 17),
+    ],
+)
+def test_yaml_issue_positions(
+    issues_of: IssuesOf, text: str, field: str, line: int, column: int
+) -> None:
+    [issue] = issues_of(text, fmt="yaml")
+    assert (issue.line, issue.column) == (line, column)
+    assert issue.field.startswith(field)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ("{k: v}", {"k": {"string_value": "v"}}),
+        ("{k: 3}", {"k": {"string_value": "3"}}),
+        ("{k: true}", {"k": {"string_value": "true"}}),
+        ("{k: {string_value: v}}", {"k": {"string_value": "v"}}),
+        ("[{key: k, value: {string_value: v}}]", {"k": {"string_value": "v"}}),
+    ],
+)
+def test_yaml_parameters_accept_the_shorthand(parameters: str, expected: dict[str, Any]) -> None:
+    text = SEMANTIC_ERROR.replace("[2, 0]", "[2]") + f"parameters: {parameters}\n"
+    config = parse_model_config(text, filename="config.yaml", fmt="yaml")
+    assert config.normalised["parameters"] == expected
