@@ -64,9 +64,15 @@ class ModelNotReady(RepomanError):
 
 
 class ServerBusy(RepomanError):
-    """A queue is full; the caller may retry later."""
+    """A queue is full; the caller may retry later (503, as Triton answers)."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class RequestTimeout(RepomanError):
+    """A request's queue deadline passed before a worker could take it (504)."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
 
 
 class BackendError(RepomanError):

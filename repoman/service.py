@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from repoman import __version__
-from repoman.errors import ModelNotFound
+from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
 from repoman.scheduler import SharedScheduler
@@ -42,7 +42,11 @@ class InferenceService:
             wanted = tuple(tensor.name for tensor in config.outputs)
         else:
             wanted = tuple(output.name for output in request.outputs)
-        outputs = await self.scheduler.submit(version, inputs, wanted)
+        priority = _int_parameter(request, "priority")
+        timeout_us = _int_parameter(request, "timeout")
+        outputs = await self.scheduler.submit(
+            version, inputs, wanted, priority=priority or 0, timeout_us=timeout_us
+        )
         shaped = reshape_outputs(config, {name: outputs[name] for name in wanted})
         return InferResponse(
             model_name=version.model,
@@ -126,3 +130,13 @@ class InferenceService:
                 if mv.version == version:
                     return mv
         return self.manager.route(name, None)
+
+
+def _int_parameter(request: InferRequest, name: str) -> int | None:
+    """A request-level integer parameter (``priority``, ``timeout`` in microseconds)."""
+    value = request.parameters.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest(f"request parameter '{name}' must be an integer >= 0, found {value!r}")
+    return value

@@ -57,13 +57,14 @@ class DataType(enum.Enum):
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype) -> DataType:
+        """The data type of a numpy dtype (strings and objects are BYTES). KeyError if none."""
+        found = _FROM_NUMPY.get(dtype)
+        if found is not None:
+            return found
         dtype = np.dtype(dtype)
         if dtype.kind in ("O", "S", "U"):
             return cls.BYTES
-        for member, candidate in _NUMPY.items():
-            if candidate == dtype and member is not DataType.BYTES:
-                return member
-        raise KeyError(str(dtype))
+        return _FROM_NUMPY[dtype]
 
 
 _NUMPY: dict[DataType, np.dtype] = {
@@ -80,6 +81,11 @@ _NUMPY: dict[DataType, np.dtype] = {
     DataType.FP32: np.dtype(np.float32),
     DataType.FP64: np.dtype(np.float64),
     DataType.BYTES: np.dtype(object),
+}
+
+# NOTE: hashing a dtype is cheap, and this lookup sits on every response's path.
+_FROM_NUMPY: dict[np.dtype, DataType] = {
+    dtype: member for member, dtype in _NUMPY.items() if member is not DataType.BYTES
 }
 
 CONFIG_TYPE_NAMES: tuple[str, ...] = tuple(t.config_name for t in DataType)

@@ -108,3 +108,81 @@ def write_model(
     for version in versions:
         (folder / str(version)).mkdir(exist_ok=True)
         (folder / str(version) / "model.txt").write_text("fake")
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """A clock that moves only when a test says so; timers fire in ``advance``."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._timers: list[tuple[float, int, _Timer, object, tuple]] = []
+        self._seq = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback, *args) -> _Timer:
+        import heapq
+
+        timer = _Timer()
+        self._seq += 1
+        heapq.heappush(self._timers, (when, self._seq, timer, callback, args))
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        import heapq
+
+        target = self.now + seconds
+        while self._timers and self._timers[0][0] <= target:
+            when, _, timer, callback, args = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not timer.cancelled:
+                callback(*args)
+        self.now = target
+
+
+def make_version(
+    backend: type[Backend] = EchoBackend,
+    *,
+    name: str = "m",
+    version: int = 1,
+    max_batch_size: int = 8,
+    dims: tuple[int, ...] = (2,),
+    instances: int = 1,
+    dynamic: object | None = None,
+    parameters: dict[str, str] | None = None,
+):
+    """A READY ModelVersion with loaded fake instances, for in-process scheduler tests."""
+    from pathlib import Path
+
+    from repoman.backends import BackendContext
+    from repoman.config.model import InstanceGroup, ModelConfig, TensorConfig
+    from repoman.manager import ModelVersion, State
+    from repoman.types import DataType
+
+    config = ModelConfig(
+        name=name,
+        platform="",
+        backend="fake",
+        max_batch_size=max_batch_size,
+        inputs=(TensorConfig("INPUT", DataType.FP32, dims),),
+        outputs=(TensorConfig("OUTPUT", DataType.FP32, dims),),
+        instance_groups=(InstanceGroup(f"{name}_0", count=instances),),
+        dynamic_batching=dynamic,  # type: ignore[arg-type]
+        parameters=parameters or {},
+    )
+    mv = ModelVersion(name, version, config, Path("."), state=State.READY)
+    for index in range(instances):
+        context = BackendContext(config, version, Path("."), Path("."), f"{name}_{index}")
+        instance = backend(context)
+        instance.load()
+        mv.instances.append(instance)
+    return mv

@@ -1,17 +1,22 @@
-"""One model version's queue and the policy that cuts dynamic batches from it."""
+"""One model version's queue: admission, priorities, deadlines, and cutting dynamic batches."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from repoman.backends import Backend, Batch
+from repoman.backends import Backend, Batch, Result
+from repoman.config.model import QueuePolicy
+from repoman.errors import InvalidRequest, RequestTimeout, ServerBusy
 from repoman.manager import ModelVersion
+from repoman.scheduler.clock import Cancellable
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
 
@@ -26,7 +31,7 @@ class QueueState(enum.Enum):
 
 @dataclass(eq=False)
 class Pending:
-    """A request waiting in a queue: its inputs, the outputs it wants, and its future."""
+    """A request in a queue: its inputs, the outputs it wants, its future and its deadline."""
 
     inputs: Mapping[str, np.ndarray]
     outputs: tuple[str, ...]
@@ -34,6 +39,12 @@ class Pending:
     signature: tuple[object, ...]
     future: asyncio.Future[Mapping[str, np.ndarray]]
     arrived: float
+    level: int = 0
+    deadline: float | None = None
+    timer: Cancellable | None = None
+    queued: bool = True
+    delayed: bool = False
+    result: Result | None = None
 
 
 @dataclass(eq=False)
@@ -42,18 +53,20 @@ class VersionQueue:
 
     Batches follow Triton's dynamic batcher: up to ``max_batch_size`` rows (a request
     carrying 4 rows counts 4), cut as soon as the largest preferred size (or the maximum)
-    is reached, else once the oldest request has waited ``max_queue_delay``; only requests
-    whose non-batch shapes agree share a batch. Without ``dynamic_batching`` (or with
-    ``max_batch_size: 0``) every request is its own execution.
+    is queued, else once the oldest request has waited ``max_queue_delay``; only requests
+    whose non-batch shapes agree share a batch; higher priority levels (1 is highest) go
+    first; ``allowed_batch_sizes`` pads a batch up to the next allowed size. Without
+    ``dynamic_batching`` (or with ``max_batch_size: 0``) every request is its own execution.
     """
 
     version: ModelVersion
     state: QueueState = QueueState.OPEN
-    pending: deque[Pending] = field(default_factory=deque)
     free: list[Backend] = field(default_factory=list)
     in_flight: int = 0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     stats: VersionStats = field(default_factory=VersionStats)
+    used_ns: float = 0.0
+    """Worker time this queue consumed (for fair interleaving across queues)."""
 
     def __post_init__(self) -> None:
         config = self.version.config
@@ -62,70 +75,147 @@ class VersionQueue:
         dynamic = config.dynamic_batching if self.batching else None
         self.dynamic = dynamic is not None
         self.max_rows = config.max_batch_size if self.dynamic else 0
-        self.delay = (dynamic.max_queue_delay_microseconds / 1e6) if dynamic else 0.0
+        self.delay = dynamic.max_queue_delay_microseconds / 1e6 if dynamic else 0.0
         preferred = [
             p for p in (dynamic.preferred_batch_size if dynamic else ()) if p <= self.max_rows
         ]
         self.cut_rows = max(preferred) if preferred else self.max_rows
+        self.allowed = sorted(dynamic.allowed_batch_sizes) if dynamic else []
+        self.preserve_ordering = bool(dynamic and dynamic.preserve_ordering)
+        levels = dynamic.priority_levels if dynamic and dynamic.priority_levels > 0 else 1
+        self.default_level = (dynamic.default_priority_level or 1) if dynamic else 1
+        default_policy = dynamic.default_queue_policy if dynamic else QueuePolicy()
+        overrides = dynamic.priority_queue_policy if dynamic else {}
+        self.policies = [overrides.get(level, default_policy) for level in range(1, levels + 1)]
+        self.levels: list[deque[Pending]] = [deque() for _ in range(levels)]
+        self.level_counts = [0] * levels
+        self.delayed: deque[Pending] = deque()
+        self.order: deque[Pending] = deque()  # admission order, with preserve_ordering only
         self.input_names = tuple(tensor.name for tensor in config.inputs)
         self.output_order = tuple(tensor.name for tensor in config.outputs)
         self.queued_rows = 0
 
-    def make_pending(
-        self, inputs: Mapping[str, np.ndarray], outputs: tuple[str, ...], now: float
-    ) -> Pending:
-        loop = asyncio.get_running_loop()
-        rows = batch_rows(inputs) if self.batching else 1
-        return Pending(inputs, outputs, rows, shape_signature(inputs), loop.create_future(), now)
+    # ---- admission -------------------------------------------------------------------
 
-    def push(self, item: Pending) -> None:
-        self.pending.append(item)
-        self.queued_rows += item.rows
+    def admit(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        now: float,
+        *,
+        priority: int = 0,
+        timeout_us: int | None = None,
+    ) -> Pending:
+        """Queue a request, or refuse it at once (bad priority: 400; queue full: 503)."""
+        levels = len(self.levels)
+        if priority < 0 or priority > levels:
+            raise InvalidRequest(
+                f"priority {priority} is outside [0, {levels}] for model "
+                f"'{self.version.model}' (0 means the default level {self.default_level})"
+            )
+        level = (priority or self.default_level) - 1
+        policy = self.policies[level]
+        if policy.max_queue_size and self.level_counts[level] >= policy.max_queue_size:
+            raise ServerBusy(
+                f"model '{self.version.model}' version {self.version.version}: the queue "
+                f"is full ({policy.max_queue_size} requests at priority {level + 1}); retry later"
+            )
+        timeout = policy.default_timeout_microseconds
+        if timeout_us is not None and policy.allow_timeout_override:
+            timeout = timeout_us
+        rows = batch_rows(inputs) if self.batching else 1
+        item = Pending(
+            inputs,
+            outputs,
+            rows,
+            shape_signature(inputs),
+            asyncio.get_running_loop().create_future(),
+            now,
+            level,
+            now + timeout / 1e6 if timeout > 0 else None,
+        )
+        self.levels[level].append(item)
+        self.level_counts[level] += 1
+        self.queued_rows += rows
+        if self.preserve_ordering:
+            self.order.append(item)
+        item.future.add_done_callback(lambda _: self._unqueue(item))
+        return item
+
+    def expire(self, item: Pending) -> None:
+        """The item's deadline passed while queued: reject it, or (DELAY) serve it last."""
+        if not item.queued:
+            return
+        if self.policies[item.level].timeout_action == "DELAY":
+            if not item.delayed:
+                item.delayed = True
+                self.delayed.append(item)
+            return
+        item.future.set_exception(
+            RequestTimeout(
+                f"model '{self.version.model}' version {self.version.version}: the request "
+                f"waited past its {self._timeout_ms(item):g} ms timeout without a free worker"
+            )
+        )
+
+    # ---- batches ---------------------------------------------------------------------
 
     def ready_at(self) -> float | None:
-        """When the next batch may be cut (a loop time), or None if none can be (empty, or busy)."""
-        self._drop_cancelled()
-        if not self.pending or not self.free:
+        """When the next batch may be cut (a clock time), or None when none can be."""
+        if not self.free:
             return None
-        head = self.pending[0]
+        oldest = self._oldest()
+        if oldest is None:
+            return None
         if not self.dynamic or self.delay == 0.0 or self.queued_rows >= self.cut_rows:
-            return head.arrived
+            return oldest.arrived
         if self.state is not QueueState.OPEN:
-            return head.arrived  # NOTE: nothing more will arrive; waiting would only add latency
-        return head.arrived + self.delay
+            return oldest.arrived  # NOTE: nothing more will arrive; waiting only adds latency
+        return oldest.arrived + self.delay
 
     def take_batch(self) -> tuple[Backend, list[Pending], Batch]:
         """Cut the next batch and reserve an instance for it. Call only when ``ready_at`` is due."""
-        instance = self.free.pop()
-        taken = [self.pending.popleft()]
+        candidates = self._candidates()
+        first = next(candidates)
+        taken = [first]
         if self.dynamic:
-            rows = taken[0].rows
+            rows = first.rows
             limit = self.cut_rows if self.queued_rows >= self.cut_rows else self.max_rows
-            skipped: list[Pending] = []
-            while self.pending and rows < limit:
-                item = self.pending[0]
-                if item.future.done():
-                    self.pending.popleft()
-                    self.queued_rows -= item.rows
-                elif rows + item.rows > limit:
+            for item in candidates:
+                if rows >= limit:
                     break
-                elif item.signature != taken[0].signature:
-                    skipped.append(self.pending.popleft())
-                else:
-                    taken.append(self.pending.popleft())
+                if item.signature == first.signature and rows + item.rows <= limit:
+                    taken.append(item)
                     rows += item.rows
-            # NOTE: requests of another shape keep their place at the front of the queue.
-            self.pending.extendleft(reversed(skipped))
-        self.queued_rows -= sum(item.rows for item in taken)
+        for item in taken:
+            self._unqueue(item)
         self.in_flight += 1
         wanted = set().union(*(item.outputs for item in taken))
         batch = Batch(
             requests=[item.inputs for item in taken],
             output_names=tuple(name for name in self.output_order if name in wanted),
-            input_names=tuple(name for name in self.input_names if name in taken[0].inputs),
+            input_names=tuple(name for name in self.input_names if name in first.inputs),
             batching=self.batching,
+            pad_to=self._padded(sum(item.rows for item in taken)),
         )
-        return instance, taken, batch
+        return self.free.pop(), taken, batch
+
+    def deliver(self, item: Pending, result: Result) -> list[tuple[Pending, Result]]:
+        """Results that may be answered now: this one, or (preserve_ordering) every one
+        whose predecessors have all been answered."""
+        if not self.preserve_ordering:
+            return [(item, result)]
+        item.result = result
+        ready = []
+        while self.order:
+            head = self.order[0]
+            if head.result is not None:
+                ready.append((self.order.popleft(), head.result))
+            elif head.future.done():
+                self.order.popleft()  # expired or cancelled: nothing to wait for
+            else:
+                break
+        return ready
 
     def finish(self, instance: Backend) -> None:
         self.free.append(instance)
@@ -137,12 +227,65 @@ class VersionQueue:
             self.state = QueueState.CLOSING
         self._check_drained()
 
+    # ---- internals -------------------------------------------------------------------
+
+    def _clean_fronts(self) -> None:
+        # NOTE: taken, expired and cancelled requests are dropped lazily from the fronts;
+        # a delayed one lives on in ``self.delayed``.
+        for queue in self.levels:
+            while queue and (not queue[0].queued or queue[0].delayed):
+                queue.popleft()
+        while self.delayed and not self.delayed[0].queued:
+            self.delayed.popleft()
+
+    def _candidates(self) -> Iterator[Pending]:
+        """Queued requests in serving order: by priority level, FIFO within one; delayed last."""
+        self._clean_fronts()
+        for queue in self.levels:
+            for item in queue:
+                if item.queued and not item.delayed:
+                    yield item
+        for item in self.delayed:
+            if item.queued:
+                yield item
+
+    def _oldest(self) -> Pending | None:
+        """The request that has waited longest (each level is FIFO: one of the fronts)."""
+        self._clean_fronts()
+        heads = [queue[0] for queue in self.levels if queue]
+        if self.delayed:
+            heads.append(self.delayed[0])
+        return min(heads, key=lambda item: item.arrived) if heads else None
+
+    def _padded(self, rows: int) -> int:
+        if not self.allowed:
+            return 0
+        index = bisect.bisect_left(self.allowed, rows)
+        return self.allowed[index] if index < len(self.allowed) else 0
+
+    def _unqueue(self, item: Pending) -> None:
+        if not item.queued:
+            return
+        item.queued = False
+        self.queued_rows -= item.rows
+        self.level_counts[item.level] -= 1
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        self._check_drained()
+
     def _check_drained(self) -> None:
-        if self.state is not QueueState.OPEN and not self.pending and self.in_flight == 0:
+        if self.state is not QueueState.OPEN and self.queued_rows == 0 and self.in_flight == 0:
             self.state = QueueState.CLOSED
             self.drained.set()
 
-    def _drop_cancelled(self) -> None:
-        while self.pending and self.pending[0].future.done():
-            self.queued_rows -= self.pending.popleft().rows
-        self._check_drained()
+    def _timeout_ms(self, item: Pending) -> float:
+        assert item.deadline is not None
+        return round((item.deadline - item.arrived) * 1000, 3)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "queued_rows": self.queued_rows,
+            "in_flight": self.in_flight,
+        }

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +14,7 @@ import numpy as np
 from repoman.backends import Backend, Batch, Result
 from repoman.errors import BackendError, ModelNotReady, RepomanError
 from repoman.manager import ModelVersion
+from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.queue import Pending, QueueState, VersionQueue
 from repoman.scheduler.stats import VersionStats
 
@@ -25,18 +25,20 @@ class SharedScheduler:
     """Dynamic batches per model version, executed on one pool of ``num_batch_threads`` workers.
 
     Every public method runs on the event loop thread; backends run only on the pool.
-    Dispatch is event-driven (a request arrives, a batch finishes, a delay expires) and
-    round-robin over the queues that have a batch ready, so no version starves another.
-    A version never runs more batches at once than it has instances.
+    Dispatch is event-driven (a request arrives, a batch finishes, a delay expires). When
+    several queues have a batch ready, the one that has used the least worker time goes
+    first, so versions share the workers fairly by time, not by batch count (a queue that
+    was idle does not bank credit: it starts level with the busiest). A version never runs
+    more batches at once than it has instances.
     """
 
-    def __init__(self, num_batch_threads: int | None = None) -> None:
+    def __init__(self, num_batch_threads: int | None = None, *, clock: Clock | None = None) -> None:
         self.num_workers = num_batch_threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="repoman-batch")
+        self._clock = clock or LoopClock()
         self._idle = self.num_workers
         self._queues: dict[ModelVersion, VersionQueue] = {}
-        self._order: deque[VersionQueue] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Cancellable | None = None
         self._timer_at = float("inf")
         self._dispatch_scheduled = False
 
@@ -44,8 +46,8 @@ class SharedScheduler:
 
     def open(self, version: ModelVersion) -> None:
         queue = VersionQueue(version)
+        queue.used_ns = min((q.used_ns for q in self._queues.values()), default=0.0)
         self._queues[version] = queue
-        self._order.append(queue)
 
     async def drain(self, version: ModelVersion) -> None:
         queue = self._queues.get(version)
@@ -55,21 +57,35 @@ class SharedScheduler:
         self._kick()
         await queue.drained.wait()
         self._queues.pop(version, None)
-        if queue in self._order:
-            self._order.remove(queue)
 
     # ---- requests ------------------------------------------------------------------
 
     async def submit(
-        self, version: ModelVersion, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self,
+        version: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        priority: int = 0,
+        timeout_us: int | None = None,
     ) -> Mapping[str, np.ndarray]:
-        """Queue one request for ``version``; return its outputs once its batch has run."""
+        """Queue one request for ``version``; return its outputs once its batch has run.
+
+        Raises at once when the queue refuses it (closing, full, bad priority); raises
+        RequestTimeout when its queue deadline passes before a worker takes it.
+        """
         queue = self._queues.get(version)
         if queue is None or queue.state is not QueueState.OPEN:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
-        loop = asyncio.get_running_loop()
-        item = queue.make_pending(inputs, tuple(outputs), loop.time())
-        queue.push(item)
+        if queue.queued_rows == 0 and queue.in_flight == 0:
+            # NOTE: a queue coming back from idle starts level with the busy ones, so time
+            # it spent idle is not credit it can spend starving them.
+            busy = [q.used_ns for q in self._queues.values() if q.queued_rows or q.in_flight]
+            queue.used_ns = max(queue.used_ns, min(busy, default=queue.used_ns))
+        now = self._clock.time()
+        item = queue.admit(inputs, tuple(outputs), now, priority=priority, timeout_us=timeout_us)
+        if item.deadline is not None:
+            item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
         self._kick()
         return await item.future
 
@@ -99,24 +115,21 @@ class SharedScheduler:
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._clock.time()
         next_due = float("inf")
-        while self._idle > 0 and self._order:
+        while self._idle > 0:
             chosen = None
-            for _ in range(len(self._order)):
-                queue = self._order[0]
-                self._order.rotate(-1)
+            for queue in self._queues.values():
                 due = queue.ready_at()
                 if due is None:
                     continue
-                if due <= now:
+                if due > now:
+                    next_due = min(next_due, due)
+                elif chosen is None or queue.used_ns < chosen.used_ns:
                     chosen = queue
-                    break
-                next_due = min(next_due, due)
             if chosen is None:
                 break
-            self._run(chosen)
+            self._run(chosen, now)
         if next_due < float("inf"):
             self._arm_timer(next_due)
 
@@ -125,24 +138,26 @@ class SharedScheduler:
             return
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
         self._timer_at = when
-        self._timer = loop.call_at(when, self._on_timer)
+        self._timer = self._clock.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
         self._dispatch()
 
-    def _run(self, queue: VersionQueue) -> None:
+    def _expire(self, queue: VersionQueue, item: Pending) -> None:
+        item.timer = None
+        queue.expire(item)
+        self._kick()
+
+    def _run(self, queue: VersionQueue, now: float) -> None:
         instance, taken, batch = queue.take_batch()
         self._idle -= 1
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         for item in taken:
-            queue.stats.queue.add(int((started - item.arrived) * 1e9))
+            queue.stats.queue.add(int((now - item.arrived) * 1e9))
         handed = time.perf_counter_ns()
-        done = loop.run_in_executor(self._pool, _execute, instance, batch)
+        done = asyncio.get_running_loop().run_in_executor(self._pool, _execute, instance, batch)
         done.add_done_callback(
             lambda fut: self._finished(queue, instance, taken, batch, handed, fut)
         )
@@ -163,6 +178,7 @@ class SharedScheduler:
         results: Sequence[Result] = ()
         if error is None:
             results, started, ended = fut.result()
+            queue.used_ns += ended - started
             queue.stats.record_batch(
                 batch.size,
                 len(taken),
@@ -175,7 +191,6 @@ class SharedScheduler:
                     f"backend of model '{version.model}' version {version.version} returned "
                     f"{len(results)} results for a batch of {len(taken)} requests"
                 )
-        now = asyncio.get_running_loop().time()
         if error is not None:
             if not isinstance(error, RepomanError):
                 error = BackendError(
@@ -183,21 +198,23 @@ class SharedScheduler:
                     f"{type(error).__name__}: {error}"
                 )
             log.error("%s", error)
-            for item in taken:
-                queue.stats.fail.add(int((now - item.arrived) * 1e9))
-                if not item.future.done():
-                    item.future.set_exception(error)
-        else:
-            for item, result in zip(taken, results, strict=True):
-                outcome = queue.stats.fail if isinstance(result, Exception) else queue.stats.success
-                outcome.add(int((now - item.arrived) * 1e9))
-                if item.future.done():
-                    continue
-                if isinstance(result, Exception):
-                    item.future.set_exception(_request_error(version, result))
-                else:
-                    item.future.set_result(result)
+            results = [error] * len(taken)
+        now = self._clock.time()
+        for item, result in zip(taken, results, strict=True):
+            for ready, outcome in queue.deliver(item, result):
+                self._answer(queue, ready, outcome, now)
         self._dispatch()
+
+    def _answer(self, queue: VersionQueue, item: Pending, result: Result, now: float) -> None:
+        elapsed = int((now - item.arrived) * 1e9)
+        if isinstance(result, Exception):
+            queue.stats.fail.add(elapsed)
+            if not item.future.done():
+                item.future.set_exception(_request_error(queue.version, result))
+        else:
+            queue.stats.success.add(elapsed)
+            if not item.future.done():
+                item.future.set_result(result)
 
 
 def _execute(instance: Backend, batch: Batch) -> tuple[Sequence[Result], int, int]:

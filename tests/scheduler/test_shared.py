@@ -4,53 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from repoman.backends import BackendContext
-from repoman.config.model import DynamicBatching, InstanceGroup, ModelConfig, TensorConfig
+from repoman.config.model import DynamicBatching
 from repoman.errors import BackendError, ModelNotReady
-from repoman.manager import ModelVersion, State
 from repoman.scheduler import QueueState, SharedScheduler
-from repoman.types import DataType
+from tests import fakes
 from tests.fakes import BlockingBackend, EchoBackend, PerRequestErrorBackend, RaisingBackend
 
 
-def make_version(
-    backend=EchoBackend,
-    *,
-    max_batch_size=8,
-    delay_us=None,
-    preferred=(),
-    instances=1,
-    name="m",
-    version=1,
-) -> ModelVersion:
+def make_version(backend=EchoBackend, *, delay_us=None, preferred=(), **kwargs):
     dynamic = None
     if delay_us is not None:
         dynamic = DynamicBatching(
             max_queue_delay_microseconds=delay_us, preferred_batch_size=tuple(preferred)
         )
-    config = ModelConfig(
-        name=name,
-        platform="",
-        backend="fake",
-        max_batch_size=max_batch_size,
-        inputs=(TensorConfig("INPUT", DataType.FP32, (2,)),),
-        outputs=(TensorConfig("OUTPUT", DataType.FP32, (2,)),),
-        instance_groups=(InstanceGroup(f"{name}_0", count=instances),),
-        dynamic_batching=dynamic,
-    )
-    mv = ModelVersion(name, version, config, Path("."), state=State.READY)
-    for index in range(instances):
-        backend_instance = backend(
-            BackendContext(config, version, Path("."), Path("."), f"i{index}")
-        )
-        backend_instance.load()
-        mv.instances.append(backend_instance)
-    return mv
+    return fakes.make_version(backend, dynamic=dynamic, **kwargs)
 
 
 def rows(n: int, value: float = 1.0) -> dict[str, np.ndarray]:
