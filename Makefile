@@ -8,7 +8,7 @@ PERF_VENV := .tools/perf_analyzer
 PERF := $(PERF_VENV)/bin/perf_analyzer
 PORT ?= 8000
 
-.PHONY: serve test lint install models clean
+.PHONY: serve test lint install models bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing repoman with its test tools (first run takes a few minutes)"
@@ -41,6 +41,10 @@ lint: $(STAMP)
 models: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[models]"
 	$(BIN)/python tools/make_bundled_models.py
+
+## the dynamic-batching benchmark (needs perf_analyzer: run `make test` once first); prints a table
+bench: $(STAMP) $(PERF)
+	$(BIN)/python bench/batching.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache

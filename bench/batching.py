@@ -15,170 +15,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-import make_models  # noqa: E402  (a sibling script, not a package)
+import make_models  # noqa: E402  (sibling scripts, not a package)
+from _load import PERF_ANALYZER, Server, counts, free_port, log, perf  # noqa: E402
 
-PERF_ANALYZER = ROOT / ".tools" / "perf_analyzer" / "bin" / "perf_analyzer"
 BATCHES = (1, 2, 4, 8, 16, 32)
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class Server:
-    """A server subprocess in its own session; its output is drained and the tail kept."""
-
-    def __init__(self, name: str, cmd: list[str]) -> None:
-        self.name, self.tail = name, deque(maxlen=40)
-        self.port_seen = threading.Event()
-        self.port: int | None = None
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.tail.append(line.rstrip())
-            match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            if match and self.port is None:
-                self.port = int(match.group(1))
-                self.port_seen.set()
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self.port is not None and http_get(self.port, "/v2/health/ready")[0] == 200:
-                return
-            time.sleep(0.2)
-        tail = "\n".join(self.tail)
-        raise RuntimeError(f"{self.name} did not become ready (rc={self.proc.poll()}):\n{tail}")
-
-    def cpu_seconds(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-        except (OSError, IndexError, ValueError):
-            return float("nan")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, b""
-    except OSError:
-        return 0, b""
-
-
-def counts(port: int, model: str) -> tuple[int, int] | None:
-    """(inference_count, execution_count) from the stats endpoint, or None if unavailable."""
-    status, body = http_get(port, f"/v2/models/{model}/versions/1/stats")
-    try:
-        stats = json.loads(body)["model_stats"][0] if status == 200 else None
-        return (int(stats["inference_count"]), int(stats["execution_count"])) if stats else None
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw_ort(model_dir: Path, seconds: float) -> dict[int, float]:
     """Inferences/s of one in-process onnxruntime session (server's options) per batch size."""
     sess = make_models.session((model_dir / "1" / "model.onnx").read_bytes())
     return {b: b / make_models.measure(sess, b, seconds) for b in BATCHES}
-
-
-def perf(port: int, model: str, conc: int, requests: int, timeout: float) -> dict:
-    """One closed-loop perf_analyzer step; client numbers parsed from its report."""
-    cmd = [
-        str(PERF_ANALYZER),
-        "-m",
-        model,
-        "-u",
-        f"127.0.0.1:{port}",
-        "-i",
-        "http",
-        "--concurrency-range",
-        str(conc),
-        "--measurement-mode",
-        "count_windows",
-        "--measurement-request-count",
-        str(requests),
-        "--max-trials",
-        "3",
-        "--stability-percentage",
-        "1000",
-    ]  # noisy shared box: take 3 windows, never "unstable"
-    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        out, rc = run.stdout + run.stderr, run.returncode
-    except subprocess.TimeoutExpired as e:
-        out, rc = (e.stdout or b"").decode(errors="replace"), "timeout"
-    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - t0
-    pa_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    report = out.rsplit("Request concurrency:", 1)[-1]
-    found = {
-        k: re.search(rf"{k}: ([0-9.]+)", report)
-        for k in ("Throughput", "p50 latency", "p99 latency")
-    }
-    if not all(found.values()):
-        log(f"  perf_analyzer failed (rc={rc}):\n{out[-2000:]}")
-        return {"error": f"rc={rc}", "wall_s": wall}
-    if rc != 0:  # e.g. its server-statistics checks abort after the client numbers are out
-        why = re.search(r"what\(\):\s*(.*)", out)
-        log(f"  perf_analyzer exit {rc} after its client report ({why and why.group(1)})")
-    tput, p50, p99 = (float(m.group(1)) for m in found.values() if m)
-    return {
-        "infer_s": tput,
-        "p50_ms": p50 / 1e3,
-        "p99_ms": p99 / 1e3,
-        "pa_rc": rc,
-        "pa_cpu_pct": 100 * pa_cpu / wall,
-        "wall_s": wall,
-    }
 
 
 def step(server: Server, model: str, conc: int, args: argparse.Namespace) -> dict:
@@ -191,8 +48,8 @@ def step(server: Server, model: str, conc: int, args: argparse.Namespace) -> dic
     return row
 
 
-def fmt(v: float | None, spec: str) -> str:
-    return "n/a" if v is None or v != v else format(v, spec)
+def fmt(v: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if v is None or v != v else format(v, spec) + unit
 
 
 def verdict(ok: bool | None) -> str:
@@ -210,7 +67,7 @@ def targets(rows: list[dict]) -> list[str]:
     on, off = get("heavy", "on", 32, "infer_s"), get("heavy", "off", 32, "infer_s")
     ratio = on / off if on and off else None
     lines.append(
-        f"heavy c32  batching on / off throughput: {fmt(ratio, '.2f')}x "
+        f"heavy c32  batching on / off throughput: {fmt(ratio, '.2f', 'x')} "
         f"(target >= 3x)  {verdict(ratio and ratio >= 3)}"
     )
     vs_raw = get("heavy", "on", 32, "vs_raw")
@@ -223,7 +80,7 @@ def targets(rows: list[dict]) -> list[str]:
         on, off = get(model, "on", 1, "p50_ms"), get(model, "off", 1, "p50_ms")
         delta = on - off if on is not None and off is not None else None
         lines.append(
-            f"{model:5} c1   p50 on - off: {fmt(delta, '+.3f')} ms "
+            f"{model:5} c1   p50 on - off: {fmt(delta, '+.3f', ' ms')} "
             f"(target < 0.5 ms)  {verdict(None if delta is None else delta < 0.5)}"
         )
     bare = get("tiny", "bare", 64, "infer_s")
@@ -272,8 +129,8 @@ def print_table(rows: list[dict], raw: dict[str, dict[int, float]]) -> None:
             bs,
             fmt(r.get("raw_s"), ".0f"),
             fmt(r.get("vs_raw"), ".0%"),
-            fmt(r.get("srv_cpu_pct"), ".0f") + "%",
-            fmt(r.get("pa_cpu_pct"), ".0f") + "%",
+            fmt(r.get("srv_cpu_pct"), ".0f", "%"),
+            fmt(r.get("pa_cpu_pct"), ".0f", "%"),
         )
         print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     print("* no dynamic batching: every request runs alone (batch 1 by construction)")
@@ -326,20 +183,8 @@ def main() -> None:
             for model in ("tiny", "heavy"):
                 log(f"raw onnxruntime throughput: {model}, batch {BATCHES}")
                 raw[model] = raw_ort(models / model, 0.1 if args.quick else 0.5)
-            cmd = [
-                sys.executable,
-                "-m",
-                "repoman",
-                "serve",
-                "--model-repository",
-                str(models),
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--log-level",
-                "warning",
-            ]
+            cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(models)]
+            cmd += ["--host", "127.0.0.1", "--http-port", "0"]
             if args.num_batch_threads:
                 cmd += ["--num-batch-threads", str(args.num_batch_threads)]
             repoman = Server("repoman", cmd)
@@ -376,6 +221,8 @@ def main() -> None:
                         )
                         rows.append(row)
         finally:
+            if servers:
+                log("stopping servers")
             for server in servers:
                 server.stop()
     print_table(rows, raw)
@@ -390,4 +237,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        log("interrupted (servers stopped)")
+        sys.exit(130)

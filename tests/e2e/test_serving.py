@@ -154,3 +154,43 @@ def test_plugins_command_lists_the_builtin_backend_from_its_entry_point():
     assert run.returncode == 0, run.stdout + run.stderr
     assert "onnxruntime" in run.stdout and "onnxruntime_onnx" in run.stdout
     assert "plugin: onnxruntime" in run.stdout
+
+
+def test_queue_deadlines_full_queues_and_priorities_over_http(tmp_path, plugins_dir, server_factory):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tritonclient.utils import InferenceServerException
+
+    repo = tmp_path / "repo"
+    slow = 'parameters { key: "delay_ms" value: { string_value: "300" } }\n'
+    write_model(repo, "deadline", max_batch_size=1, extra=slow + (
+        "dynamic_batching { default_queue_policy { default_timeout_microseconds: 50000 } }\n"))
+    write_model(repo, "bounded", max_batch_size=1, extra=slow + (
+        "dynamic_batching { default_queue_policy { max_queue_size: 1 } }\n"))
+    write_model(repo, "ranked", max_batch_size=1, extra=(
+        "dynamic_batching { priority_levels: 2 default_priority_level: 1 }\n"))
+    server = server_factory(repo, "--plugins-dir", str(plugins_dir), "--num-batch-threads", "1")
+
+    def call(model, **kwargs):
+        with httpclient.InferenceServerClient(server.address) as client:
+            inp = httpclient.InferInput("INPUT", [1, 4], "FP32")
+            inp.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+            try:
+                client.infer(model, [inp], **kwargs)
+                return "ok"
+            except InferenceServerException as exc:
+                return f"{exc.status()} {exc.message()}"
+
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda _: call("deadline"), range(3)))
+    assert outcomes.count("ok") >= 1
+    timed_out = [o for o in outcomes if o != "ok"]
+    assert timed_out and all(o.startswith("504") and "timeout" in o for o in timed_out), outcomes
+
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda _: call("bounded"), range(3)))
+    assert any(o.startswith("503") and "queue is full" in o for o in outcomes), outcomes
+    assert outcomes.count("ok") >= 1
+
+    assert call("ranked", priority=2) == "ok"
+    assert call("ranked", priority=3).startswith("400")
