@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from repoman import __version__
+from repoman.control import MODES, RepositoryController
 from repoman.errors import RepomanError
 from repoman.manager import ModelManager
 from repoman.plugins import build_backend_registry, make_plugin_manager
-from repoman.repository import scan_repository
+from repoman.repository import ScanOptions
 from repoman.scheduler import SharedScheduler
 from repoman.server import make_app
 from repoman.service import InferenceService
@@ -65,6 +66,44 @@ def build_parser() -> argparse.ArgumentParser:
         default=8000,
         metavar="PORT",
         help="port to listen on; 0 picks a free one (the log line 'listening on' shows it)",
+    )
+    serve.add_argument(
+        "--model-control-mode",
+        choices=MODES,
+        default="poll",
+        help="none: load what is there at start-up and ignore later changes; poll: also follow "
+        "the repository while serving (file-system events plus a periodic rescan); explicit: "
+        "load/unload only through the repository API and --load-model",
+    )
+    serve.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --model-control-mode explicit: load NAME at start-up (repeatable; '*' = all)",
+    )
+    serve.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="poll mode: a full rescan every S seconds as a safety net for missed file-system "
+        "events (0 disables it)",
+    )
+    serve.add_argument(
+        "--quiet-period",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="poll mode: a version folder is loaded only after its files have been unchanged "
+        "for S seconds, so a half-copied model is never loaded",
+    )
+    serve.add_argument(
+        "--version-ready-file",
+        default=None,
+        metavar="NAME",
+        help="poll mode: load a version folder only once a file NAME exists in it (for slow "
+        "copies: copy the model, then create NAME)",
     )
     serve.add_argument(
         "--num-batch-threads",
@@ -158,14 +197,24 @@ async def _serve(args: argparse.Namespace) -> int:
         )
 
     manager = ModelManager(registry, scheduler, on_state=on_state)
-    service = InferenceService(manager, scheduler)
+    controller = RepositoryController(
+        repository,
+        manager,
+        mode=args.model_control_mode,
+        options=ScanOptions(quiet=args.quiet_period, ready_marker=args.version_ready_file),
+        rescan_every=args.repository_poll_secs,
+        initial=tuple(args.load_model),
+    )
+    explicit = args.model_control_mode == "explicit"
+    service = InferenceService(manager, scheduler, controller if explicit else None)
 
     async def models(app: web.Application) -> AsyncIterator[None]:
         async def first_load() -> None:
-            scan = await asyncio.to_thread(scan_repository, repository)
-            for line in scan.ignored:
-                log.info("ignored %s", line)
-            await manager.apply(scan)
+            try:
+                await controller.start()
+            except Exception:
+                log.exception("the first pass over the repository failed")
+                raise
             service.ready = True
             _log_table(manager)
 
@@ -174,6 +223,7 @@ async def _serve(args: argparse.Namespace) -> int:
         service.ready = False
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await controller.stop()
         await manager.shutdown()
         await scheduler.close()
 

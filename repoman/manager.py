@@ -1,4 +1,4 @@
-"""Turning wanted versions into loaded ones: load, switch, drain, unload, and track their states."""
+"""Turning wanted versions into served ones: load, warm up, switch, drain, unload; their states."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from repoman.backends import Backend, BackendContext, BackendRegistry
+from repoman.backends import Backend, BackendRegistry
 from repoman.config.model import ModelConfig
 from repoman.errors import ModelNotFound, ModelNotReady, RepomanError
-from repoman.repository import ModelEntry, Scan
+from repoman.lifecycle import instance_contexts, load_instances, unload_instances
+from repoman.repository import Fingerprint, ModelEntry, Scan, VersionEntry
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class State(enum.Enum):
 
 @dataclass(eq=False)
 class ModelVersion:
-    """One version of one model and its backend instances."""
+    """One loaded (or loading, or failed) version of one model and its backend instances."""
 
     model: str
     version: int
@@ -42,6 +43,7 @@ class ModelVersion:
     reason: str = ""
     instances: list[Backend] = field(default_factory=list)
     load_seconds: float = 0.0
+    fingerprint: Fingerprint = ()
 
 
 class Serving(Protocol):
@@ -58,11 +60,14 @@ StateListener = Callable[[str, int, str, str], None]
 
 
 class ModelManager:
-    """Owns every loaded model version. All methods run on the event loop thread.
+    """Owns every model version. All methods run on the event loop thread.
 
-    Loading and unloading run on a dedicated thread pool, so a slow load never stalls
-    inference (which runs on the scheduler's pool). Transitions preserve availability:
-    a new version is loaded and opened before the versions it replaces are drained.
+    Transitions preserve availability (TF Serving's policy, plus draining): a new or
+    changed version is loaded and warmed up in the background, opened, and only then are
+    the versions it replaces closed, drained (every queued and running request finishes)
+    and unloaded. If it fails, what served before keeps serving and the failure is
+    visible with its reason; the same files are not retried until they change. Loading
+    runs on its own thread pool, so a slow load never stalls inference.
     """
 
     def __init__(
@@ -77,6 +82,8 @@ class ModelManager:
         self._serving = serving
         self._versions: dict[str, dict[int, ModelVersion]] = {}
         self._model_errors: dict[str, str] = {}
+        self._failed: dict[tuple[str, int], tuple[Fingerprint, ModelConfig | None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._pool = ThreadPoolExecutor(load_threads, thread_name_prefix="repoman-load")
         self._on_state = on_state
 
@@ -112,7 +119,7 @@ class ModelManager:
             f"version {v.version} {v.state.value.lower()}" + (f": {v.reason}" if v.reason else "")
             for v in versions.values()
         )
-        raise ModelNotReady(model, None, reasons)
+        raise ModelNotReady(model, None, reasons or self._model_errors.get(model, ""))
 
     def is_ready(self, model: str, version: int | None = None) -> bool:
         try:
@@ -124,68 +131,141 @@ class ModelManager:
     # ---- transitions -------------------------------------------------------------
 
     async def apply(self, scan: Scan) -> None:
-        """Make the loaded versions match what ``scan`` wants, model by model, concurrently."""
+        """Make every model match ``scan``; models absent from it are unloaded."""
         names = set(scan.models) | set(self._versions) | set(self._model_errors)
-        await asyncio.gather(*(self._apply_model(name, scan.models.get(name)) for name in names))
+        await asyncio.gather(*(self.apply_model(name, scan.models.get(name)) for name in names))
 
-    async def _apply_model(self, name: str, entry: ModelEntry | None) -> None:
+    async def apply_model(self, name: str, entry: ModelEntry | None) -> None:
+        """Make one model match ``entry`` (None: unload it). Calls for one model never overlap."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            await self._reconcile(name, entry)
+
+    async def _reconcile(self, name: str, entry: ModelEntry | None) -> None:
+        current = self._versions.setdefault(name, {})
         if entry is not None and entry.error is not None:
             if self._model_errors.get(name) != str(entry.error):
                 log.error("model %s: cannot be served:\n%s", name, entry.error)
             self._model_errors[name] = str(entry.error)
-            return  # NOTE: versions already serving stay up until a valid config arrives
+            # NOTE: versions already serving stay up until a valid config arrives, but a
+            # version whose folder is gone is gone.
+            gone = [mv for v, mv in current.items() if v not in entry.versions]
+            await asyncio.gather(*(self._retire(mv) for mv in gone))
+            self._forget_if_empty(name)
+            return
         self._model_errors.pop(name, None)
-        if entry is not None and entry.config is not None and name not in self._versions:
+        if entry is not None and entry.config is not None and not current:
             for warning in entry.config.warnings:
                 log.warning("model %s: %s", name, warning)
-        current = self._versions.setdefault(name, {})
-        wanted = set(entry.wanted) if entry is not None else set()
-        to_load = [
-            v for v in sorted(wanted) if v not in current or current[v].state is State.FAILED
-        ]
-        if entry is not None and entry.config is not None:
-            await asyncio.gather(*(self._load(entry, v) for v in to_load))
-        stale = [mv for v, mv in current.items() if v not in wanted]
-        await asyncio.gather(*(self._unload(mv) for mv in stale))
-        if not current and name in self._versions:
-            del self._versions[name]
+        wanted = [entry.versions[v] for v in entry.wanted] if entry is not None else []
+        assert entry is None or entry.config is not None
+        model_config = entry.config if entry is not None else None
+        await asyncio.gather(*(self._bring_up(name, ve, model_config) for ve in wanted))
 
-    async def _load(self, entry: ModelEntry, number: int) -> None:
-        assert entry.config is not None
-        mv = ModelVersion(entry.name, number, entry.config, entry.path / str(number))
-        self._versions[entry.name][number] = mv
+        wanted_numbers = {ve.number for ve in wanted}
+        serving_wanted = any(
+            current[v].state is State.READY for v in wanted_numbers if v in current
+        )
+        on_disk = entry.versions if entry is not None else {}
+        stale = [
+            mv
+            for v, mv in current.items()
+            if v not in wanted_numbers
+            # NOTE: availability first: an unwanted version keeps serving until a wanted
+            # one is READY, unless its folder is gone or nothing is wanted at all.
+            and (
+                serving_wanted
+                or not wanted_numbers
+                or v not in on_disk
+                or mv.state is not State.READY
+            )
+        ]
+        await asyncio.gather(*(self._retire(mv) for mv in stale))
+        self._forget_if_empty(name)
+
+    async def _bring_up(
+        self, name: str, ve: VersionEntry, model_config: ModelConfig | None
+    ) -> None:
+        """Load a wanted version, or reload it when its files or config changed."""
+        current = self._versions[name].get(ve.number)
+        unchanged = current is not None and (current.fingerprint, current.config) == (
+            ve.fingerprint,
+            ve.config,
+        )
+        if unchanged and current is not None and current.state is State.READY:
+            return
+        if self._failed.get((name, ve.number)) == (ve.fingerprint, ve.config):
+            return  # NOTE: failed with exactly these files and config: retry when they change
+        replacement = await self._load(name, ve, model_config)
+        if replacement.state is not State.READY:
+            self._failed[(name, ve.number)] = (ve.fingerprint, ve.config)
+            if current is not None and current.state is State.READY:
+                current.reason = (
+                    f"reload failed, still serving the previous files: {replacement.reason}"
+                )
+            else:
+                self._versions[name][ve.number] = replacement
+            return
+        self._failed.pop((name, ve.number), None)
+        # NOTE: open the new one, then swap the routing entry (one step on the loop thread,
+        # so no request sees neither), then drain and unload the old one.
+        self._serving.open(replacement)
+        self._versions[name][ve.number] = replacement
+        self._set_state(replacement, State.READY)
+        if current is not None and current.state is State.READY:
+            await self._retire(current, keep_entry=True)
+
+    async def _load(
+        self, name: str, ve: VersionEntry, model_config: ModelConfig | None
+    ) -> ModelVersion:
+        config = ve.config or model_config
+        assert config is not None
+        mv = ModelVersion(name, ve.number, config, ve.path, fingerprint=ve.fingerprint)
+        if ve.config is None:  # the version's own config file is invalid
+            self._set_state(mv, State.FAILED, str(ve.error))
+            return mv
+        if self._versions[name].get(ve.number) is None:
+            self._versions[name][ve.number] = mv
         self._set_state(mv, State.LOADING)
         started = time.perf_counter()
         try:
-            spec = self._registry.resolve(entry.config)
-            filename = entry.config.default_model_filename or spec.default_model_filename
-            contexts = _instance_contexts(mv, mv.path / filename if filename else mv.path)
+            spec = self._registry.resolve(config)
+            filename = config.default_model_filename or spec.default_model_filename
+            contexts = instance_contexts(config, ve.number, ve.path, filename)
             instances = [spec.factory(context) for context in contexts]
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, _load_all, instances)
+            await loop.run_in_executor(self._pool, load_instances, instances)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, RepomanError) else f"{type(exc).__name__}: {exc}"
+            mv.state = State.FAILED
             self._set_state(mv, State.FAILED, reason)
-            return
+            return mv
         mv.instances = instances
         mv.load_seconds = time.perf_counter() - started
-        self._serving.open(mv)
-        self._set_state(mv, State.READY)
+        mv.state = State.READY  # NOTE: the caller announces READY once routing points at it
+        return mv
 
-    async def _unload(self, mv: ModelVersion) -> None:
+    async def _retire(self, mv: ModelVersion, *, keep_entry: bool = False) -> None:
+        """Close, drain and unload ``mv``; drop it from routing unless it was replaced."""
         if mv.state is State.READY:
             self._set_state(mv, State.UNLOADING)
             await self._serving.drain(mv)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, _unload_all, mv.instances)
+            await loop.run_in_executor(self._pool, unload_instances, mv.instances)
             mv.instances = []
-        self._versions.get(mv.model, {}).pop(mv.version, None)
+        versions = self._versions.get(mv.model, {})
+        if not keep_entry and versions.get(mv.version) is mv:
+            del versions[mv.version]
+            self._failed.pop((mv.model, mv.version), None)
         self._set_state(mv, State.UNAVAILABLE)
+
+    def _forget_if_empty(self, name: str) -> None:
+        if not self._versions.get(name) and name in self._versions:
+            del self._versions[name]
 
     async def shutdown(self) -> None:
         """Drain and unload every version."""
         await asyncio.gather(
-            *(self._unload(mv) for vs in self._versions.values() for mv in list(vs.values()))
+            *(self._retire(mv) for vs in self._versions.values() for mv in list(vs.values()))
         )
         self._versions.clear()
         self._pool.shutdown(wait=True)
@@ -205,77 +285,3 @@ class ModelManager:
             log.info("model %s version %d: %s", mv.model, mv.version, state.value)
         if self._on_state is not None:
             self._on_state(mv.model, mv.version, state.value, reason)
-
-
-def _instance_contexts(mv: ModelVersion, model_path: Path) -> list[BackendContext]:
-    contexts = []
-    for group in mv.config.instance_groups:
-        for index in range(group.count):
-            device = group.gpus[index % len(group.gpus)] if group.gpus else None
-            contexts.append(
-                BackendContext(
-                    config=mv.config,
-                    version=mv.version,
-                    version_path=mv.path,
-                    model_path=model_path,
-                    instance_name=f"{group.name}_{index}",
-                    instance_kind=group.kind,
-                    device_id=device,
-                )
-            )
-    if not contexts:
-        contexts.append(BackendContext(mv.config, mv.version, mv.path, model_path))
-    return contexts
-
-
-def _load_all(instances: list[Backend]) -> None:
-    loaded: list[Backend] = []
-    try:
-        for instance in instances:
-            instance.load()
-            loaded.append(instance)
-            _check_signature(instance)
-    except BaseException:
-        _unload_all(loaded)
-        raise
-
-
-def _unload_all(instances: list[Backend]) -> None:
-    for instance in instances:
-        try:
-            instance.unload()
-        except Exception as exc:
-            log.warning("unloading %s failed: %s", instance.context.instance_name, exc)
-
-
-def _check_signature(instance: Backend) -> None:
-    """Refuse a config whose inputs/outputs disagree with what the model file declares."""
-    config = instance.context.config
-    batching = config.max_batch_size > 0
-    for kind, declared, actual in (
-        ("input", config.inputs, instance.model_inputs()),
-        ("output", config.outputs, instance.model_outputs()),
-    ):
-        if actual is None:
-            continue
-        by_name = {tensor.name: tensor for tensor in actual}
-        for tensor in declared:
-            model_side = by_name.get(tensor.name)
-            if model_side is None:
-                raise RepomanError(
-                    f"config {kind} '{tensor.name}' is not in the model (the model's {kind}s: "
-                    f"{', '.join(sorted(by_name))})"
-                )
-            if model_side.data_type is not tensor.data_type:
-                raise RepomanError(
-                    f"{kind} '{tensor.name}': config says {tensor.data_type.config_name}, "
-                    f"the model says {model_side.data_type.config_name}"
-                )
-            want = tensor.reshape if tensor.reshape is not None else tensor.dims
-            have = model_side.dims[1:] if batching and model_side.dims else model_side.dims
-            if model_side.dims and len(have) != len(want):
-                shown = ([-1] if batching else []) + list(want)
-                raise RepomanError(
-                    f"{kind} '{tensor.name}': config shape {shown} does not match "
-                    f"the model's {list(model_side.dims)}"
-                )

@@ -1,35 +1,66 @@
-"""What is on disk: model folders, their configs and version folders, and the versions wanted."""
+"""What is on disk: model folders, configs, version folders, the versions wanted (pure reads)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from repoman.config import load_model_config
+from repoman.config import find_config_file, load_model_config
 from repoman.config.model import ModelConfig, VersionPolicy
 from repoman.errors import RepomanError
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 """Model names repoman accepts: they become URL segments and folder names."""
 
+_IGNORED_SUFFIXES = (".swp", ".swo", ".swx", "~", ".tmp", ".part", ".partial", ".crdownload")
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+"""Every file of a version folder as (relative path, size, mtime_ns): equal means unchanged."""
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden, editor swap/backup and temp files never count as model files."""
+    return (
+        name.startswith((".", "#"))
+        or name.endswith(_IGNORED_SUFFIXES)
+        or name == "4913"  # vim's write-permission probe
+    )
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """One numeric version folder: its effective config (or why it has none) and its files."""
+
+    number: int
+    path: Path
+    config: ModelConfig | None
+    error: RepomanError | None
+    fingerprint: Fingerprint
+    newest_mtime: float
+    """Seconds since the epoch of the most recent change to any of its files."""
+
 
 @dataclass(frozen=True)
 class ModelEntry:
     """One model folder as found on disk.
 
-    Either ``config`` is set, or ``error`` says why the model cannot be served.
-    ``available`` are the numeric version folders present; ``wanted`` those the
-    version policy selects (the full set: a version left out is to be unloaded).
+    ``config`` is the model-level config (``error`` says why there is none). ``versions``
+    are the version folders present, each with its effective config: its own config file
+    when it has one, else the model's. ``wanted`` are the numbers the version policy
+    selects among the *complete* versions (the full set: a version left out is to be
+    unloaded); ``settling`` are folders whose files changed too recently to trust.
     """
 
     name: str
     path: Path
     config: ModelConfig | None
     error: RepomanError | None
-    available: tuple[int, ...]
-    wanted: tuple[int, ...]
+    versions: dict[int, VersionEntry] = field(default_factory=dict)
+    wanted: tuple[int, ...] = ()
+    settling: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,32 +68,79 @@ class Scan:
     models: dict[str, ModelEntry]
     ignored: tuple[str, ...]
     """Paths skipped, each with the reason (``path: reason``), for logging."""
+    retry_after: float | None = None
+    """Seconds until settling versions may be complete: scan again then."""
 
 
-def scan_repository(root: Path, *, default_platform: str | None = None) -> Scan:
+@dataclass(frozen=True)
+class ScanOptions:
+    default_platform: str | None = None
+    quiet: float = 0.0
+    """A version folder whose newest file is younger than this is still settling."""
+    ready_marker: str | None = None
+    """When set, a version folder counts only once a file of this name exists in it."""
+
+
+def scan_repository(root: Path, options: ScanOptions | None = None, *, now: float) -> Scan:
     """Read every model folder under ``root``. Never raises for a bad model: it records it."""
+    options = options or ScanOptions()
     models: dict[str, ModelEntry] = {}
     ignored: list[str] = []
+    retry: list[float] = []
     for child in sorted(root.iterdir()) if root.is_dir() else []:
         if child.name.startswith(".") or not child.is_dir():
             continue
         if not MODEL_NAME.match(child.name):
             ignored.append(f"{child}: not a valid model name")
             continue
-        models[child.name] = read_model(child, ignored, default_platform=default_platform)
-    return Scan(models, tuple(ignored))
+        entry = read_model(child, options, now=now, ignored=ignored)
+        models[child.name] = entry
+        # NOTE: a folder waiting for its marker has no retry time: creating the marker is
+        # an event, and the periodic rescan covers a missed one.
+        retry += [
+            options.quiet - (now - entry.versions[v].newest_mtime)
+            for v in entry.settling
+            if v in entry.versions
+        ]
+    return Scan(models, tuple(ignored), max(0.0, min(retry)) if retry else None)
 
 
 def read_model(
-    path: Path, ignored: list[str] | None = None, *, default_platform: str | None = None
+    path: Path, options: ScanOptions, *, now: float, ignored: list[str] | None = None
 ) -> ModelEntry:
-    available = tuple(sorted(_version_folders(path, ignored if ignored is not None else [])))
+    """One model folder: its config, its version folders, and the versions wanted."""
+    ignored = ignored if ignored is not None else []
     try:
-        config = load_model_config(path, default_platform=default_platform)
+        config: ModelConfig | None = load_model_config(
+            path, default_platform=options.default_platform
+        )
+        error = None
     except RepomanError as exc:
-        return ModelEntry(path.name, path, None, exc, available, ())
-    wanted = select_versions(config.version_policy, available)
-    return ModelEntry(path.name, path, config, None, available, wanted)
+        config, error = None, exc
+    versions: dict[int, VersionEntry] = {}
+    settling: list[int] = []
+    for number, folder in _version_folders(path, ignored):
+        fingerprint, newest = _fingerprint(folder)
+        marker_missing = options.ready_marker and not (folder / options.ready_marker).exists()
+        if marker_missing or now - newest < options.quiet:
+            settling.append(number)
+            if marker_missing:
+                continue
+        version_config, version_error = config, error
+        if find_config_file(folder) is not None:
+            try:
+                version_config = load_model_config(
+                    folder, default_platform=options.default_platform, model_name=path.name
+                )
+                version_error = None
+            except RepomanError as exc:
+                version_config, version_error = None, exc
+        versions[number] = VersionEntry(
+            number, folder, version_config, version_error, fingerprint, newest
+        )
+    complete = [v for v in versions if v not in settling]
+    wanted = select_versions(config.version_policy, complete) if config is not None else ()
+    return ModelEntry(path.name, path, config, error, versions, wanted, tuple(sorted(settling)))
 
 
 def select_versions(policy: VersionPolicy, available: Iterable[int]) -> tuple[int, ...]:
@@ -75,8 +153,8 @@ def select_versions(policy: VersionPolicy, available: Iterable[int]) -> tuple[in
     return tuple(versions[-policy.num_versions :]) if policy.num_versions > 0 else ()
 
 
-def _version_folders(model_path: Path, ignored: list[str]) -> Iterable[int]:
-    for child in model_path.iterdir():
+def _version_folders(model_path: Path, ignored: list[str]) -> Iterable[tuple[int, Path]]:
+    for child in sorted(model_path.iterdir()):
         if not child.is_dir() or child.name.startswith("."):
             continue
         if not child.name.isdigit():
@@ -84,4 +162,31 @@ def _version_folders(model_path: Path, ignored: list[str]) -> Iterable[int]:
         elif child.name.startswith("0"):
             ignored.append(f"{child}: version folders must not start with 0")
         else:
-            yield int(child.name)
+            yield int(child.name), child
+
+
+def _fingerprint(folder: Path) -> tuple[Fingerprint, float]:
+    """Every file under ``folder`` (recursively, ignored names skipped) and the newest change."""
+    files: list[tuple[str, int, int]] = []
+    newest = _mtime(folder)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        newest = max(newest, _mtime(Path(dirpath)))
+        for name in filenames:
+            if is_ignored_name(name):
+                continue
+            full = os.path.join(dirpath, name)
+            try:
+                stat = os.stat(full)
+            except OSError:
+                continue  # NOTE: removed between listing and stat: the next scan sees it
+            files.append((os.path.relpath(full, folder), stat.st_size, stat.st_mtime_ns))
+            newest = max(newest, stat.st_mtime_ns / 1e9)
+    return tuple(sorted(files)), newest
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from repoman import __version__
 from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
+from repoman.repository import MODEL_NAME
 from repoman.scheduler import SharedScheduler
 from repoman.validation import check_request, reshape_outputs
 
@@ -20,6 +21,14 @@ EXTENSIONS = (
 )
 
 
+class RepositoryControl(Protocol):
+    """How the service loads and unloads models on request (the composition root provides it)."""
+
+    async def load(self, name: str, config_text: str | None) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
+
+
 class InferenceService:
     """What every protocol layer calls; it knows nothing of HTTP.
 
@@ -27,9 +36,15 @@ class InferenceService:
     outcome: a model that failed is reported, not waited for), then True while serving.
     """
 
-    def __init__(self, manager: ModelManager, scheduler: SharedScheduler) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        scheduler: SharedScheduler,
+        control: RepositoryControl | None = None,
+    ) -> None:
         self.manager = manager
         self.scheduler = scheduler
+        self.control = control
         self.ready = False
 
     # ---- inference -----------------------------------------------------------------
@@ -115,6 +130,28 @@ class InferenceService:
                     continue
                 rows.append(self.scheduler.stats(mv).as_dict(model, mv.version))
         return {"model_stats": rows}
+
+    async def load_model(self, name: str, config_text: str | None = None) -> None:
+        """Load (or reload) a model from the repository; returns when it is served or failed."""
+        if self.control is None:
+            raise InvalidRequest(
+                "loading models through the API needs --model-control-mode explicit"
+            )
+        if not MODEL_NAME.match(name):
+            raise InvalidRequest(f"invalid model name '{name}'")
+        await self.control.load(name, config_text)
+        if not self.manager.is_ready(name):
+            self.manager.route(name)  # raises the reason it is not ready
+
+    async def unload_model(self, name: str) -> None:
+        """Drain and unload every version of a model; returns when done. Idempotent."""
+        if self.control is None:
+            raise InvalidRequest(
+                "unloading models through the API needs --model-control-mode explicit"
+            )
+        if not MODEL_NAME.match(name):
+            raise InvalidRequest(f"invalid model name '{name}'")
+        await self.control.unload(name)
 
     def _known(self, name: str, version: int | None) -> None:
         if name not in self.manager.model_names():

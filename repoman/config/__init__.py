@@ -55,7 +55,9 @@ def find_config_file(model_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
-def load_model_config(model_dir: Path, *, default_platform: str | None = None) -> ModelConfig:
+def load_model_config(
+    model_dir: Path, *, default_platform: str | None = None, model_name: str | None = None
+) -> ModelConfig:
     """Read, validate and normalise the config in ``model_dir``; its folder name is the model's.
 
     Raises ConfigError (never anything else) for a missing, unreadable or invalid config.
@@ -76,7 +78,7 @@ def load_model_config(model_dir: Path, *, default_platform: str | None = None) -
         text,
         filename=str(path),
         fmt=_CANDIDATES[path.name],
-        model_name=model_dir.name,
+        model_name=model_name or model_dir.name,
         default_platform=default_platform,
     )
     return replace(config, source=path)

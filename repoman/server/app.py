@@ -50,6 +50,8 @@ def make_app(
             web.get(model + "/stats", handlers.statistics),
             web.get(versioned + "/stats", handlers.statistics),
             web.post("/v2/repository/index", handlers.repository_index),
+            web.post("/v2/repository/models/{model}/load", handlers.repository_load),
+            web.post("/v2/repository/models/{model}/unload", handlers.repository_unload),
         ]
     )
     return app

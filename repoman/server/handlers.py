@@ -96,3 +96,32 @@ async def statistics(request: web.Request) -> web.Response:
         return _json(request.app[SERVICE].statistics())
     name, version = _target(request)
     return _json(request.app[SERVICE].statistics(name, version))
+
+
+async def repository_load(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    config_text = None
+    body = await request.read()
+    if body.strip():
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise InvalidRequest(f"load request body is not valid JSON: {exc}") from None
+        parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
+        if not isinstance(parameters, dict):
+            raise InvalidRequest("load request body must be an object with optional 'parameters'")
+        unknown = sorted(set(parameters) - {"config"})
+        if unknown:
+            raise InvalidRequest(
+                f"unsupported load parameter(s): {', '.join(unknown)} (repoman accepts 'config')"
+            )
+        config_text = parameters.get("config")
+        if config_text is not None and not isinstance(config_text, str):
+            raise InvalidRequest("parameter 'config' must be a string holding the config as JSON")
+    await request.app[SERVICE].load_model(name, config_text)
+    return _json({})
+
+
+async def repository_unload(request: web.Request) -> web.Response:
+    await request.app[SERVICE].unload_model(request.match_info["model"])
+    return _json({})

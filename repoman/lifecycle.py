@@ -1,0 +1,130 @@
+"""Building, loading (with warm-up and a signature check) and unloading backend instances."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repoman.backends import Backend, BackendContext, Batch
+from repoman.config.model import ModelConfig
+from repoman.errors import RepomanError
+from repoman.types import DataType
+
+log = logging.getLogger(__name__)
+
+
+def instance_contexts(
+    config: ModelConfig, version: int, path: Path, filename: str
+) -> list[BackendContext]:
+    """One context per instance the config's ``instance_group`` asks for (at least one)."""
+    model_path = path / filename if filename else path
+    contexts = []
+    for group in config.instance_groups:
+        for index in range(group.count):
+            device = group.gpus[index % len(group.gpus)] if group.gpus else None
+            contexts.append(
+                BackendContext(
+                    config=config,
+                    version=version,
+                    version_path=path,
+                    model_path=model_path,
+                    instance_name=f"{group.name}_{index}",
+                    instance_kind=group.kind,
+                    device_id=device,
+                )
+            )
+    return contexts or [BackendContext(config, version, path, model_path)]
+
+
+def load_instances(instances: list[Backend]) -> None:
+    """Load, check and warm up every instance; on any failure unload those loaded and raise.
+
+    Runs on a loader thread, never on the event loop.
+    """
+    loaded: list[Backend] = []
+    try:
+        for instance in instances:
+            instance.load()
+            loaded.append(instance)
+            check_signature(instance)
+            warm_up(instance)
+    except BaseException:
+        unload_instances(loaded)
+        raise
+
+
+def unload_instances(instances: list[Backend]) -> None:
+    for instance in instances:
+        try:
+            instance.unload()
+        except Exception as exc:
+            log.warning("unloading %s failed: %s", instance.context.instance_name, exc)
+
+
+def warm_up(instance: Backend) -> None:
+    """Run the config's ``model_warmup`` samples; a failing sample fails the load."""
+    config = instance.context.config
+    for sample in config.model_warmup:
+        name = sample.get("name", "warmup")
+        rows = int(sample.get("batch_size", 1) or 1)
+        inputs = {
+            input_name: _warmup_tensor(spec, rows if config.max_batch_size > 0 else 0)
+            for input_name, spec in (sample.get("inputs") or {}).items()
+        }
+        batch = Batch(
+            requests=[inputs],
+            output_names=tuple(t.name for t in config.outputs),
+            input_names=tuple(inputs),
+            batching=config.max_batch_size > 0,
+        )
+        results = instance.execute(batch)
+        if len(results) != 1 or isinstance(results[0], Exception):
+            problem = results[0] if results else "no result"
+            raise RepomanError(f"warm-up sample '{name}' failed: {problem}")
+
+
+def _warmup_tensor(spec: dict[str, Any], rows: int) -> np.ndarray:
+    data_type = DataType.from_config_name(spec["data_type"])
+    shape = ((rows,) if rows else ()) + tuple(int(d) for d in spec.get("dims", ()))
+    if data_type is DataType.BYTES:
+        return np.full(shape, b"", dtype=object)
+    if spec.get("random_data"):
+        rng = np.random.default_rng(0)
+        return rng.random(shape).astype(data_type.numpy_dtype)
+    return np.zeros(shape, dtype=data_type.numpy_dtype)
+
+
+def check_signature(instance: Backend) -> None:
+    """Refuse a config whose inputs/outputs disagree with what the model file declares."""
+    config = instance.context.config
+    batching = config.max_batch_size > 0
+    for kind, declared, actual in (
+        ("input", config.inputs, instance.model_inputs()),
+        ("output", config.outputs, instance.model_outputs()),
+    ):
+        if actual is None:
+            continue
+        by_name = {tensor.name: tensor for tensor in actual}
+        for tensor in declared:
+            model_side = by_name.get(tensor.name)
+            if model_side is None:
+                raise RepomanError(
+                    f"config {kind} '{tensor.name}' is not in the model (the model's {kind}s: "
+                    f"{', '.join(sorted(by_name))})"
+                )
+            if model_side.data_type is not tensor.data_type:
+                raise RepomanError(
+                    f"{kind} '{tensor.name}': config says {tensor.data_type.config_name}, "
+                    f"the model says {model_side.data_type.config_name}"
+                )
+            want = tensor.reshape if tensor.reshape is not None else tensor.dims
+            have = model_side.dims[1:] if batching and model_side.dims else model_side.dims
+            if model_side.dims and len(have) != len(want):
+                shown = ([-1] if batching else []) + list(want)
+                raise RepomanError(
+                    f"{kind} '{tensor.name}': config shape {shown} does not match "
+                    f"the model's {list(model_side.dims)}"
+                )
