@@ -141,6 +141,8 @@ class ModelManager:
             await self._reconcile(name, entry)
 
     async def _reconcile(self, name: str, entry: ModelEntry | None) -> None:
+        if entry is not None and entry.config_settling_for > 0:
+            return  # NOTE: its config file is being written: judge it once it is still
         current = self._versions.setdefault(name, {})
         if entry is not None and entry.error is not None:
             if self._model_errors.get(name) != str(entry.error):
@@ -276,7 +278,7 @@ class ModelManager:
             log.error("model %s version %d: FAILED: %s", mv.model, mv.version, reason)
         elif state is State.READY:
             log.info(
-                "model %s version %d: READY (loaded in %.2fs)",
+                "model %s version %d: READY (loaded in %.3fs)",
                 mv.model,
                 mv.version,
                 mv.load_seconds,

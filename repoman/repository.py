@@ -61,6 +61,8 @@ class ModelEntry:
     versions: dict[int, VersionEntry] = field(default_factory=dict)
     wanted: tuple[int, ...] = ()
     settling: tuple[int, ...] = ()
+    config_settling_for: float = 0.0
+    """Seconds until the model's config file has been still for the quiet period (0: it has)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def scan_repository(root: Path, options: ScanOptions | None = None, *, now: floa
             for v in entry.settling
             if v in entry.versions
         ]
+        if entry.config_settling_for > 0:
+            retry.append(entry.config_settling_for)
     return Scan(models, tuple(ignored), max(0.0, min(retry)) if retry else None)
 
 
@@ -140,7 +144,25 @@ def read_model(
         )
     complete = [v for v in versions if v not in settling]
     wanted = select_versions(config.version_policy, complete) if config is not None else ()
-    return ModelEntry(path.name, path, config, error, versions, wanted, tuple(sorted(settling)))
+    config_file = _config_file_or_none(path)
+    config_age = now - _mtime(config_file) if config_file is not None else options.quiet
+    return ModelEntry(
+        path.name,
+        path,
+        config,
+        error,
+        versions,
+        wanted,
+        tuple(sorted(settling)),
+        max(0.0, options.quiet - config_age),
+    )
+
+
+def _config_file_or_none(path: Path) -> Path | None:
+    try:
+        return find_config_file(path)
+    except RepomanError:
+        return None
 
 
 def select_versions(policy: VersionPolicy, available: Iterable[int]) -> tuple[int, ...]:

@@ -92,7 +92,7 @@ def test_a_new_version_takes_over_without_a_failed_request(tmp_path, server_fact
     assert set(traffic.versions) == {"1", "2"}
     last = traffic.versions[-10:]
     assert set(last) == {"2"}
-    assert "model digits version 1: UNAVAILABLE" in server.log()
+    wait_for(lambda: "model digits version 1: UNAVAILABLE" in server.log(), message="v1 unloaded")
 
 
 def test_a_half_written_model_file_is_never_loaded(tmp_path, server_factory):
@@ -230,7 +230,7 @@ def test_removing_the_serving_version_folder_drains_it(tmp_path, server_factory)
     assert ready_versions(server) == ["2"]
     shutil.rmtree(repo / "digits" / "2")
     wait_for(lambda: ready_versions(server) == ["1"], message="version 1 taking over")
-    assert "model digits version 2: UNAVAILABLE" in server.log()
+    wait_for(lambda: "model digits version 2: UNAVAILABLE" in server.log(), message="v2 unloaded")
 
 
 def test_explicit_mode_ignores_the_disk_and_follows_the_api(tmp_path, server_factory):
