@@ -70,8 +70,9 @@ def warm_up(instance: Backend) -> None:
     for sample in config.model_warmup:
         name = sample.get("name", "warmup")
         rows = int(sample.get("batch_size", 1) or 1)
+        warmup_dir = instance.context.version_path.parent / "warmup"
         inputs = {
-            input_name: _warmup_tensor(spec, rows if config.max_batch_size > 0 else 0)
+            input_name: _warmup_tensor(spec, rows if config.max_batch_size > 0 else 0, warmup_dir)
             for input_name, spec in (sample.get("inputs") or {}).items()
         }
         batch = Batch(
@@ -86,11 +87,21 @@ def warm_up(instance: Backend) -> None:
             raise RepomanError(f"warm-up sample '{name}' failed: {problem}")
 
 
-def _warmup_tensor(spec: dict[str, Any], rows: int) -> np.ndarray:
+def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndarray:
+    """A warm-up input: zeros, random values, or (Triton's ``input_data_file``) the raw
+    little-endian contents of ``<model>/warmup/<file>``, repeated for every batch row."""
     data_type = DataType.from_config_name(spec["data_type"])
-    shape = ((rows,) if rows else ()) + tuple(int(d) for d in spec.get("dims", ()))
+    dims = tuple(int(d) for d in spec.get("dims", ()))
+    shape = ((rows,) if rows else ()) + dims
     if data_type is DataType.BYTES:
         return np.full(shape, b"", dtype=object)
+    if spec.get("input_data_file"):
+        name = Path(spec["input_data_file"])
+        if name.is_absolute() or ".." in name.parts:
+            raise RepomanError(f"warm-up input_data_file '{name}' must stay inside warmup/")
+        raw = (warmup_dir / name).read_bytes()
+        one = np.frombuffer(raw, dtype=data_type.numpy_dtype.newbyteorder("<")).reshape(dims)
+        return np.broadcast_to(one, shape).astype(data_type.numpy_dtype)
     if spec.get("random_data"):
         rng = np.random.default_rng(0)
         return rng.random(shape).astype(data_type.numpy_dtype)

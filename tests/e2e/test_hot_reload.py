@@ -283,3 +283,43 @@ def test_the_api_refuses_load_outside_explicit_mode(tmp_path, server_factory):
     server = server_factory(repo, *POLL)
     status, answer = server.request("POST", "/v2/repository/models/digits/load", b"")
     assert status == 400 and "explicit" in answer["error"]
+
+
+def test_a_model_file_replaced_in_place_is_reloaded_without_a_failed_request(tmp_path, server_factory):
+    repo = digits_repo(tmp_path)
+    server = server_factory(repo, *POLL)
+    with Traffic(server.address) as traffic:
+        wait_for(lambda: len(traffic.versions) > 20, message="traffic")
+        staged = tmp_path / "model.onnx"
+        shutil.copy(DIGITS / "1" / "model.onnx", staged)
+        staged.replace(repo / "digits" / "1" / "model.onnx")  # same name, new file
+        wait_for(lambda: server.log().count("model digits version 1: LOADING") == 2,
+                 message="version 1 reloading")
+        wait_for(lambda: server.log().count("model digits version 1: UNAVAILABLE") == 1,
+                 message="the old instance unloaded")
+        count = len(traffic.versions)
+        wait_for(lambda: len(traffic.versions) > count + 20, message="traffic after the reload")
+    assert traffic.errors == []
+
+
+def test_a_version_failing_its_warmup_keeps_the_old_one_serving(tmp_path, server_factory):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(ROOT / "tests" / "fakes.py", plugins / "fakes.py")
+    repo = tmp_path / "repo"
+    warmup = (
+        'model_warmup [{ name: "poison" batch_size: 1 inputs { key: "INPUT" value: '
+        '{ data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "poison.bin" } } }]\n'
+    )
+    write_model(repo, "m", backend="raising", extra=warmup)
+    (repo / "m" / "warmup").mkdir()
+    (repo / "m" / "warmup" / "poison.bin").write_bytes(np.ones(4, dtype="<f4").tobytes())
+    server = server_factory(repo, "--plugins-dir", str(plugins), *POLL)
+    assert ready_versions(server, "m") == ["1"]  # a harmless warm-up sample: loads
+    (repo / "m" / "warmup" / "poison.bin").write_bytes((-np.ones(4, dtype="<f4")).tobytes())
+    (repo / "tmp").mkdir()
+    (repo / "tmp" / "model.txt").write_text("v2")
+    (repo / "tmp").rename(repo / "m" / "2")
+    wait_for(lambda: "version 2: FAILED" in server.log(), message="version 2 failing warm-up")
+    assert "warm-up sample 'poison' failed" in server.log() or "poisons" in server.log()
+    assert ready_versions(server, "m") == ["1"]
