@@ -6,7 +6,14 @@ their hook fills, the hook marker, data types and errors.
 
 __version__ = "0.1.0"
 
-from repoman.backends import Backend, BackendContext, BackendRegistry, Batch, Result
+from repoman.backends import (
+    Backend,
+    BackendContext,
+    BackendRegistry,
+    Batch,
+    ModelSignature,
+    Result,
+)
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import BackendError, ConfigError, RepomanError
 from repoman.hookspecs import hookimpl
@@ -21,6 +28,7 @@ __all__ = [
     "ConfigError",
     "DataType",
     "ModelConfig",
+    "ModelSignature",
     "RepomanError",
     "Result",
     "TensorConfig",

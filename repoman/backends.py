@@ -113,14 +113,33 @@ BackendFactory = Callable[[BackendContext], Backend]
 
 
 @dataclass(frozen=True)
+class ModelSignature:
+    """What a model file itself says about its tensors, for auto-completing a config.
+
+    ``inputs``/``outputs`` carry the model's full shapes: when ``batching`` is True their
+    first dimension is the (variable) batch dimension, else there is none. Unknown or
+    symbolic dimensions are -1.
+    """
+
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    batching: bool
+
+
+Describe = Callable[[Path], ModelSignature]
+"""Reads a model file (``version_path / default_model_filename``) without serving it."""
+
+
+@dataclass(frozen=True)
 class BackendSpec:
-    """A registered backend: how to build it and which configs it serves."""
+    """A registered backend: how to build it, which configs it serves, how to read a model."""
 
     name: str
     factory: BackendFactory
     platforms: tuple[str, ...] = ()
     default_model_filename: str = ""
     plugin: str = ""
+    describe: Describe | None = None
 
 
 class BackendRegistry:
@@ -137,15 +156,20 @@ class BackendRegistry:
         *,
         platforms: Sequence[str] = (),
         default_model_filename: str = "",
+        describe: Describe | None = None,
     ) -> None:
-        """Make backend ``name`` available; it serves configs whose ``platform`` is listed."""
+        """Make backend ``name`` available; it serves configs whose ``platform`` is listed.
+
+        ``describe``, when given, reads a model file's own inputs and outputs: it lets a
+        model folder without a config (or with a partial one) be served (auto-complete).
+        """
         if not name or not isinstance(name, str):
             raise PluginError(f"a backend name must be a non-empty string, got {name!r}")
         if name in self._specs:
             owner = self._specs[name].plugin or "another plugin"
             raise PluginError(f"backend '{name}' is already registered by {owner}")
         self._specs[name] = BackendSpec(
-            name, factory, tuple(platforms), default_model_filename, self._current_plugin
+            name, factory, tuple(platforms), default_model_filename, self._current_plugin, describe
         )
 
     def registering_for(self, plugin: str) -> None:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from repoman import __version__
+from repoman.autocomplete import ConfigCompleter
+from repoman.config import config_to_pbtxt, config_to_yaml, load_model_config
 from repoman.control import MODES, RepositoryController
 from repoman.errors import RepomanError
 from repoman.manager import ModelManager
@@ -106,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         "copies: copy the model, then create NAME)",
     )
     serve.add_argument(
+        "--disable-auto-complete-config",
+        action="store_true",
+        help="do not fill what a config leaves out (or a missing config) from the model file",
+    )
+    serve.add_argument(
         "--num-batch-threads",
         type=int,
         default=os.cpu_count() or 1,
@@ -141,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
 
+    config = commands.add_parser(
+        "config",
+        help="print a model's complete config (auto-completed from the model file)",
+        description="Print the config repoman would serve for MODEL_DIR: the config file with "
+        "defaults filled in and, where it leaves things out (or is missing), what the model "
+        "file says. A starting point for writing one.",
+    )
+    config.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    config.add_argument("--format", choices=["pbtxt", "yaml"], default="pbtxt")
+    config.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
+
     plugins = commands.add_parser("plugins", help="list the plugins and backends found")
     plugins.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
@@ -149,19 +167,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = getattr(args, "log_level", "info").upper()
+    level = getattr(args, "log_level", "warning").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args))
         if args.command == "plugins":
             return _plugins(args)
+        if args.command == "config":
+            return _config(args)
     except RepomanError as exc:
         print(f"repoman: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
     return 2
+
+
+def _config(args: argparse.Namespace) -> int:
+    pm, report = make_plugin_manager(plugins_dir=args.plugins_dir)
+    registry = build_backend_registry(pm, report)
+    model_dir: Path = args.model_dir
+    if not model_dir.is_dir():
+        raise RepomanError(f"{model_dir} is not a model folder")
+    config = load_model_config(model_dir, complete=ConfigCompleter(registry).for_model(model_dir))
+    render = config_to_yaml if args.format == "yaml" else config_to_pbtxt
+    print(render(config.as_dict()), end="")
+    for warning in config.warnings:
+        print(f"repoman: warning: {warning}", file=sys.stderr)
+    return 0
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -201,7 +235,11 @@ async def _serve(args: argparse.Namespace) -> int:
         repository,
         manager,
         mode=args.model_control_mode,
-        options=ScanOptions(quiet=args.quiet_period, ready_marker=args.version_ready_file),
+        options=ScanOptions(
+            quiet=args.quiet_period,
+            ready_marker=args.version_ready_file,
+            completer=None if args.disable_auto_complete_config else ConfigCompleter(registry),
+        ),
         rescan_every=args.repository_poll_secs,
         initial=tuple(args.load_model),
     )

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from repoman.autocomplete import ConfigCompleter
 from repoman.config import find_config_file, load_model_config
 from repoman.config.model import ModelConfig, VersionPolicy
 from repoman.errors import RepomanError
@@ -81,6 +82,8 @@ class ScanOptions:
     """A version folder whose newest file is younger than this is still settling."""
     ready_marker: str | None = None
     """When set, a version folder counts only once a file of this name exists in it."""
+    completer: ConfigCompleter | None = None
+    """Auto-complete: fills what a config leaves out from the model file (None: off)."""
 
 
 def scan_repository(root: Path, options: ScanOptions | None = None, *, now: float) -> Scan:
@@ -116,7 +119,9 @@ def read_model(
     ignored = ignored if ignored is not None else []
     try:
         config: ModelConfig | None = load_model_config(
-            path, default_platform=options.default_platform
+            path,
+            default_platform=options.default_platform,
+            complete=options.completer.for_model(path) if options.completer else None,
         )
         error = None
     except RepomanError as exc:
@@ -134,7 +139,12 @@ def read_model(
         if find_config_file(folder) is not None:
             try:
                 version_config = load_model_config(
-                    folder, default_platform=options.default_platform, model_name=path.name
+                    folder,
+                    default_platform=options.default_platform,
+                    model_name=path.name,
+                    complete=(
+                        options.completer.for_model(path, folder) if options.completer else None
+                    ),
                 )
                 version_error = None
             except RepomanError as exc:

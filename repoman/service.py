@@ -49,6 +49,11 @@ class InferenceService:
 
     # ---- inference -----------------------------------------------------------------
 
+    def check_servable(self, name: str, version: int | None = None) -> None:
+        """Raise (404/503) unless a request for ``name``/``version`` could be served now;
+        lets the HTTP layer answer before it parses a body that could not be used."""
+        self.manager.route(name, version)
+
     async def infer(self, request: InferRequest) -> InferResponse:
         version = self.manager.route(request.model_name, request.model_version)
         config = version.config

@@ -16,6 +16,15 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
 
         return OnnxRuntimeBackend(context)
 
+    def describe(model_path):  # type: ignore[no-untyped-def]
+        from repoman_onnxruntime.backend import describe_model
+
+        return describe_model(model_path)
+
     registry.register(
-        "onnxruntime", factory, platforms=PLATFORMS, default_model_filename="model.onnx"
+        "onnxruntime",
+        factory,
+        platforms=PLATFORMS,
+        default_model_filename="model.onnx",
+        describe=describe,
     )

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import onnxruntime as ort
 
-from repoman import Backend, BackendContext, Batch, DataType, Result, TensorConfig
+from repoman import (
+    Backend,
+    BackendContext,
+    Batch,
+    DataType,
+    ModelSignature,
+    Result,
+    TensorConfig,
+)
 
 # ONNX tensor element types as onnxruntime names them -> repoman data types.
 _ONNX_TYPES = {
@@ -92,6 +101,19 @@ class OnnxRuntimeBackend(Backend):
     def model_outputs(self) -> Sequence[TensorConfig]:
         assert self._session is not None
         return [_describe(arg) for arg in self._session.get_outputs()]
+
+
+def describe_model(model_path: Path) -> ModelSignature:
+    """The model's own inputs and outputs; it batches when every tensor's first dimension
+    is variable (symbolic or -1)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    inputs = tuple(_describe(arg) for arg in session.get_inputs())
+    outputs = tuple(_describe(arg) for arg in session.get_outputs())
+    batching = all(t.dims and t.dims[0] == -1 for t in inputs + outputs)
+    return ModelSignature(inputs, outputs, batching)
 
 
 def _describe(arg: ort.NodeArg) -> TensorConfig:

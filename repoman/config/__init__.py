@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from repoman.config import defaults, normalise, pbtxt, schema, semantics, support, yaml_source
 from repoman.config.build import build
@@ -19,6 +21,7 @@ from repoman.config.serialise import config_to_pbtxt, config_to_yaml
 from repoman.errors import ConfigError, ConfigIssue
 
 __all__ = [
+    "Completer",
     "DynamicBatching",
     "InstanceGroup",
     "ModelConfig",
@@ -55,14 +58,33 @@ def find_config_file(model_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
+Completer = Callable[[dict[str, Any]], dict[str, Any]]
+"""Fills what a config leaves out from the model file itself (auto-complete); may raise
+ConfigError for a conflict between the two."""
+
+
 def load_model_config(
-    model_dir: Path, *, default_platform: str | None = None, model_name: str | None = None
+    model_dir: Path,
+    *,
+    default_platform: str | None = None,
+    model_name: str | None = None,
+    complete: Completer | None = None,
 ) -> ModelConfig:
     """Read, validate and normalise the config in ``model_dir``; its folder name is the model's.
 
     Raises ConfigError (never anything else) for a missing, unreadable or invalid config.
     """
     path = find_config_file(model_dir)
+    if path is None and complete is not None:
+        # NOTE: no config at all: everything comes from the model file.
+        return parse_model_config(
+            "{}",
+            filename=str(model_dir / "(auto-completed config)"),
+            fmt="yaml",
+            model_name=model_name or model_dir.name,
+            default_platform=default_platform,
+            complete=complete,
+        )
     if path is None:
         names = ", ".join(_CANDIDATES)
         raise ConfigError(
@@ -80,6 +102,7 @@ def load_model_config(
         fmt=_CANDIDATES[path.name],
         model_name=model_name or model_dir.name,
         default_platform=default_platform,
+        complete=complete,
     )
     return replace(config, source=path)
 
@@ -91,6 +114,7 @@ def parse_model_config(
     fmt: str,
     model_name: str | None = None,
     default_platform: str | None = None,
+    complete: Completer | None = None,
 ) -> ModelConfig:
     """Parse config ``text`` in ``fmt`` ("pbtxt" or "yaml") into a validated ModelConfig.
 
@@ -98,6 +122,8 @@ def parse_model_config(
     given one. Stages run in order and stop at the first that finds issues, reporting all of
     that stage's issues: syntax, structure and unsupported fields, schema, then semantics.
     Raises ValueError for an unknown ``fmt`` (a caller's mistake, not the config's).
+    ``complete`` (auto-complete) may fill fields from the model file before the schema and
+    semantic checks; fields it adds have no line/column.
     """
     if fmt == "pbtxt":
         tree = pbtxt.parse(text, filename=filename)
@@ -110,6 +136,8 @@ def parse_model_config(
     # NOTE: refused fields come first: checking the rest of a sequence-batching or ensemble
     # config would only report the consequences of a feature repoman does not have.
     _raise_if(refused + issues)
+    if complete is not None:
+        doc = complete(doc)
     _raise_if(schema.validate(doc, positions, filename))
     issues = defaults.apply(
         doc, positions, filename, model_name=model_name, default_platform=default_platform

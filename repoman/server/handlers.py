@@ -63,6 +63,8 @@ async def model_config(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.Response:
     name, version = _target(request)
+    service = request.app[SERVICE]
+    service.check_servable(name, version)
     raw_length = request.headers.get(HEADER_LENGTH)
     header_length = None
     if raw_length is not None:
@@ -76,7 +78,7 @@ async def infer(request: web.Request) -> web.Response:
     infer_request = decode_infer_request(
         body, header_length=header_length, model_name=name, model_version=version
     )
-    response = await request.app[SERVICE].infer(infer_request)
+    response = await service.infer(infer_request)
     payload, json_length = encode_infer_response(response, infer_request)
     if json_length is None:
         return web.Response(body=payload, content_type="application/json")

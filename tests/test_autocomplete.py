@@ -1,0 +1,119 @@
+"""Auto-complete: configs filled from the model file, never overriding what the user wrote."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from repoman.autocomplete import ConfigCompleter
+from repoman.config import load_model_config
+from repoman.errors import ConfigError
+from repoman.plugins import build_backend_registry, make_plugin_manager
+from tests.conftest import BUNDLED, ROOT
+
+DIGITS_ONNX = BUNDLED / "digits" / "1" / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def completer():
+    pm, report = make_plugin_manager()
+    return ConfigCompleter(build_backend_registry(pm, report))
+
+
+def model_dir(tmp_path, config: str | None = None, name: str = "auto"):
+    folder = tmp_path / name
+    (folder / "1").mkdir(parents=True)
+    shutil.copy(DIGITS_ONNX, folder / "1" / "model.onnx")
+    if config is not None:
+        (folder / "config.pbtxt").write_text(config)
+    return folder
+
+
+def load(folder, completer):
+    return load_model_config(folder, complete=completer.for_model(folder))
+
+
+def test_a_folder_with_only_a_model_file_gets_a_whole_config(tmp_path, completer):
+    config = load(model_dir(tmp_path), completer)
+    assert config.backend == "onnxruntime"
+    assert config.max_batch_size == 4 and config.dynamic_batching is not None
+    assert [(t.name, t.data_type.value, t.dims) for t in config.inputs] == [("pixels", "FP32", (64,))]
+    assert [(t.name, t.dims) for t in config.outputs] == [("probabilities", (10,)), ("label", (1,))]
+
+
+def test_a_partial_config_is_completed_and_keeps_what_the_user_wrote(tmp_path, completer):
+    folder = model_dir(tmp_path, 'platform: "onnxruntime_onnx"\nmax_batch_size: 16\n'
+                                 'input [{ name: "pixels" }]\n')
+    config = load(folder, completer)
+    assert config.max_batch_size == 16 and config.platform == "onnxruntime_onnx"
+    assert config.dynamic_batching is None  # the user set max_batch_size: nothing added
+    assert config.inputs[0].dims == (64,) and config.inputs[0].data_type.value == "FP32"
+    assert {t.name for t in config.outputs} == {"probabilities", "label"}
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ('input [{ name: "pixels" data_type: TYPE_INT32 }]\n', ["TYPE_FP32", "TYPE_INT32"]),
+        ('input [{ name: "pixels" dims: [ 32 ] }]\n', ["[64]", "[32]"]),
+        ('input [{ name: "image" }]\n', ["pixels", "'image'"]),
+    ],
+    ids=["dtype-conflict", "dims-conflict", "unknown-name"],
+)
+def test_conflicts_are_errors_showing_both_values(tmp_path, completer, config, words):
+    folder = model_dir(tmp_path, 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n' + config)
+    with pytest.raises(ConfigError) as caught:
+        load(folder, completer)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_a_complete_config_is_left_alone(tmp_path, completer):
+    text = (BUNDLED / "digits" / "config.pbtxt").read_text()
+    folder = model_dir(tmp_path, text, name="digits")
+    assert load(folder, completer).as_dict() == load_model_config(BUNDLED / "digits").as_dict()
+
+
+def test_no_model_file_a_backend_knows_is_a_clear_error(tmp_path, completer):
+    folder = tmp_path / "mystery"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "weights.bin").write_bytes(b"?")
+    with pytest.raises(ConfigError, match="model.onnx"):
+        load(folder, completer)
+
+
+def test_repoman_config_prints_a_config_that_loads(tmp_path):
+    folder = model_dir(tmp_path)
+    for fmt, name in (("pbtxt", "config.pbtxt"), ("yaml", "config.yaml")):
+        run = subprocess.run([sys.executable, "-m", "repoman", "config", str(folder), "--format", fmt],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert run.returncode == 0, run.stderr
+        written = tmp_path / f"copy_{fmt}" / "auto"
+        written.mkdir(parents=True)
+        (written / name).write_text(run.stdout)
+        assert load_model_config(written).inputs[0].name == "pixels"
+
+
+def test_a_config_less_model_is_served(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    model_dir(repo, name="bare_onnx")
+    server = server_factory(repo)
+    with httpclient.InferenceServerClient(server.address) as client:
+        config = client.get_model_config("bare_onnx")
+        assert config["max_batch_size"] == 4 and config["input"][0]["dims"] == [64]
+        inp = httpclient.InferInput("pixels", [2, 64], "FP32")
+        inp.set_data_from_numpy(np.zeros((2, 64), dtype=np.float32))
+        assert client.infer("bare_onnx", [inp]).as_numpy("label").shape == (2, 1)
+
+
+def test_auto_complete_can_be_turned_off(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    model_dir(repo, name="bare_onnx")
+    server = server_factory(repo, "--disable-auto-complete-config")
+    status, answer = server.request("POST", "/v2/models/bare_onnx/infer", b"{}")
+    assert status == 503 and "config.pbtxt" in answer["error"]
