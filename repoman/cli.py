@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="a folder of *.py plugin files to load (default: none)",
+        help="a folder of *.py plugin files to load (default: the plugins/ folder beside the "
+        "model repository, when there is one)",
     )
     serve.add_argument(
         "--block-plugin",
@@ -221,7 +222,10 @@ async def _serve(args: argparse.Namespace) -> int:
     repository: Path = args.model_repository
     if not repository.is_dir():
         raise RepomanError(f"model repository {repository} is not a folder")
-    pm, report = make_plugin_manager(plugins_dir=args.plugins_dir, blocked=args.block_plugin)
+    plugins_dir = args.plugins_dir
+    if plugins_dir is None and (repository.parent / "plugins").is_dir():
+        plugins_dir = repository.parent / "plugins"  # NOTE: drop-in files beside the repository
+    pm, report = make_plugin_manager(plugins_dir=plugins_dir, blocked=args.block_plugin)
     registry = build_backend_registry(pm, report)
     scheduler = SharedScheduler(args.num_batch_threads)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -73,7 +74,11 @@ class ServerProcess:
 
 
 def start_server(
-    repository: Path, *args: str, ready: bool = True, timeout: float = 90
+    repository: Path,
+    *args: str,
+    ready: bool = True,
+    timeout: float = 90,
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
     """Run ``repoman serve`` on 127.0.0.1 with a port the OS picks; wait until it listens (and is ready)."""
     command = [
@@ -90,7 +95,12 @@ def start_server(
         *args,
     ]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     server = ServerProcess(process)
     found = threading.Event()

@@ -83,7 +83,7 @@ def test_no_model_file_a_backend_knows_is_a_clear_error(tmp_path, completer):
     folder = tmp_path / "mystery"
     (folder / "1").mkdir(parents=True)
     (folder / "1" / "weights.bin").write_bytes(b"?")
-    with pytest.raises(ConfigError, match="model.onnx"):
+    with pytest.raises(ConfigError, match=r"model\.onnx"):
         load(folder, completer)
 
 
