@@ -36,6 +36,7 @@ test: $(STAMP) $(PERF) lint
 lint: $(STAMP)
 	$(BIN)/ruff check repoman plugins tests bench tools
 	$(BIN)/lint-imports
+	$(BIN)/mypy repoman
 
 ## regenerate the bundled models (needs the [models] extra)
 models: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from repoman import __version__
+from repoman.config.model import TensorConfig
 from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
@@ -89,7 +90,7 @@ class InferenceService:
         config = mv.config
         batch = [-1] if config.max_batch_size > 0 else []
 
-        def describe(tensors):  # type: ignore[no-untyped-def]
+        def describe(tensors: tuple[TensorConfig, ...]) -> list[dict[str, Any]]:
             return [
                 {"name": t.name, "datatype": t.data_type.value, "shape": batch + list(t.dims)}
                 for t in tensors
