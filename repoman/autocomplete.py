@@ -44,9 +44,16 @@ class ConfigCompleter:
             return doc
         where = str(model_dir)
         version_dir = version_dir or _latest_version(model_dir)
-        if version_dir is None:
-            raise _error(where, "", "a version folder to read the model from", "none")
-        spec = self._backend(doc, version_dir, where)
+        try:
+            if version_dir is None:
+                raise _error(where, "", "a version folder to read the model from", "none")
+            spec = self._backend(doc, version_dir, where)
+        except ConfigError:
+            if doc:
+                # NOTE: nothing to complete from: let the config's own checks say what is
+                # missing, in the user's terms, with line numbers.
+                return doc
+            raise
         filename = doc.get("default_model_filename") or spec.default_model_filename
         signature = self._describe(spec, version_dir / filename, where)
         completed = copy.deepcopy(doc)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from repoman import __version__
 from repoman.autocomplete import ConfigCompleter
+from repoman.checks import validate_repository
 from repoman.config import config_to_pbtxt, config_to_yaml, load_model_config
 from repoman.control import MODES, RepositoryController
 from repoman.errors import RepomanError
@@ -160,6 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--format", choices=["pbtxt", "yaml"], default="pbtxt")
     config.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
 
+    validate = commands.add_parser(
+        "validate",
+        help="check every config in a repository without starting a server",
+        description="Check every model config in a repository (syntax, schema, Triton's "
+        "semantic rules, a backend for it) and, where the backend can read model files, that "
+        "each version's model matches its config. Prints compiler-style lines "
+        "(path:line:col: error: field: message (hint)) and a summary; exit code 1 on any error.",
+    )
+    validate.add_argument(
+        "repository", type=Path, nargs="?", default=_default_repository(), metavar="REPO"
+    )
+    validate.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
+    validate.add_argument(
+        "--default-platform",
+        default=None,
+        metavar="PLATFORM",
+        help="platform for configs that name neither platform nor backend",
+    )
+    validate.add_argument("--disable-auto-complete-config", action="store_true")
+
     plugins = commands.add_parser("plugins", help="list the plugins and backends found")
     plugins.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
@@ -177,12 +198,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plugins(args)
         if args.command == "config":
             return _config(args)
+        if args.command == "validate":
+            return _validate(args)
     except RepomanError as exc:
         print(f"repoman: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
     return 2
+
+
+def _validate(args: argparse.Namespace) -> int:
+    plugins_dir = args.plugins_dir
+    if plugins_dir is None and (args.repository.parent / "plugins").is_dir():
+        plugins_dir = args.repository.parent / "plugins"
+    pm, report = make_plugin_manager(plugins_dir=plugins_dir)
+    registry = build_backend_registry(pm, report)
+    found = validate_repository(
+        args.repository,
+        registry,
+        default_platform=args.default_platform,
+        auto_complete=not args.disable_auto_complete_config,
+    )
+    for issue in found.issues:
+        print(issue)
+    print(found.summary())
+    return 1 if found.errors else 0
 
 
 def _config(args: argparse.Namespace) -> int:
