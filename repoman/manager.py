@@ -86,6 +86,8 @@ class ModelManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._pool = ThreadPoolExecutor(load_threads, thread_name_prefix="repoman-load")
         self._on_state = on_state
+        self.load_failures: dict[tuple[str, int], int] = {}
+        """Failed load attempts by (model, version), for metrics."""
 
     # ---- queries -----------------------------------------------------------------
 
@@ -275,6 +277,8 @@ class ModelManager:
     def _set_state(self, mv: ModelVersion, state: State, reason: str = "") -> None:
         mv.state, mv.reason = state, reason
         if state is State.FAILED:
+            key = (mv.model, mv.version)
+            self.load_failures[key] = self.load_failures.get(key, 0) + 1
             log.error("model %s version %d: FAILED: %s", mv.model, mv.version, reason)
         elif state is State.READY:
             log.info(

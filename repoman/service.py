@@ -9,6 +9,7 @@ from repoman.config.model import TensorConfig
 from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
+from repoman.metrics import Metrics
 from repoman.repository import MODEL_NAME
 from repoman.scheduler import SharedScheduler
 from repoman.validation import check_request, reshape_outputs
@@ -47,6 +48,7 @@ class InferenceService:
         self.scheduler = scheduler
         self.control = control
         self.ready = False
+        self.metrics = Metrics(manager, scheduler)
 
     # ---- inference -----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from repoman.backends import Backend, Batch, Result
-from repoman.errors import BackendError, ModelNotReady, RepomanError
+from repoman.errors import BackendError, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.queue import Pending, QueueState, VersionQueue
@@ -83,7 +83,13 @@ class SharedScheduler:
             busy = [q.used_ns for q in self._queues.values() if q.queued_rows or q.in_flight]
             queue.used_ns = max(queue.used_ns, min(busy, default=queue.used_ns))
         now = self._clock.time()
-        item = queue.admit(inputs, tuple(outputs), now, priority=priority, timeout_us=timeout_us)
+        try:
+            item = queue.admit(
+                inputs, tuple(outputs), now, priority=priority, timeout_us=timeout_us
+            )
+        except ServerBusy:
+            queue.stats.record_rejection("queue_full")
+            raise
         if item.deadline is not None:
             item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
         self._kick()
@@ -93,6 +99,11 @@ class SharedScheduler:
         """The version's statistics (empty ones for a version without a queue)."""
         queue = self._queues.get(version)
         return queue.stats if queue is not None else VersionStats()
+
+    def queued(self, version: ModelVersion) -> int:
+        """Requests of ``version`` waiting for a worker now (not yet executing)."""
+        queue = self._queues.get(version)
+        return sum(queue.level_counts) if queue is not None else 0
 
     def queue_state(self, version: ModelVersion) -> QueueState:
         queue = self._queues.get(version)
@@ -149,13 +160,16 @@ class SharedScheduler:
     def _expire(self, queue: VersionQueue, item: Pending) -> None:
         item.timer = None
         queue.expire(item)
+        if item.future.done():  # rejected, not delayed
+            elapsed = int((self._clock.time() - item.arrived) * 1e9)
+            queue.stats.record_rejection("timeout", elapsed)
         self._kick()
 
     def _run(self, queue: VersionQueue, now: float) -> None:
         instance, taken, batch = queue.take_batch()
         self._idle -= 1
         for item in taken:
-            queue.stats.queue.add(int((now - item.arrived) * 1e9))
+            queue.stats.record_queued(now - item.arrived)
         handed = time.perf_counter_ns()
         done = asyncio.get_running_loop().run_in_executor(self._pool, _execute, instance, batch)
         done.add_done_callback(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,6 +22,49 @@ class Duration:
 
     def as_dict(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class Histogram:
+    """Counts per upper bound (the last bucket is +Inf) and the sum, Prometheus-style."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound as text, cumulative count) pairs ending with +Inf."""
+        running, out = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return out
+
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+QUEUE_SECONDS_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 
 @dataclass
@@ -48,6 +92,18 @@ class VersionStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchSizeStats] = field(default_factory=lambda: defaultdict(BatchSizeStats))
+    batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
+    queue_seconds: Histogram = field(default_factory=lambda: Histogram(QUEUE_SECONDS_BUCKETS))
+    rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Requests refused by the queue, by reason (``queue_full``, ``timeout``)."""
+
+    def record_queued(self, seconds: float) -> None:
+        self.queue.add(int(seconds * 1e9))
+        self.queue_seconds.observe(seconds)
+
+    def record_rejection(self, reason: str, elapsed_ns: int = 0) -> None:
+        self.rejected[reason] += 1
+        self.fail.add(elapsed_ns)
 
     def record_batch(
         self, size: int, requests: int, *, input_ns: int, infer_ns: int, output_ns: int
@@ -60,6 +116,7 @@ class VersionStats:
         """
         self.execution_count += 1
         self.inference_count += size
+        self.batch_sizes.observe(size)
         self.last_inference_ms = time.time_ns() // 1_000_000
         batch = self.batches[size]
         for total, per_batch, ns in (

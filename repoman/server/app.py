@@ -35,6 +35,7 @@ def make_app(
     app.router.add_routes(
         [
             web.get("/v2/health/live", handlers.live),
+            web.get("/metrics", handlers.metrics),
             web.get("/v2/health/ready", handlers.ready),
             web.get("/v2", handlers.server_metadata),
             # NOTE: before /v2/models/{model}, which would take "stats" for a model name.

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from repoman.errors import InvalidRequest
+from repoman.metrics import CONTENT_TYPE
 from repoman.server.codec import decode_infer_request, encode_infer_response
 from repoman.server.keys import SERVICE
 
@@ -127,3 +128,8 @@ async def repository_load(request: web.Request) -> web.Response:
 async def repository_unload(request: web.Request) -> web.Response:
     await request.app[SERVICE].unload_model(request.match_info["model"])
     return _json({})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICE].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,145 @@
+"""Prometheus metrics, read from the scheduler's statistics and the manager at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from repoman.manager import ModelManager, ModelVersion, State
+from repoman.scheduler import SharedScheduler
+from repoman.scheduler.stats import Histogram
+
+LABELS = ["model", "version"]
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# (Triton's metric name, help, how to read it from VersionStats) — durations in microseconds.
+_COUNTERS = (
+    ("nv_inference_request_success", "Successful inference requests", lambda s: s.success.count),
+    (
+        "nv_inference_request_failure",
+        "Failed inference requests (rejections included)",
+        lambda s: s.fail.count,
+    ),
+    (
+        "nv_inference_count",
+        "Inferences performed (batch rows, not requests)",
+        lambda s: s.inference_count,
+    ),
+    ("nv_inference_exec_count", "Model executions (batches)", lambda s: s.execution_count),
+    (
+        "nv_inference_request_duration_us",
+        "Cumulative end-to-end request time in the scheduler",
+        lambda s: s.success.ns // 1000,
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "Cumulative time requests waited in queues",
+        lambda s: s.queue.ns // 1000,
+    ),
+    (
+        "nv_inference_compute_input_duration_us",
+        "Cumulative hand-off time to a worker",
+        lambda s: s.compute_input.ns // 1000,
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative backend execute time",
+        lambda s: s.compute_infer.ns // 1000,
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        "Cumulative hand-back time from a worker",
+        lambda s: s.compute_output.ns // 1000,
+    ),
+)
+
+
+class RepomanCollector(Collector):
+    """Everything is read when Prometheus scrapes: nothing is added to the request path.
+
+    Triton's metric names where Triton has one (counters carry Triton's names without the
+    ``_total`` suffix, as Triton exposes them), plus histograms of batch size and queue
+    time, rejections by reason, version states and load failures.
+    """
+
+    def __init__(self, manager: ModelManager, scheduler: SharedScheduler) -> None:
+        self._manager = manager
+        self._scheduler = scheduler
+
+    def versions(self) -> list[ModelVersion]:
+        return [mv for name in self._manager.model_names() for mv in self._manager.versions(name)]
+
+    def triton_counters(self) -> str:
+        """Triton's counters, in the text format, with Triton's exact names.
+
+        NOTE: prometheus-client would expose a counter's family as ``<name>_total``; Triton's
+        dashboards expect ``nv_inference_count`` itself, so these lines are written here.
+        """
+        lines = []
+        versions = self.versions()
+        for name, help_text, read in _COUNTERS:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            for mv in versions:
+                value = read(self._scheduler.stats(mv))
+                lines.append(f'{name}{{model="{mv.model}",version="{mv.version}"}} {value}')
+        return "\n".join(lines) + "\n"
+
+    def collect(self) -> Iterator[Metric]:
+        versions = self.versions()
+        pending = GaugeMetricFamily(
+            "nv_inference_pending_request_count", "Requests waiting for a worker", labels=LABELS
+        )
+        load = GaugeMetricFamily(
+            "nv_model_load_duration_secs", "Time the last load took", labels=LABELS
+        )
+        state = GaugeMetricFamily(
+            "repoman_version_state", "1 for the state each version is in", labels=[*LABELS, "state"]
+        )
+        rejected = CounterMetricFamily(
+            "repoman_rejected_requests", "Requests the queue refused", labels=[*LABELS, "reason"]
+        )
+        batch = HistogramMetricFamily("repoman_batch_size", "Rows per execution", labels=LABELS)
+        queued = HistogramMetricFamily(
+            "repoman_queue_duration_seconds", "Time each request waited in the queue", labels=LABELS
+        )
+        for mv in versions:
+            labels = [mv.model, str(mv.version)]
+            stats = self._scheduler.stats(mv)
+            pending.add_metric(labels, self._scheduler.queued(mv))
+            load.add_metric(labels, mv.load_seconds)
+            for each in State:
+                state.add_metric([*labels, each.value], 1.0 if mv.state is each else 0.0)
+            for reason in ("queue_full", "timeout"):
+                rejected.add_metric([*labels, reason], stats.rejected.get(reason, 0))
+            batch.add_metric(labels, *_buckets(stats.batch_sizes))
+            queued.add_metric(labels, *_buckets(stats.queue_seconds))
+        failures = CounterMetricFamily(
+            "repoman_model_load_failures", "Failed load attempts", labels=LABELS
+        )
+        for (model, version), count in sorted(self._manager.load_failures.items()):
+            failures.add_metric([model, str(version)], count)
+        yield from (pending, load, state, rejected, batch, queued, failures)
+
+
+def _buckets(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:
+    return [(bound, float(count)) for bound, count in histogram.cumulative()], histogram.total
+
+
+class Metrics:
+    """A registry of its own (there is no global one) and its text exposition."""
+
+    def __init__(self, manager: ModelManager, scheduler: SharedScheduler) -> None:
+        self._collector = RepomanCollector(manager, scheduler)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self._collector)
+
+    def exposition(self) -> bytes:
+        return self._collector.triton_counters().encode() + generate_latest(self.registry)
