@@ -48,19 +48,20 @@ class ConfigCompleter:
             if version_dir is None:
                 raise _error(where, "", "a version folder to read the model from", "none")
             spec = self._backend(doc, version_dir, where)
+            filename = doc.get("default_model_filename") or spec.default_model_filename
+            signature = self._describe(spec, version_dir / filename, where)
         except ConfigError:
-            if doc:
-                # NOTE: nothing to complete from: let the config's own checks say what is
-                # missing, in the user's terms, with line numbers.
+            if doc and (_tensors_complete(doc) or not (version_dir and _has_model(version_dir))):
+                # NOTE: nothing to complete from (or only max_batch_size, which then means 0,
+                # as in Triton): let the config's own checks speak, with line numbers.
                 return doc
             raise
-        filename = doc.get("default_model_filename") or spec.default_model_filename
-        signature = self._describe(spec, version_dir / filename, where)
         completed = copy.deepcopy(doc)
         if not completed.get("backend") and not completed.get("platform"):
             completed["backend"] = spec.name
         if "max_batch_size" not in completed:
-            completed["max_batch_size"] = DEFAULT_MAX_BATCH_SIZE if signature.batching else 0
+            suggested = signature.max_batch_size or DEFAULT_MAX_BATCH_SIZE
+            completed["max_batch_size"] = suggested if signature.batching else 0
             if signature.batching:
                 completed.setdefault("dynamic_batching", {})
         elif completed["max_batch_size"] > 0 and not signature.batching:
@@ -120,6 +121,18 @@ class ConfigCompleter:
                     where, "", f"a model file {spec.name} can read", f"{type(exc).__name__}: {exc}"
                 ) from None
         return self._cache[key]
+
+
+def _tensors_complete(doc: dict[str, Any]) -> bool:
+    """Inputs and outputs are all there, each with a data_type and dims."""
+    tensors = list(doc.get("input") or []) + list(doc.get("output") or [])
+    return bool(doc.get("input")) and bool(doc.get("output")) and all(
+        isinstance(t, dict) and "data_type" in t and "dims" in t for t in tensors
+    )
+
+
+def _has_model(version_dir: Path) -> bool:
+    return any(not p.name.startswith(".") for p in version_dir.iterdir())
 
 
 def _incomplete(doc: dict[str, Any]) -> bool:

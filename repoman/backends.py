@@ -124,6 +124,8 @@ class ModelSignature:
     inputs: tuple[TensorConfig, ...]
     outputs: tuple[TensorConfig, ...]
     batching: bool
+    max_batch_size: int | None = None
+    """The largest batch the model itself suggests, when it says (else repoman's default)."""
 
 
 Describe = Callable[[Path], ModelSignature]

@@ -194,3 +194,17 @@ def test_queue_deadlines_full_queues_and_priorities_over_http(tmp_path, plugins_
 
     assert call("ranked", priority=2) == "ok"
     assert call("ranked", priority=3).startswith("400")
+
+
+def test_json_logs_are_one_object_per_line(tmp_path, plugins_dir, server_factory):
+    import json
+
+    repo = tmp_path / "repo"
+    write_model(repo, "m")
+    server = server_factory(repo, "--plugins-dir", str(plugins_dir), "--log-format", "json")
+    assert server.stop() == 0
+    records = [json.loads(line) for line in server.lines if line.startswith("{")]
+    assert records and len(records) == len([line for line in server.lines if line.strip()])
+    messages = [r["message"] for r in records]
+    assert any("model m version 1: READY" in m for m in messages)
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)

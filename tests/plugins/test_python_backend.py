@@ -1,0 +1,454 @@
+"""The Python-model backend: model.py lifecycle in process, describe, and serving over HTTP."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import repoman_python
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from repoman import Backend, BackendError, BackendRegistry, Batch
+from repoman.autocomplete import ConfigCompleter
+from repoman.config import load_model_config, parse_model_config
+from repoman.lifecycle import instance_contexts
+
+ADD_ONE_CONFIG = """
+backend: "python"
+max_batch_size: 8
+input [{ name: "IN" data_type: TYPE_FP32 dims: [ 2 ] }]
+output [{ name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] }]
+"""
+
+ADD_ONE = """
+import numpy as np
+from repoman_python import Response
+
+class Model:
+    def execute(self, requests):
+        # float64 on purpose: the backend converts it to the configured FP32
+        return [Response({"OUT": r.input("IN").astype(np.float64) + 1}) for r in requests]
+"""
+
+
+def registry() -> BackendRegistry:
+    found = BackendRegistry()
+    repoman_python.repoman_register_backends(found)
+    return found
+
+
+def write_version(folder: Path, code: str, version: int = 1, name: str = "model.py") -> Path:
+    path = folder / str(version) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(code))
+    return path
+
+
+def backends(folder: Path, config_text: str, version: int = 1) -> list[Backend]:
+    """Unloaded instances of ``folder/<version>/model.py``, built as the server builds them."""
+    config = parse_model_config(
+        config_text, filename="config.pbtxt", fmt="pbtxt", model_name=folder.name
+    )
+    spec = registry().resolve(config)
+    path = folder / str(version)
+    contexts = instance_contexts(config, version, path, spec.default_model_filename)
+    return [spec.factory(context) for context in contexts]
+
+
+def loaded(folder: Path, code: str, config_text: str = ADD_ONE_CONFIG) -> Backend:
+    write_version(folder, code)
+    [backend] = backends(folder, config_text)
+    backend.load()
+    return backend
+
+
+def run(backend: Backend, *requests: dict[str, np.ndarray]) -> list:
+    outputs = tuple(t.name for t in backend.context.config.outputs)
+    return list(backend.execute(Batch(list(requests), outputs)))
+
+
+def floats(*rows: list[float]) -> dict[str, np.ndarray]:
+    return {"IN": np.array(rows, dtype=np.float32)}
+
+
+# ---- execute ------------------------------------------------------------------------
+
+
+def test_each_request_gets_its_own_response_in_order(tmp_path):
+    backend = loaded(tmp_path / "add_one", ADD_ONE)
+    results = run(backend, floats([1, 2]), floats([3, 4], [5, 6]), floats([-1, 0]))
+    assert [r["OUT"].tolist() for r in results] == [[[2, 3]], [[4, 5], [6, 7]], [[0, 1]]]
+    assert all(r["OUT"].dtype == np.float32 for r in results)
+
+
+def test_an_error_response_fails_only_its_request(tmp_path):
+    code = """
+    from repoman_python import Response
+
+    class Model:
+        def execute(self, requests):
+            responses = []
+            for request in requests:
+                first = request.input("IN").flat[0]
+                if first < 0:
+                    responses.append(Response(error="negative input"))
+                elif first == 0:
+                    responses.append(Response(error=ValueError("zero input")))
+                else:
+                    responses.append(Response({"OUT": request.input("IN") + 1}))
+            return responses
+    """
+    backend = loaded(tmp_path / "picky", code)
+    ok, negative, zero, ok_too = run(
+        backend, floats([1, 1]), floats([-1, 1]), floats([0, 1]), floats([2, 2])
+    )
+    assert ok["OUT"].tolist() == [[2, 2]] and ok_too["OUT"].tolist() == [[3, 3]]
+    assert isinstance(negative, BackendError)
+    assert str(negative) == "model 'picky' version 1: negative input"
+    assert isinstance(zero, ValueError) and str(zero) == "zero input"
+
+
+def test_outputs_are_converted_when_safe_and_checked_per_request(tmp_path):
+    config = ADD_ONE_CONFIG.replace('OUT" data_type: TYPE_FP32', 'OUT" data_type: TYPE_INT32')
+    code = """
+    import numpy as np
+    from repoman_python import Response
+
+    class Model:
+        def execute(self, requests):
+            answers = {
+                0: lambda x: {"OUT": x.astype(np.int64)},   # int64 -> INT32: same kind
+                1: lambda x: {"OUT": x},                    # float -> INT32: refused
+                2: lambda x: {"OTHER": x},                  # OUT missing
+                3: lambda x: {"OUT": x.astype(int).tolist(), "EXTRA": 1},  # a list will do
+            }
+            return [Response(answers[int(r.input("IN").flat[0])](r.input("IN"))) for r in requests]
+    """
+    backend = loaded(tmp_path / "typed", code, config)
+    converted, unsafe, missing, listed = run(
+        backend, floats([0, 5]), floats([1, 5]), floats([2, 5]), floats([3, 5])
+    )
+    assert converted["OUT"].dtype == np.int32 and converted["OUT"].tolist() == [[0, 5]]
+    assert (
+        str(unsafe)
+        == "typed/1/model.py: output 'OUT' is float32, which does not convert safely to TYPE_INT32"
+    )
+    assert str(missing) == "typed/1/model.py: the response has no output 'OUT' (it has: OTHER)"
+    assert set(listed) == {"OUT"}  # outputs nobody asked for are dropped
+    assert listed["OUT"].dtype == np.int32 and listed["OUT"].tolist() == [[3, 5]]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "return [Response({'OUT': r.input('IN')}) for r in requests][:-1]",
+            "returned 1 responses for 2 requests",
+        ),
+        ("return {'OUT': requests[0].input('IN')}", "returned a dict for 2 requests"),
+        ("return [None for r in requests]", "returned a NoneType for a Response"),
+        ("raise RuntimeError('out of cheese')", "execute failed: RuntimeError: out of cheese"),
+        (
+            "return [Response(outputs=[1, 2]) for r in requests]",
+            "execute failed: TypeError: Response outputs must be a dict",
+        ),
+    ],
+)
+def test_a_wrong_reply_fails_the_whole_batch_naming_the_file(tmp_path, body, message):
+    code = f"""
+    from repoman_python import Response
+
+    class Model:
+        def execute(self, requests):
+            {body}
+    """
+    backend = loaded(tmp_path / "wrong", code)
+    with pytest.raises(BackendError) as caught:
+        run(backend, floats([1, 2]), floats([3, 4]))
+    assert str(caught.value).startswith("wrong/1/model.py: ")
+    assert message in str(caught.value)
+
+
+def test_bytes_in_bytes_out(tmp_path):
+    config = """
+    backend: "python"
+    input [{ name: "TEXT" data_type: TYPE_STRING dims: [ -1 ] }]
+    output [{ name: "UPPER" data_type: TYPE_STRING dims: [ -1 ] }]
+    """
+    code = """
+    import numpy as np
+    from repoman_python import Request, Response, Tensor
+
+    class Model:
+        def execute(self, requests: list[Request]) -> list[Response]:
+            texts: Tensor = requests[0].input("TEXT")
+            # a numpy bytes ("S") array: the backend makes it the object array BYTES wants
+            return [Response({"UPPER": np.char.upper(texts.astype(bytes))})]
+    """
+    backend = loaded(tmp_path / "shout", code, textwrap.dedent(config))
+    words = np.array([b"hello", "wörld".encode()], dtype=object)
+    [result] = run(backend, {"TEXT": words})
+    assert result["UPPER"].dtype == object
+    assert result["UPPER"].tolist() == [b"HELLO", "WöRLD".encode()]
+
+
+# ---- lifecycle ----------------------------------------------------------------------
+
+
+def test_initialize_args_one_model_per_instance_and_finalize(tmp_path):
+    config = """
+    backend: "python"
+    max_batch_size: 8
+    input [{ name: "IN" data_type: TYPE_FP32 dims: [ 2 ] }]
+    output [{ name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] },
+            { name: "ARGS" data_type: TYPE_STRING dims: [ 1 ] }]
+    instance_group [{ count: 2 }]
+    parameters { key: "k" value: { string_value: "v" } }
+    """
+    code = """
+    import json
+    from pathlib import Path
+    from repoman_python import Response
+
+    CREATED = []  # module state: each instance imports model.py afresh
+
+    class TritonPythonModel:  # the name a model ported from Triton uses
+        def __init__(self):
+            CREATED.append(self)
+
+        def initialize(self, args):
+            self.args = dict(args, created=len(CREATED))
+
+        def execute(self, requests):
+            text = json.dumps(self.args)
+            return [Response({"OUT": r.input("IN"), "ARGS": [[text]]}) for r in requests]
+
+        def finalize(self):
+            Path(self.args["model_repository"], self.args["model_instance_name"]).touch()
+    """
+    folder = tmp_path / "lifecycle"
+    write_version(folder, code)
+    instances = backends(folder, textwrap.dedent(config))
+    for instance in instances:
+        instance.load()
+    args = [json.loads(run(i, floats([1, 2]))[0]["ARGS"][0, 0]) for i in instances]
+    assert [a.pop("model_instance_name") for a in args] == ["lifecycle_0_0", "lifecycle_0_1"]
+    expected_config = instances[0].context.config.as_dict()
+    for one in args:
+        assert one == {
+            "model_config": expected_config,
+            "model_name": "lifecycle",
+            "model_version": "1",
+            "model_repository": str(folder),
+            "model_instance_kind": "KIND_CPU",
+            "model_instance_device_id": 0,
+            "created": 1,
+        }
+    assert expected_config["parameters"] == {"k": {"string_value": "v"}}
+    for instance in instances:
+        instance.unload()
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
+        "lifecycle_0_0",
+        "lifecycle_0_1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("def broken(:\n", "import failed: SyntaxError: "),
+        (
+            "import a_module_that_is_not_there\n",
+            "import failed: ModuleNotFoundError: No module named",
+        ),
+        ("class Other:\n    pass\n", "expected a class named Model or TritonPythonModel"),
+        ("class Model:\n    pass\n", "class Model has no execute(self, requests) method"),
+        (
+            "class Model:\n    def initialize(self, args):\n        raise OSError('no weights here')\n"
+            "    def execute(self, requests):\n        return []\n",
+            "initialize failed: OSError: no weights here",
+        ),
+    ],
+)
+def test_a_failing_load_names_the_file_without_a_traceback(tmp_path, code, message):
+    path = write_version(tmp_path / "broken", code)
+    [backend] = backends(tmp_path / "broken", ADD_ONE_CONFIG)
+    before = set(sys.modules)
+    with pytest.raises(BackendError) as caught:
+        backend.load()
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+    assert set(sys.modules) <= before
+
+
+@pytest.mark.parametrize("importer", ["import helpers", "from . import helpers"])
+def test_versions_keep_their_own_code_and_helper_modules(tmp_path, importer):
+    folder = tmp_path / "helped"
+    for version in (1, 2):
+        write_version(folder, f"VALUE = {version * 10}\n", version, "helpers.py")
+        write_version(
+            folder,
+            f"""
+            {importer}
+            from repoman_python import Response
+
+            class Model:
+                def execute(self, requests):
+                    return [Response({{"OUT": r.input("IN") + helpers.VALUE}}) for r in requests]
+            """,
+            version,
+        )
+    before = set(sys.modules)
+    [one], [two] = backends(folder, ADD_ONE_CONFIG, 1), backends(folder, ADD_ONE_CONFIG, 2)
+    one.load()
+    two.load()
+    assert run(one, floats([0, 1]))[0]["OUT"].tolist() == [[10, 11]]
+    assert run(two, floats([0, 1]))[0]["OUT"].tolist() == [[20, 21]]
+    assert str(folder / "1") not in sys.path
+    one.unload()
+    two.unload()
+    assert set(sys.modules) <= before
+
+
+# ---- describe (auto-complete) -------------------------------------------------------
+
+
+SELF_DESCRIBED = """
+class Model:
+    @staticmethod
+    def auto_complete_config(config):
+        config["max_batch_size"] = 4
+        config["input"] = [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}]
+        config["output"] = [{"name": "LENGTH", "data_type": "INT32", "dims": [1]}]
+        return config
+
+    def execute(self, requests):
+        return []
+"""
+
+
+def test_describe_reads_auto_complete_config(tmp_path):
+    path = write_version(tmp_path / "described", SELF_DESCRIBED)
+    signature = registry().specs()[0].describe(path)
+    assert signature.batching
+    assert [(t.name, t.data_type.value, t.dims) for t in signature.inputs] == [
+        ("TEXT", "BYTES", (-1, 1))
+    ]
+    assert [(t.name, t.data_type.value, t.dims) for t in signature.outputs] == [
+        ("LENGTH", "INT32", (-1, 1))
+    ]
+
+
+def test_a_partial_config_is_completed_from_model_py(tmp_path):
+    folder = tmp_path / "completed"
+    write_version(folder, SELF_DESCRIBED)
+    (folder / "config.pbtxt").write_text('backend: "python"\n')
+    completer = ConfigCompleter(registry()).for_model(folder)
+    config = load_model_config(folder, complete=completer)
+    assert config.backend == "python" and config.max_batch_size > 0
+    assert [(t.name, t.data_type.value, t.dims) for t in config.inputs] == [("TEXT", "BYTES", (1,))]
+    assert [(t.name, t.data_type.value, t.dims) for t in config.outputs] == [
+        ("LENGTH", "INT32", (1,))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        (
+            "",
+            "must declare its inputs and outputs in its config, or return them from Model.auto_complete_config",
+        ),
+        (
+            "def auto_complete_config(self, config):\n        return config",
+            "must be a @staticmethod or @classmethod",
+        ),
+        (
+            "@classmethod\n    def auto_complete_config(cls, config):\n        return None",
+            "must return the config dict, got NoneType",
+        ),
+        (
+            "@staticmethod\n    def auto_complete_config(config):\n        return config",
+            "returned no 'input' or 'output'",
+        ),
+        (
+            "@staticmethod\n    def auto_complete_config(config):\n        return {'input': [{'name': 'X'}]}",
+            "returned an invalid input {'name': 'X'}: KeyError: 'data_type'",
+        ),
+    ],
+)
+def test_describe_says_what_is_missing(tmp_path, method, message):
+    code = f"class Model:\n    {method}\n    def execute(self, requests):\n        return []\n"
+    path = write_version(tmp_path / "undescribed", code)
+    with pytest.raises(BackendError) as caught:
+        registry().specs()[0].describe(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+# ---- over HTTP ----------------------------------------------------------------------
+
+TEXT_LENGTH_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }]
+output [{ name: "LENGTH" data_type: TYPE_INT32 dims: [ 1 ] }]
+dynamic_batching { preferred_batch_size: [ 3 ] max_queue_delay_microseconds: 2000000 }
+"""
+
+TEXT_LENGTH = """
+import numpy as np
+from repoman_python import Response
+
+class Model:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            texts = [t.decode() for t in request.input("TEXT").reshape(-1)]
+            if not all(texts):
+                responses.append(Response(error="empty text has no length"))
+            else:
+                lengths = np.array([[len(t)] for t in texts])  # int64, sent as INT32
+                responses.append(Response({"LENGTH": lengths}))
+        return responses
+"""
+
+
+def text_input(*texts: str) -> httpclient.InferInput:
+    data = np.array([[t.encode()] for t in texts], dtype=object)
+    tensor = httpclient.InferInput("TEXT", list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return tensor
+
+
+def test_served_over_http_with_a_per_request_error(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    (repo / "text_length").mkdir(parents=True)
+    (repo / "text_length" / "config.pbtxt").write_text(TEXT_LENGTH_CONFIG)
+    write_version(repo / "text_length", TEXT_LENGTH)
+    server = server_factory(repo)
+    with httpclient.InferenceServerClient(server.address, concurrency=3) as client:
+        result = client.infer("text_length", [text_input("héllo", "hi")])
+        assert result.as_numpy("LENGTH").tolist() == [[5], [2]]
+        assert result.as_numpy("LENGTH").dtype == np.int32
+        # NOTE: three at once fill the preferred batch of 3: the empty one fails alone.
+        pending = [client.async_infer("text_length", [text_input(t)]) for t in ("abc", "", "de")]
+        outcomes = []
+        for request in pending:
+            try:
+                outcomes.append(request.get_result().as_numpy("LENGTH").tolist())
+            except InferenceServerException as error:
+                outcomes.append((error.status(), error.message()))
+        stats = client.get_inference_statistics("text_length", "1")["model_stats"][0]
+    assert outcomes == [
+        [[3]],
+        ("500", "model 'text_length' version 1: empty text has no length"),
+        [[2]],
+    ]
+    assert stats["execution_count"] == 2  # the single request, then the three together
