@@ -108,11 +108,9 @@ class ConfigCompleter:
 
     def _describe(self, spec: BackendSpec, path: Path, where: str) -> ModelSignature:
         assert spec.describe is not None
-        try:
-            stat = path.stat()
-        except OSError:
-            raise _error(where, "", f"the model file {path}", "nothing there") from None
-        key = (path, stat.st_mtime_ns, stat.st_size)
+        if not path.exists():
+            raise _error(where, "", f"the model file {path}", "nothing there")
+        key = (path, *_stamp(path))
         if key not in self._cache:
             try:
                 self._cache[key] = spec.describe(path)
@@ -121,6 +119,14 @@ class ConfigCompleter:
                     where, "", f"a model file {spec.name} can read", f"{type(exc).__name__}: {exc}"
                 ) from None
         return self._cache[key]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """Newest modification time and total size of a model file, or of every file in a model
+    folder (a SavedModel's folder time does not change when a file inside is replaced)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return max((s.st_mtime_ns for s in stats), default=0), sum(s.st_size for s in stats)
 
 
 def _tensors_complete(doc: dict[str, Any]) -> bool:
