@@ -56,6 +56,9 @@ class RepositoryController:
         self._initial = initial
         self._watcher: RepositoryWatcher | None = None
         self._ignored_seen: set[str] = set()
+        self._started = False
+        self._wanted: dict[str, ModelEntry | None] = {}
+        self._runners: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         """The first pass over the repository; in poll mode, then start watching it."""
@@ -66,6 +69,7 @@ class RepositoryController:
         # NOTE: at start-up nothing is being copied that we could wait for usefully, and
         # in "none" mode there is no later pass: take what is complete now.
         await self._rescan(dataclasses.replace(self._options, quiet=0.0))
+        self._started = True
         if self.mode == "poll":
             self._watcher = RepositoryWatcher(
                 self.root,
@@ -78,6 +82,10 @@ class RepositoryController:
     async def stop(self) -> None:
         if self._watcher is not None:
             await self._watcher.stop()
+        self._wanted.clear()
+        for runner in self._runners.values():
+            runner.cancel()
+        await asyncio.gather(*self._runners.values(), return_exceptions=True)
 
     async def rescan(self) -> float | None:
         """One pass (poll mode): returns when to look again for versions still settling."""
@@ -94,8 +102,33 @@ class RepositoryController:
                 log.debug(
                     "model %s version %d: waiting for its files to settle", entry.name, number
                 )
-        await self._manager.apply(scan)
+        if not self._started:
+            await self._manager.apply(scan)  # NOTE: the first pass is awaited: then "ready"
+        else:
+            names = set(scan.models) | set(self._manager.model_names())
+            for name in names:
+                self._submit(name, scan.models.get(name))
         return scan.retry_after
+
+    def _submit(self, name: str, entry: ModelEntry | None) -> None:
+        """Hand one model's wanted state to its own runner, without waiting for it.
+
+        NOTE: a model whose load is slow (or hangs) must not hold up the others or the next
+        scan. Each model has at most one runner; a newer wanted state simply replaces one
+        that has not been applied yet, so scans never pile up behind a slow load.
+        """
+        self._wanted[name] = entry
+        runner = self._runners.get(name)
+        if runner is None or runner.done():
+            self._runners[name] = asyncio.create_task(self._run(name))
+
+    async def _run(self, name: str) -> None:
+        while name in self._wanted:
+            entry = self._wanted.pop(name)
+            try:
+                await self._manager.apply_model(name, entry)
+            except Exception:
+                log.exception("model %s: applying the repository's state failed", name)
 
     async def load(self, name: str, config_text: str | None = None) -> None:
         """Load or reload one model as the disk has it now (``config_text``: JSON override)."""

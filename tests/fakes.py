@@ -15,6 +15,7 @@ class EchoBackend(Backend):
     def load(self) -> None:
         self.batch_sizes: list[int] = []
         self.delay = float(self.context.config.parameters.get("delay_ms", "0")) / 1000
+        time.sleep(float(self.context.config.parameters.get("load_delay_ms", "0")) / 1000)
 
     def execute(self, batch: Batch) -> Sequence[Result]:
         self.batch_sizes.append(batch.size)

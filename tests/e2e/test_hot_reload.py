@@ -323,3 +323,24 @@ def test_a_version_failing_its_warmup_keeps_the_old_one_serving(tmp_path, server
     wait_for(lambda: "version 2: FAILED" in server.log(), message="version 2 failing warm-up")
     assert "warm-up sample 'poison' failed" in server.log() or "poisons" in server.log()
     assert ready_versions(server, "m") == ["1"]
+
+
+def test_a_slow_loading_model_does_not_hold_up_the_others(tmp_path, server_factory):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(ROOT / "tests" / "fakes.py", plugins / "fakes.py")
+    repo = tmp_path / "repo"
+    write_model(repo, "quick", versions=(1,))
+    server = server_factory(repo, "--plugins-dir", str(plugins), *POLL)
+    staging = tmp_path / "staging"
+    write_model(staging, "sluggish",
+                extra='parameters { key: "load_delay_ms" value: { string_value: "8000" } }\n')
+    (staging / "sluggish").rename(repo / "sluggish")
+    wait_for(lambda: "model sluggish version 1: LOADING" in server.log(), message="slow load")
+    started = time.monotonic()
+    (repo / "quick" / "2").mkdir()
+    (repo / "quick" / "2" / "model.txt").write_text("v2")
+    wait_for(lambda: ready_versions(server, "quick") == ["2"], timeout=6,
+             message="quick version 2 while sluggish is still loading")
+    assert time.monotonic() - started < 6
+    assert "model sluggish version 1: READY" not in server.log()
