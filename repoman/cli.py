@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import repoman.perf
 from repoman import __version__
 from repoman.autocomplete import ConfigCompleter
 from repoman.checks import validate_repository
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--disable-auto-complete-config", action="store_true")
 
+    perf = commands.add_parser("perf", help=repoman.perf.HELP, description=repoman.perf.DESCRIPTION)
+    repoman.perf.add_arguments(perf)
+
     plugins = commands.add_parser("plugins", help="list the plugins and backends found")
     plugins.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
@@ -213,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "perf":
+            return repoman.perf.run(args)
     except RepomanError as exc:
         print(f"repoman: error: {exc}", file=sys.stderr)
         return 2
