@@ -132,8 +132,10 @@ def _stamp(path: Path) -> tuple[int, int]:
 def _tensors_complete(doc: dict[str, Any]) -> bool:
     """Inputs and outputs are all there, each with a data_type and dims."""
     tensors = list(doc.get("input") or []) + list(doc.get("output") or [])
-    return bool(doc.get("input")) and bool(doc.get("output")) and all(
-        isinstance(t, dict) and "data_type" in t and "dims" in t for t in tensors
+    return (
+        bool(doc.get("input"))
+        and bool(doc.get("output"))
+        and all(isinstance(t, dict) and "data_type" in t and "dims" in t for t in tensors)
     )
 
 

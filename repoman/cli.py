@@ -24,7 +24,7 @@ from repoman.manager import ModelManager
 from repoman.plugins import build_backend_registry, make_plugin_manager
 from repoman.repository import ScanOptions
 from repoman.scheduler import SharedScheduler
-from repoman.server import make_app
+from repoman.server import AccessPolicy, make_app
 from repoman.service import InferenceService
 
 log = logging.getLogger("repoman")
@@ -144,6 +144,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=64 * 1024 * 1024,
         metavar="BYTES",
         help="largest request body accepted; larger ones get 413",
+    )
+    serve.add_argument(
+        "--control-token",
+        default=os.environ.get("REPOMAN_CONTROL_TOKEN"),
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' for the repository API (index, load, "
+        "unload); default: the REPOMAN_CONTROL_TOKEN environment variable, else no token",
+    )
+    serve.add_argument(
+        "--disable-repository-api",
+        action="store_true",
+        help="turn the repository API (index, load, unload) off: 403",
+    )
+    serve.add_argument(
+        "--protect-inference",
+        action="store_true",
+        help="also require the token for inference, metadata, statistics and metrics "
+        "(health endpoints stay open)",
+    )
+    serve.add_argument(
+        "--model-load-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="a version whose backend has not loaded (and warmed up) after S seconds is "
+        "marked FAILED with that reason",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM/Ctrl-C, wait at most S seconds for in-flight requests to finish",
     )
     serve.add_argument(
         "--log-level",
@@ -294,7 +327,9 @@ async def _serve(args: argparse.Namespace) -> int:
             model=model, version=version, state=state, reason=reason
         )
 
-    manager = ModelManager(registry, scheduler, on_state=on_state)
+    manager = ModelManager(
+        registry, scheduler, on_state=on_state, load_timeout=args.model_load_timeout
+    )
     controller = RepositoryController(
         repository,
         manager,
@@ -329,8 +364,22 @@ async def _serve(args: argparse.Namespace) -> int:
         await manager.shutdown()
         await scheduler.close()
 
-    app = make_app(service, background=[models], max_request_bytes=args.max_request_size)
-    runner = web.AppRunner(app, access_log=log if args.access_log else None, handle_signals=False)
+    if args.protect_inference and not args.control_token:
+        raise RepomanError("--protect-inference needs --control-token (or REPOMAN_CONTROL_TOKEN)")
+    access = AccessPolicy(
+        control_token=args.control_token or None,
+        repository_api=not args.disable_repository_api,
+        protect_inference=args.protect_inference,
+    )
+    app = make_app(
+        service, background=[models], max_request_bytes=args.max_request_size, access=access
+    )
+    runner = web.AppRunner(
+        app,
+        access_log=log if args.access_log else None,
+        handle_signals=False,
+        shutdown_timeout=args.shutdown_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.http_port)
     try:

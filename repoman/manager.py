@@ -77,6 +77,7 @@ class ModelManager:
         *,
         load_threads: int = 2,
         on_state: StateListener | None = None,
+        load_timeout: float | None = None,
     ) -> None:
         self._registry = registry
         self._serving = serving
@@ -86,6 +87,7 @@ class ModelManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._pool = ThreadPoolExecutor(load_threads, thread_name_prefix="repoman-load")
         self._on_state = on_state
+        self._load_timeout = load_timeout
         self.load_failures: dict[tuple[str, int], int] = {}
         """Failed load attempts by (model, version), for metrics."""
 
@@ -237,8 +239,17 @@ class ModelManager:
             contexts = instance_contexts(config, ve.number, ve.path, filename)
             instances = [spec.factory(context) for context in contexts]
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, load_instances, instances)
-        except Exception as exc:
+            loading = loop.run_in_executor(self._pool, load_instances, instances)
+            try:
+                await asyncio.wait_for(asyncio.shield(loading), self._load_timeout)
+            except TimeoutError:
+                # NOTE: a thread cannot be killed: the load goes on in the background and
+                # whatever it builds is released when it ends; the version is not served.
+                loading.add_done_callback(lambda _: unload_instances(instances))
+                raise RepomanError(
+                    f"loading did not finish within {self._load_timeout:g} s (--model-load-timeout)"
+                ) from None
+        except Exception as exc:  # any load failure is reported, never raised
             reason = str(exc) if isinstance(exc, RepomanError) else f"{type(exc).__name__}: {exc}"
             mv.state = State.FAILED
             self._set_state(mv, State.FAILED, reason)

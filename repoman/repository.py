@@ -98,6 +98,9 @@ def scan_repository(root: Path, options: ScanOptions | None = None, *, now: floa
         if not MODEL_NAME.match(child.name):
             ignored.append(f"{child}: not a valid model name")
             continue
+        if escapes(child, root, deep=False):
+            ignored.append(f"{child}: refused: a symlink leading out of the repository")
+            continue
         entry = read_model(child, options, now=now, ignored=ignored)
         models[child.name] = entry
         # NOTE: a folder waiting for its marker has no retry time: creating the marker is
@@ -129,6 +132,13 @@ def read_model(
     versions: dict[int, VersionEntry] = {}
     settling: list[int] = []
     for number, folder in _version_folders(path, ignored):
+        outside = escapes(folder, path.parent)
+        if outside:
+            refused = RepomanError(
+                f"{outside} leads out of the repository (a symlink); refusing to load it"
+            )
+            versions[number] = VersionEntry(number, folder, None, refused, (), 0.0)
+            continue
         fingerprint, newest = _fingerprint(folder)
         marker_missing = options.ready_marker and not (folder / options.ready_marker).exists()
         if marker_missing or now - newest < options.quiet:
@@ -173,6 +183,21 @@ def _config_file_or_none(path: Path) -> Path | None:
         return find_config_file(path)
     except RepomanError:
         return None
+
+
+def escapes(path: Path, root: Path, *, deep: bool = True) -> Path | None:
+    """The first path at (``deep``: or under) ``path`` that resolves outside ``root`` (a
+    symlink out of the repository), or None. Checked before any model file is opened."""
+    base = root.resolve()
+    candidates = [path]
+    if deep and path.is_dir() and not path.is_symlink():
+        candidates += [p for p in path.rglob("*") if p.is_symlink()]
+    for candidate in candidates:
+        try:
+            candidate.resolve().relative_to(base)
+        except (ValueError, OSError, RuntimeError):
+            return candidate
+    return None
 
 
 def select_versions(policy: VersionPolicy, available: Iterable[int]) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from aiohttp import web
 
 from repoman.server import handlers
+from repoman.server.auth import AccessPolicy, access_middleware
 from repoman.server.keys import SERVICE
 from repoman.server.middleware import errors_as_json
 from repoman.service import InferenceService
@@ -21,13 +22,17 @@ def make_app(
     *,
     background: Iterable[Background] = (),
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    access: AccessPolicy | None = None,
 ) -> web.Application:
     """Build the KServe v2 HTTP app around ``service``.
 
     ``background`` are cleanup contexts (async generators) started before the server
     accepts connections and stopped, in reverse order, after it stopped accepting.
     """
-    app = web.Application(middlewares=[errors_as_json], client_max_size=max_request_bytes)
+    app = web.Application(
+        middlewares=[errors_as_json, access_middleware(access or AccessPolicy())],
+        client_max_size=max_request_bytes,
+    )
     app[SERVICE] = service
     app.cleanup_ctx.extend(background)
     model = "/v2/models/{model}"

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from repoman.errors import InvalidRequest
 from repoman.metrics import CONTENT_TYPE
+from repoman.repository import MODEL_NAME
 from repoman.server.codec import decode_infer_request, encode_infer_response
 from repoman.server.keys import SERVICE
 
@@ -23,8 +24,18 @@ def _json(payload: Any, status: int = 200) -> web.Response:
     )
 
 
-def _target(request: web.Request) -> tuple[str, int | None]:
+def _model_name(request: web.Request) -> str:
     name = request.match_info["model"]
+    if not MODEL_NAME.match(name):
+        raise InvalidRequest(
+            "invalid model name: expected letters, digits, '_', '.' or '-' "
+            "(not starting with '.' or '-', at most 128 characters)"
+        )
+    return name
+
+
+def _target(request: web.Request) -> tuple[str, int | None]:
+    name = _model_name(request)
     raw = request.match_info.get("version")
     if raw is None or raw == "":
         return name, None
@@ -102,7 +113,7 @@ async def statistics(request: web.Request) -> web.Response:
 
 
 async def repository_load(request: web.Request) -> web.Response:
-    name = request.match_info["model"]
+    name = _model_name(request)
     config_text = None
     body = await request.read()
     if body.strip():
@@ -126,7 +137,7 @@ async def repository_load(request: web.Request) -> web.Response:
 
 
 async def repository_unload(request: web.Request) -> web.Response:
-    await request.app[SERVICE].unload_model(request.match_info["model"])
+    await request.app[SERVICE].unload_model(_model_name(request))
     return _json({})
 
 
