@@ -29,6 +29,12 @@ class InvalidRequest(RepomanError):
     status = HTTPStatus.BAD_REQUEST
 
 
+class UnsupportedMediaType(RepomanError):
+    """The request body is of a kind the endpoint does not read."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
 class PayloadTooLarge(RepomanError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 

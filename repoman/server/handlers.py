@@ -8,13 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from repoman.errors import InvalidRequest
+from repoman.errors import InvalidRequest, UnsupportedMediaType
 from repoman.metrics import CONTENT_TYPE
 from repoman.repository import MODEL_NAME
 from repoman.server.codec import decode_infer_request, encode_infer_response
 from repoman.server.keys import SERVICE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+BODY_TYPES = frozenset({"application/json", "application/octet-stream"})
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 
 
@@ -77,6 +78,12 @@ async def infer(request: web.Request) -> web.Response:
     name, version = _target(request)
     service = request.app[SERVICE]
     service.check_servable(name, version)
+    if request.content_type not in BODY_TYPES and request.headers.get("Content-Type"):
+        raise UnsupportedMediaType(
+            f"an inference request body is JSON (application/json), optionally followed by "
+            f"binary tensors (application/octet-stream); found Content-Type "
+            f"'{request.content_type}'"
+        )
     raw_length = request.headers.get(HEADER_LENGTH)
     header_length = None
     if raw_length is not None:
