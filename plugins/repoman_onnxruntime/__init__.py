@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from repoman import BackendRegistry, hookimpl
+from pathlib import Path
+
+from repoman import Backend, BackendContext, BackendRegistry, ModelSignature, hookimpl
 
 PLATFORMS = ("onnxruntime_onnx",)
 
@@ -11,12 +13,12 @@ PLATFORMS = ("onnxruntime_onnx",)
 def repoman_register_backends(registry: BackendRegistry) -> None:
     # NOTE: the backend module (and onnxruntime with it) is imported only when a model
     # using it loads, so a server without ONNX models does not pay for the import.
-    def factory(context):  # type: ignore[no-untyped-def]
+    def factory(context: BackendContext) -> Backend:
         from repoman_onnxruntime.backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(context)
 
-    def describe(model_path):  # type: ignore[no-untyped-def]
+    def describe(model_path: Path) -> ModelSignature:
         from repoman_onnxruntime.backend import describe_model
 
         return describe_model(model_path)

@@ -16,6 +16,7 @@ from repoman import (
     Result,
     TensorConfig,
 )
+from repoman.parameters import int_parameter
 
 # ONNX tensor element types as onnxruntime names them -> repoman data types.
 _ONNX_TYPES = {
@@ -58,8 +59,8 @@ class OnnxRuntimeBackend(Backend):
     def load(self) -> None:
         params = self.context.config.parameters
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _int_param(params, "intra_op_thread_count", 1)
-        options.inter_op_num_threads = _int_param(params, "inter_op_thread_count", 1)
+        options.intra_op_num_threads = int_parameter(params, "intra_op_thread_count", 1) or 0
+        options.inter_op_num_threads = int_parameter(params, "inter_op_thread_count", 1) or 0
         level = params.get("graph_optimization_level", "all").lower()
         if level not in _OPT_LEVELS:
             raise ValueError(
@@ -123,16 +124,3 @@ def _describe(arg: ort.NodeArg) -> TensorConfig:
     if data_type is None:
         raise TypeError(f"tensor '{arg.name}' has ONNX type {arg.type}, which repoman cannot serve")
     return TensorConfig(name=arg.name, data_type=data_type, dims=dims)
-
-
-def _int_param(params: dict[str, str], name: str, default: int) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"parameter {name}: expected an integer, found '{raw}'") from None
-    if value < 0:
-        raise ValueError(f"parameter {name}: expected an integer >= 0, found {value}")
-    return value

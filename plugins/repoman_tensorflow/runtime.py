@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from repoman import BackendError
+from repoman.parameters import bool_parameter, int_parameter
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,9 @@ class RuntimeSettings:
     def from_parameters(cls, params: Mapping[str, str]) -> RuntimeSettings:
         """Raises ValueError naming the parameter, what was expected and what was found."""
         return cls(
-            intra_op=_int_param(params, "intra_op_thread_count"),
-            inter_op=_int_param(params, "inter_op_thread_count"),
-            allow_growth=_bool_param(params, "allow_growth"),
+            intra_op=int_parameter(params, "intra_op_thread_count"),
+            inter_op=int_parameter(params, "inter_op_thread_count"),
+            allow_growth=bool_parameter(params, "allow_growth"),
             memory_fraction=_fraction_param(params, "per_process_gpu_memory_fraction"),
         )
 
@@ -144,28 +145,6 @@ def _gpu_memory_mib(index: int) -> int:
             f"per_process_gpu_memory_fraction: the CUDA driver did not tell GPU {index}'s memory"
         )
     return total.value // (1 << 20)
-
-
-def _int_param(params: Mapping[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"parameter {name}: expected an integer, found '{raw}'") from None
-    if value < 0:
-        raise ValueError(f"parameter {name}: expected an integer >= 0, found {value}")
-    return value
-
-
-def _bool_param(params: Mapping[str, str], name: str) -> bool | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.strip().lower() not in ("true", "false"):
-        raise ValueError(f"parameter {name}: expected true or false, found '{raw}'")
-    return raw.strip().lower() == "true"
 
 
 def _fraction_param(params: Mapping[str, str], name: str) -> float | None:

@@ -57,6 +57,9 @@ def decode_infer_request(
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidRequest(f"request 'id' must be a string, found {describe_json(request_id)}")
+    if request_id is not None and not _is_utf8_text(request_id):
+        # NOTE: JSON may spell a lone surrogate ("\ud800"); it cannot be sent back as UTF-8.
+        raise InvalidRequest("request 'id' must be valid Unicode text (found a lone surrogate)")
     parameters = _parameters(document, "request")
     binary_output = parameters.get("binary_data_output")
     if binary_output is not None and not isinstance(binary_output, bool):
@@ -184,7 +187,8 @@ def _shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
 
 
 def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
-    if entries is None:
+    # NOTE: an empty list asks for nothing in particular, like an absent one: every output.
+    if entries is None or entries == []:
         return None
     if not isinstance(entries, list):
         raise InvalidRequest(f"request 'outputs' must be an array, found {describe_json(entries)}")
@@ -289,6 +293,14 @@ def _output(response: InferResponse, name: str) -> tuple[np.ndarray, DataType]:
             f"model '{response.model_name}' returned output '{name}' with numpy dtype "
             f"{array.dtype}, which has no KServe v2 datatype"
         ) from None
+
+
+def _is_utf8_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_error(message: str) -> bytes:

@@ -1,0 +1,33 @@
+"""Reading a config's string ``parameters`` as typed values, with clear errors (for plugins)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def int_parameter(params: Mapping[str, str], name: str, default: int | None = None) -> int | None:
+    """``parameters[name]`` as an integer >= 0, or ``default`` when absent or empty.
+
+    Raises ValueError naming the parameter, what was expected and what was found.
+    """
+    raw = params.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"parameter {name}: expected an integer, found '{raw}'") from None
+    if value < 0:
+        raise ValueError(f"parameter {name}: expected an integer >= 0, found {value}")
+    return value
+
+
+def bool_parameter(params: Mapping[str, str], name: str) -> bool | None:
+    """``parameters[name]`` as ``true``/``false`` (any case), or None when absent or empty."""
+    raw = params.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    word = raw.strip().lower()
+    if word not in ("true", "false"):
+        raise ValueError(f"parameter {name}: expected true or false, found '{raw}'")
+    return word == "true"
