@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from repoman.backends import Backend, BackendContext, Batch
+from repoman.backends import Backend, BackendContext, Batch, ModelSignature
 from repoman.config.model import ModelConfig
 from repoman.errors import RepomanError
+from repoman.signature import compare_signature
 from repoman.types import DataType
 
 log = logging.getLogger(__name__)
@@ -109,33 +110,19 @@ def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndar
 
 
 def check_signature(instance: Backend) -> None:
-    """Refuse a config whose inputs/outputs disagree with what the model file declares."""
+    """Refuse a config whose inputs/outputs disagree with what the loaded model declares."""
     config = instance.context.config
+    inputs, outputs = instance.model_inputs(), instance.model_outputs()
+    if inputs is None and outputs is None:
+        return
     batching = config.max_batch_size > 0
-    for kind, declared, actual in (
-        ("input", config.inputs, instance.model_inputs()),
-        ("output", config.outputs, instance.model_outputs()),
-    ):
-        if actual is None:
-            continue
-        by_name = {tensor.name: tensor for tensor in actual}
-        for tensor in declared:
-            model_side = by_name.get(tensor.name)
-            if model_side is None:
-                raise RepomanError(
-                    f"config {kind} '{tensor.name}' is not in the model (the model's {kind}s: "
-                    f"{', '.join(sorted(by_name))})"
-                )
-            if model_side.data_type is not tensor.data_type:
-                raise RepomanError(
-                    f"{kind} '{tensor.name}': config says {tensor.data_type.config_name}, "
-                    f"the model says {model_side.data_type.config_name}"
-                )
-            want = tensor.reshape if tensor.reshape is not None else tensor.dims
-            have = model_side.dims[1:] if batching and model_side.dims else model_side.dims
-            if model_side.dims and len(have) != len(want):
-                shown = ([-1] if batching else []) + list(want)
-                raise RepomanError(
-                    f"{kind} '{tensor.name}': config shape {shown} does not match "
-                    f"the model's {list(model_side.dims)}"
-                )
+    signature = ModelSignature(tuple(inputs or ()), tuple(outputs or ()), batching)
+    problems = [
+        (field, message)
+        for field, message in compare_signature(config, signature)
+        # NOTE: a side the backend does not report is not compared
+        if not (field.startswith("input") and inputs is None)
+        and not (field.startswith("output") and outputs is None)
+    ]
+    if problems:
+        raise RepomanError("; ".join(f"{field}: {message}" for field, message in problems))

@@ -1,0 +1,53 @@
+"""Loading instances: the config is checked against the model file, with both sides shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from repoman.config import parse_model_config
+from repoman.errors import RepomanError
+from repoman.lifecycle import instance_contexts, load_instances
+from repoman.plugins import build_backend_registry, make_plugin_manager
+from tests.conftest import BUNDLED
+
+CONFIG = (BUNDLED / "digits" / "config.pbtxt").read_text()
+
+
+def load(text: str) -> list:
+    config = parse_model_config(text, filename="config.pbtxt", fmt="pbtxt", model_name="digits")
+    pm, report = make_plugin_manager()
+    spec = build_backend_registry(pm, report).resolve(config)
+    contexts = instance_contexts(config, 1, BUNDLED / "digits" / "1", spec.default_model_filename)
+    instances = [spec.factory(context) for context in contexts]
+    load_instances(instances)
+    return instances
+
+
+def test_the_bundled_config_matches_its_model():
+    assert len(load(CONFIG)) == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (('name: "pixels"', 'name: "image"'), ["input[0].name", "(pixels)", "'image'"]),
+        (("data_type: TYPE_INT64", "data_type: TYPE_INT32"), ["output[1].data_type", "TYPE_INT64", "TYPE_INT32"]),
+        (("dims: [ 64 ]", "dims: [ 8, 8 ]"), ["input[0].dims", "[64]", "[8, 8]"]),
+    ],
+    ids=["name", "datatype", "dims"],
+)
+def test_a_config_disagreeing_with_the_model_fails_to_load(edit, words):
+    with pytest.raises(RepomanError) as caught:
+        load(CONFIG.replace(*edit))
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_instance_groups_give_one_context_each():
+    text = CONFIG.replace("count: 1", "count: 3")
+    config = parse_model_config(text, filename="config.pbtxt", fmt="pbtxt", model_name="digits")
+    contexts = instance_contexts(config, 1, Path("/m/1"), "model.onnx")
+    assert [c.instance_name for c in contexts] == ["digits_0_0", "digits_0_1", "digits_0_2"]
+    assert {c.model_path for c in contexts} == {Path("/m/1/model.onnx")}
