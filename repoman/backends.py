@@ -43,11 +43,17 @@ class Batch:
     input_names: tuple[str, ...] = ()
     batching: bool = True
     pad_to: int = 0
+    row_counts: list[int] | None = None
+    """Rows per request when the caller already knows them (the scheduler does)."""
     _merged: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> list[int]:
-        return [batch_rows(request) if self.batching else 1 for request in self.requests]
+        if self.row_counts is None:
+            self.row_counts = [
+                batch_rows(request) if self.batching else 1 for request in self.requests
+            ]
+        return self.row_counts
 
     @property
     def size(self) -> int:

@@ -260,11 +260,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _plugins_dir(given: Path | None, repository: Path) -> Path | None:
+    """The drop-in plugins folder: the one given, else ``plugins/`` beside the repository."""
+    if given is None and (repository.parent / "plugins").is_dir():
+        return repository.parent / "plugins"
+    return given
+
+
 def _validate(args: argparse.Namespace) -> int:
-    plugins_dir = args.plugins_dir
-    if plugins_dir is None and (args.repository.parent / "plugins").is_dir():
-        plugins_dir = args.repository.parent / "plugins"
-    pm, report = make_plugin_manager(plugins_dir=plugins_dir)
+    pm, report = make_plugin_manager(plugins_dir=_plugins_dir(args.plugins_dir, args.repository))
     registry = build_backend_registry(pm, report)
     found = validate_repository(
         args.repository,
@@ -315,10 +319,9 @@ async def _serve(args: argparse.Namespace) -> int:
     repository: Path = args.model_repository
     if not repository.is_dir():
         raise RepomanError(f"model repository {repository} is not a folder")
-    plugins_dir = args.plugins_dir
-    if plugins_dir is None and (repository.parent / "plugins").is_dir():
-        plugins_dir = repository.parent / "plugins"  # NOTE: drop-in files beside the repository
-    pm, report = make_plugin_manager(plugins_dir=plugins_dir, blocked=args.block_plugin)
+    pm, report = make_plugin_manager(
+        plugins_dir=_plugins_dir(args.plugins_dir, repository), blocked=args.block_plugin
+    )
     registry = build_backend_registry(pm, report)
     scheduler = SharedScheduler(args.num_batch_threads)
 

@@ -35,10 +35,6 @@ class UnsupportedMediaType(RepomanError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
-class PayloadTooLarge(RepomanError):
-    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
 class ModelNotFound(RepomanError):
     """No such model, or no such version of it, is known to the server."""
 

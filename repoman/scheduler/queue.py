@@ -8,7 +8,6 @@ import enum
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -197,6 +196,7 @@ class VersionQueue:
             input_names=tuple(name for name in self.input_names if name in first.inputs),
             batching=self.batching,
             pad_to=self._padded(sum(item.rows for item in taken)),
+            row_counts=[item.rows for item in taken],
         )
         return self.free.pop(), taken, batch
 
@@ -282,10 +282,3 @@ class VersionQueue:
     def _timeout_ms(self, item: Pending) -> float:
         assert item.deadline is not None
         return round((item.deadline - item.arrived) * 1000, 3)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "queued_rows": self.queued_rows,
-            "in_flight": self.in_flight,
-        }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -304,5 +305,9 @@ def _is_utf8_text(text: str) -> bool:
 
 
 def encode_error(message: str) -> bytes:
-    """The v2 error body: ``{"error": message}``."""
-    return json_dumps({"error": message})
+    """The v2 error body: ``{"error": message}``.
+
+    NOTE: the stdlib encoder, not orjson: a message may quote client text holding a lone
+    surrogate, which orjson refuses and which must not turn an error into a 500.
+    """
+    return json.dumps({"error": message}).encode()

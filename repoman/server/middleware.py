@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from repoman.errors import RepomanError
+from repoman.server.codec import encode_error
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +16,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps({"error": message}).encode(), content_type="application/json"
-    )
+    return web.Response(status=status, body=encode_error(message), content_type="application/json")
 
 
 @web.middleware
