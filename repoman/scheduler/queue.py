@@ -186,9 +186,11 @@ class VersionQueue:
                 if item.signature == first.signature and rows + item.rows <= limit:
                     taken.append(item)
                     rows += item.rows
+        # NOTE: count the batch as in flight before unqueueing its requests: unqueueing the
+        # last one of a closing queue must not look like "drained" (the unload would follow).
+        self.in_flight += 1
         for item in taken:
             self._unqueue(item)
-        self.in_flight += 1
         wanted = set().union(*(item.outputs for item in taken))
         batch = Batch(
             requests=[item.inputs for item in taken],

@@ -168,6 +168,9 @@ def test_drain_finishes_queued_work_and_refuses_new():
         assert not drain.done()
         BlockingBackend.gate.set()
         await drain
+        # Drained means every request was answered: the unload that follows a drain
+        # must never pull an instance from under a batch still running.
+        assert all(task.done() for task in queued)
         results = [await task for task in queued]
         await scheduler.close()
         return scheduler, mv, results
