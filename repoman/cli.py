@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import repoman.perf
+import repoman.tune
 from repoman import __version__
 from repoman.autocomplete import ConfigCompleter
 from repoman.checks import validate_repository
@@ -226,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     perf = commands.add_parser("perf", help=repoman.perf.HELP, description=repoman.perf.DESCRIPTION)
     repoman.perf.add_arguments(perf)
 
+    tune = commands.add_parser(
+        "tune",
+        help=repoman.tune.HELP,
+        description=repoman.tune.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    repoman.tune.add_arguments(tune, _default_repository())
+
     plugins = commands.add_parser("plugins", help="list the plugins and backends found")
     plugins.add_argument("--plugins-dir", type=Path, default=None, metavar="DIR")
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
@@ -252,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args)
         if args.command == "perf":
             return repoman.perf.run(args)
+        if args.command == "tune":
+            return repoman.tune.run(args)
     except RepomanError as exc:
         print(f"repoman: error: {exc}", file=sys.stderr)
         return 2
