@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from repoman.tune.space import Settings
 
+MIN_GAIN = 0.05
+MAX_MARGIN = 0.20
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -77,13 +80,33 @@ def pareto_front(trials: Sequence[Trial]) -> list[Trial]:
     return sorted(front, key=lambda t: t.p99_ms)
 
 
-def recommend(trials: Sequence[Trial], budget_ms: float) -> Trial | None:
-    """The best throughput within the latency budget; failing that, the lowest p99 of all."""
+def recommend(
+    trials: Sequence[Trial], budget_ms: float, incumbent: Trial | None = None
+) -> Trial | None:
+    """The best throughput within the latency budget; failing that, the lowest p99 of all.
+
+    With an ``incumbent`` (the config as it is) within the budget, a change must beat it by
+    more than the noise: 5% plus half the larger repeat spread of the two (at most 20%), so
+    a tuning run never swaps a good config for one that only measured luckier.
+    """
     within = [t for t in trials if t.within(budget_ms)]
     if within:
-        return max(within, key=lambda t: t.throughput)
+        best = max(within, key=lambda t: t.throughput)
+        if (
+            incumbent is not None
+            and incumbent is not best
+            and incumbent.within(budget_ms)
+            and best.throughput < incumbent.throughput * (1 + noise_margin(best, incumbent))
+        ):
+            return incumbent
+        return best
     usable = [t for t in trials if t.ok]
     return min(usable, key=lambda t: t.p99_ms) if usable else None
+
+
+def noise_margin(a: Trial, b: Trial) -> float:
+    spread = max((s.spread for s in a.samples + b.samples), default=0.0)
+    return min(MIN_GAIN + spread / 2, MAX_MARGIN)
 
 
 def table(trials: Sequence[Trial], budget_ms: float, front: Sequence[Trial]) -> list[str]:

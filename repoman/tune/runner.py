@@ -24,7 +24,7 @@ from repoman.tune import output, space
 from repoman.tune.measure import Plan, Tuner, budget_plan
 from repoman.tune.options import parse_shapes
 from repoman.tune.plot import PlotPoint, RawPoint, write_plot
-from repoman.tune.report import Trial, pareto_front, recommend, table
+from repoman.tune.report import Trial, noise_margin, pareto_front, recommend, table
 from repoman.tune.roofline import RawModel, measure_roofline
 from repoman.tune.server import TuningServer
 
@@ -180,7 +180,7 @@ async def _search(
         result.plan = plan
         print(
             f"\neach config: {plan.repeats} windows of {plan.window_s:.1f} s at each concurrency "
-            f"after {plan.warmup_s:g} s warm-up; '*' Pareto front, '!' over the p99 budget"
+            f"after {plan.warmup_s:g} s warm-up ('!': over the p99 budget)"
         )
         header_printed = False
 
@@ -253,8 +253,12 @@ async def _search(
 def _finish(result: Run, args: argparse.Namespace, plot_path: Path, elapsed: float) -> int:
     trials = result.trials
     front = pareto_front(trials)
-    pick = recommend(trials, result.budget_ms)
+    untuned = trials[0] if trials and trials[0].stage == "untuned" else None
+    pick = recommend(trials, result.budget_ms, incumbent=untuned)
     print(f"\nmeasured {len(trials)} configs in {elapsed:.0f} s (budget {args.time_budget:g} s)")
+    if trials:
+        print("configs tried ('*': on the Pareto front, '!': over the p99 budget):")
+        print("\n".join(table(trials, result.budget_ms, front)))
     if result.skipped:
         print(f"not measured, out of time: {', '.join(result.skipped)}")
     if front:
@@ -269,7 +273,6 @@ def _finish(result: Run, args: argparse.Namespace, plot_path: Path, elapsed: flo
         print("repoman tune: no configuration could be measured", file=sys.stderr)
         _write_json(result, args, None, front)
         return 1
-    untuned = trials[0] if trials and trials[0].stage == "untuned" else None
     off = next((t for t in trials if t.stage == "off"), None)
     within = pick.within(result.budget_ms)
     print(
@@ -293,6 +296,14 @@ def _finish(result: Run, args: argparse.Namespace, plot_path: Path, elapsed: flo
                 f"throughput, p99 {other.p99_ms:.2f} -> {pick.p99_ms:.2f} ms "
                 f"(repeat spread up to {spread:.0%})"
             )
+    best = recommend(trials, result.budget_ms)
+    if best is not None and best is not pick and pick is untuned:
+        print(
+            f"  kept the config as it is: the best other, #{best.number} "
+            f"{best.settings.describe()}, measured only "
+            f"{best.throughput / pick.throughput - 1:+.0%}, "
+            f"within the noise margin of {noise_margin(best, pick):.0%}"
+        )
     base = result.model.config.as_dict()
     changed = output.changes(space.settings_of(base), pick.settings)
     print("changes: " + ("; ".join(changed) if changed else "none: the config is already the best"))

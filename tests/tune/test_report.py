@@ -64,3 +64,14 @@ def test_table_marks_the_front_and_over_budget_and_shows_failures():
     assert lines[1].startswith("  1*") and lines[2].startswith("  2!")
     assert "failed: boom" in lines[3]
     assert "3000" in lines[2] and "40.00" in lines[2]
+
+
+def test_a_change_must_beat_the_config_as_it_is_by_more_than_the_noise():
+    incumbent = trial(1, 1000, 10)  # repeats 900/1000/1100: spread 20%, margin 5% + 10%
+    slightly = trial(2, 1100, 10)
+    clearly = trial(3, 1200, 10)
+    assert recommend([incumbent, slightly], 50, incumbent=incumbent) is incumbent
+    assert recommend([incumbent, slightly, clearly], 50, incumbent=incumbent) is clearly
+    # an incumbent over the budget is no reason to keep it
+    slow = trial(4, 1000, 80)
+    assert recommend([slow, slightly], 50, incumbent=slow) is slightly
