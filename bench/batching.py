@@ -1,8 +1,10 @@
 """Dynamic batching benchmark (issue #3): prints a table; it is not a timed test.
 
 Generates the benchmark models (bench/make_models.py), measures raw onnxruntime throughput
-in-process at batch sizes 1..32, then starts repoman (all four models) and the bare
-aiohttp+onnxruntime handler (bench/bare_server.py, tiny only) on 127.0.0.1 and drives each
+in-process at batch sizes 1..32, then starts repoman (all four models), the bare
+aiohttp+onnxruntime handler (bench/bare_server.py, tiny only) and the bare batcher
+(bench/bare_batching_server.py: that handler plus the smallest dynamic batcher, tiny and heavy)
+on 127.0.0.1 and drives each
 with Triton's perf_analyzer (closed loop, binary tensors) at each concurrency. Mean batch size
 comes from the deltas of inference_count/execution_count in GET /v2/models/M/versions/1/stats
 ("n/a" where the endpoint is missing). Progress goes to stderr, the table to stdout.
@@ -76,6 +78,19 @@ def targets(rows: list[dict]) -> list[str]:
         f"{fmt(get('heavy', 'on', 32, 'mean_batch'), '.1f')}: {fmt(vs_raw, '.0%')} "
         f"(target >= 60%)  {verdict(None if vs_raw is None else vs_raw >= 0.6)}"
     )
+    ceiling = get("heavy", "bbatch", 32, "vs_raw")
+    lines.append(
+        f"heavy c32  bare batcher / raw ORT at its mean batch "
+        f"{fmt(get('heavy', 'bbatch', 32, 'mean_batch'), '.1f')}: {fmt(ceiling, '.0%')} "
+        "(the same stack with nothing but a batching thread: the ceiling here)"
+    )
+    for model, conc in (("heavy", 32), ("tiny", 64)):
+        on, batcher = get(model, "on", conc, "infer_s"), get(model, "bbatch", conc, "infer_s")
+        ratio = on / batcher if on and batcher else None
+        lines.append(
+            f"{model:5} c{conc:<3} repoman (on) / bare batcher: {fmt(ratio, '.0%')} "
+            "(what repoman's layers cost against the smallest batcher)"
+        )
     for model in ("tiny", "heavy"):
         on, off = get(model, "on", 1, "p50_ms"), get(model, "off", 1, "p50_ms")
         delta = on - off if on is not None and off is not None else None
@@ -114,10 +129,10 @@ def print_table(rows: list[dict], raw: dict[str, dict[int, float]]) -> None:
     )
     widths = (6, 12, 5, 9, 8, 8, 8, 10, 6, 8, 7)
     print("\n" + "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
-    names = {"off": "repoman-off", "on": "repoman-on", "bare": "bare"}
+    names = {"off": "repoman-off", "on": "repoman-on", "bare": "bare", "bbatch": "bare-batch"}
     for r in rows:
         bs = fmt(r.get("mean_batch"), ".2f")
-        if "mean_batch" not in r and r["server"] != "on":
+        if "mean_batch" not in r and r["server"] not in ("on", "bbatch"):
             bs = "1*"
         cells = (
             r["model"],
@@ -196,6 +211,21 @@ def main() -> None:
             )
             bare.port = port
             servers.append(bare)
+            batchers = {}
+            for model in ("tiny", "heavy"):
+                port = free_port()
+                batcher = Server(
+                    f"bare batcher {model}",
+                    [
+                        sys.executable,
+                        str(BENCH / "bare_batching_server.py"),
+                        str(models / f"{model}_batched"),
+                        str(port),
+                    ],
+                )
+                batcher.port = port
+                servers.append(batcher)
+                batchers[model] = batcher
             for server in servers:
                 server.wait_ready()
             log(f"repoman on :{repoman.port}, bare handler on :{bare.port}")
@@ -206,11 +236,13 @@ def main() -> None:
                     plan = [("off", repoman, model), ("on", repoman, f"{model}_batched")]
                     if model == "tiny":
                         plan.append(("bare", bare, model))
+                    plan.append(("bbatch", batchers[model], f"{model}_batched"))
                     for kind, server, name in plan:
                         log(f"{model} {kind} c{conc} ...")
                         row = {"model": model, "server": kind, "concurrency": conc}
                         row.update(step(server, name, conc, args))
-                        bs = row.get("mean_batch", 1.0 if kind != "on" else None)
+                        batched = kind in ("on", "bbatch")
+                        bs = row.get("mean_batch", None if batched else 1.0)
                         if bs is not None and "infer_s" in row:
                             row["raw_s"] = float(np.interp(bs, BATCHES, list(raw[model].values())))
                             row["vs_raw"] = row["infer_s"] / row["raw_s"]

@@ -138,7 +138,6 @@ class VersionQueue:
         self.queued_rows += rows
         if self.preserve_ordering:
             self.order.append(item)
-        item.future.add_done_callback(lambda _: self._unqueue(item))
         return item
 
     def expire(self, item: Pending) -> None:
@@ -156,6 +155,7 @@ class VersionQueue:
                 f"waited past its {self._timeout_ms(item):g} ms timeout without a free worker"
             )
         )
+        self.unqueue(item)
 
     # ---- batches ---------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class VersionQueue:
         # last one of a closing queue must not look like "drained" (the unload would follow).
         self.in_flight += 1
         for item in taken:
-            self._unqueue(item)
+            self.unqueue(item)
         wanted = set().union(*(item.outputs for item in taken))
         batch = Batch(
             requests=[item.inputs for item in taken],
@@ -265,7 +265,9 @@ class VersionQueue:
         index = bisect.bisect_left(self.allowed, rows)
         return self.allowed[index] if index < len(self.allowed) else 0
 
-    def _unqueue(self, item: Pending) -> None:
+    def unqueue(self, item: Pending) -> None:
+        """Take a request out of the queue (taken into a batch, expired, or abandoned by its
+        client); a no-op when it is no longer queued."""
         if not item.queued:
             return
         item.queued = False

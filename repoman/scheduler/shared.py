@@ -93,7 +93,13 @@ class SharedScheduler:
         if item.deadline is not None:
             item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
         self._kick()
-        return await item.future
+        try:
+            return await item.future
+        finally:
+            # NOTE: a client that went away cancels this await while its request is still
+            # queued; unqueueing here (not in a done-callback on every future) saves a loop
+            # callback per request on the hot path.
+            queue.unqueue(item)
 
     def stats(self, version: ModelVersion) -> VersionStats:
         """The version's statistics (empty ones for a version without a queue)."""

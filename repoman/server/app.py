@@ -29,16 +29,21 @@ def make_app(
     ``background`` are cleanup contexts (async generators) started before the server
     accepts connections and stopped, in reverse order, after it stopped accepting.
     """
-    app = web.Application(
-        middlewares=[errors_as_json, access_middleware(access or AccessPolicy())],
-        client_max_size=max_request_bytes,
-    )
+    policy = access or AccessPolicy()
+    middlewares = [errors_as_json]
+    if policy.restricts:
+        middlewares.append(access_middleware(policy))
+    app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
     app[SERVICE] = service
     app.cleanup_ctx.extend(background)
     model = "/v2/models/{model}"
     versioned = model + "/versions/{version}"
     app.router.add_routes(
         [
+            # NOTE: inference first: aiohttp tries the /v2/models/... routes in this order,
+            # one regular expression each, and inference is nearly every request.
+            web.post(model + "/infer", handlers.infer),
+            web.post(versioned + "/infer", handlers.infer),
             web.get("/v2/health/live", handlers.live),
             web.get("/metrics", handlers.metrics),
             web.get("/v2/health/ready", handlers.ready),
@@ -51,8 +56,6 @@ def make_app(
             web.get(versioned + "/ready", handlers.model_ready),
             web.get(model + "/config", handlers.model_config),
             web.get(versioned + "/config", handlers.model_config),
-            web.post(model + "/infer", handlers.infer),
-            web.post(versioned + "/infer", handlers.infer),
             web.get(model + "/stats", handlers.statistics),
             web.get(versioned + "/stats", handlers.statistics),
             web.post("/v2/repository/index", handlers.repository_index),

@@ -29,6 +29,13 @@ class AccessPolicy:
     repository_api: bool = True
     protect_inference: bool = False
 
+    @property
+    def restricts(self) -> bool:
+        """Whether any request could be refused (else the check need not run at all)."""
+        return (
+            self.control_token is not None or not self.repository_api or self.protect_inference
+        )
+
 
 def access_middleware(policy: AccessPolicy) -> Middleware:
     @web.middleware
