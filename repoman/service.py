@@ -62,11 +62,13 @@ class InferenceService:
         config = version.config
         inputs = check_request(config, request)
         if request.outputs is None:
-            wanted = tuple(tensor.name for tensor in config.outputs)
+            wanted = config.output_names
         else:
             wanted = tuple(output.name for output in request.outputs)
-        priority = _int_parameter(request, "priority")
-        timeout_us = _int_parameter(request, "timeout")
+        priority = timeout_us = None
+        if request.parameters:
+            priority = _int_parameter(request, "priority")
+            timeout_us = _int_parameter(request, "timeout")
         outputs = await self.scheduler.submit(
             version, inputs, wanted, priority=priority or 0, timeout_us=timeout_us
         )

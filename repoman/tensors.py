@@ -51,4 +51,6 @@ def batch_rows(inputs: Mapping[str, np.ndarray]) -> int:
 
 def shape_signature(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """What must agree for two requests to share a batch: each input's non-batch shape."""
+    if len(inputs) == 1:  # the common case, without the sort
+        return tuple((name, tensor.shape[1:]) for name, tensor in inputs.items())
     return tuple(sorted((name, tensor.shape[1:]) for name, tensor in inputs.items()))

@@ -49,11 +49,8 @@ class DataType(enum.Enum):
 
     @classmethod
     def from_protocol_name(cls, name: str) -> DataType:
-        """``FP32`` -> FP32. Raises KeyError for unknown names."""
-        try:
-            return cls(name)
-        except ValueError:
-            raise KeyError(name) from None
+        """``FP32`` -> FP32. Raises KeyError for unknown names (TypeError for unhashable ones)."""
+        return _BY_PROTOCOL_NAME[name]
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype) -> DataType:
@@ -87,6 +84,8 @@ _NUMPY: dict[DataType, np.dtype] = {
 _FROM_NUMPY: dict[np.dtype, DataType] = {
     dtype: member for member, dtype in _NUMPY.items() if member is not DataType.BYTES
 }
+
+_BY_PROTOCOL_NAME: dict[str, DataType] = {member.value: member for member in DataType}
 
 CONFIG_TYPE_NAMES: tuple[str, ...] = tuple(t.config_name for t in DataType)
 """Every ``data_type`` value a model configuration may use (TYPE_INVALID is not one)."""

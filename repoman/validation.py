@@ -19,97 +19,116 @@ def check_request(config: ModelConfig, request: InferRequest) -> dict[str, np.nd
     batch dimension (≥ 1, ≤ max_batch_size, the same for every input) and the requested
     output names. Raises InvalidRequest naming the tensor and expected vs found.
     """
-    where = f"model '{config.name}'"
-    declared = {tensor.name: tensor for tensor in config.inputs}
-    for name in request.inputs:
-        if name not in declared:
-            known = ", ".join(sorted(declared))
-            raise InvalidRequest(f"unexpected input '{name}' for {where} (its inputs: {known})")
-    for tensor in config.inputs:
-        if tensor.name not in request.inputs and not tensor.optional:
-            raise InvalidRequest(f"missing input '{tensor.name}' for {where}")
+    declared = config.inputs_by_name
+    inputs = request.inputs
+    # NOTE: the common case (exactly the declared inputs) costs one comparison of key views.
+    if inputs.keys() != declared.keys():
+        _check_names(config, inputs)
     if request.outputs is not None:
-        outputs = {tensor.name for tensor in config.outputs}
+        outputs = config.outputs_by_name
         for wanted in request.outputs:
             if wanted.name not in outputs:
                 known = ", ".join(sorted(outputs))
                 raise InvalidRequest(
-                    f"unknown output '{wanted.name}' requested from {where} (its outputs: {known})"
+                    f"unknown output '{wanted.name}' requested from {_where(config)} "
+                    f"(its outputs: {known})"
                 )
 
-    batching = config.max_batch_size > 0
+    max_batch_size = config.max_batch_size
     batch_size: int | None = None
     prepared: dict[str, np.ndarray] = {}
-    for name, array in request.inputs.items():
+    for name, array in inputs.items():
         tensor = declared[name]
-        _check_dtype(tensor, array, where)
+        if array.dtype != tensor.data_type.numpy_dtype:
+            _refuse_dtype(config, tensor, array)
         shape = array.shape
-        if batching:
+        if max_batch_size > 0:
             if len(shape) != len(tensor.dims) + 1:
                 raise InvalidRequest(
-                    f"input '{name}' of {where}: expected shape [-1] + {list(tensor.dims)} "
-                    f"(batch dimension first), found {list(shape)}"
+                    f"input '{name}' of {_where(config)}: expected shape [-1] + "
+                    f"{list(tensor.dims)} (batch dimension first), found {list(shape)}"
                 )
             rows = shape[0]
             if rows < 1:
-                raise InvalidRequest(f"input '{name}' of {where}: the batch dimension is 0")
-            if rows > config.max_batch_size:
                 raise InvalidRequest(
-                    f"input '{name}' of {where}: batch size {rows} exceeds the model's "
-                    f"max_batch_size {config.max_batch_size}"
+                    f"input '{name}' of {_where(config)}: the batch dimension is 0"
+                )
+            if rows > max_batch_size:
+                raise InvalidRequest(
+                    f"input '{name}' of {_where(config)}: batch size {rows} exceeds the model's "
+                    f"max_batch_size {max_batch_size}"
                 )
             if batch_size is None:
                 batch_size = rows
             elif rows != batch_size:
                 raise InvalidRequest(
-                    f"inputs of {where} disagree on the batch size: '{name}' has {rows}, "
+                    f"inputs of {_where(config)} disagree on the batch size: '{name}' has {rows}, "
                     f"another input has {batch_size}"
                 )
-            _check_dims(tensor, shape[1:], list(shape), where)
+            _check_dims(config, tensor, shape[1:], shape)
         else:
-            _check_dims(tensor, shape, list(shape), where)
-        prepared[name] = _reshape_in(tensor, array, batching)
+            _check_dims(config, tensor, shape, shape)
+        if tensor.reshape is not None:
+            array = _reshape_in(tensor, array, max_batch_size > 0)
+        prepared[name] = array
     return prepared
+
+
+def _check_names(config: ModelConfig, inputs: Mapping[str, np.ndarray]) -> None:
+    declared = config.inputs_by_name
+    for name in inputs:
+        if name not in declared:
+            known = ", ".join(sorted(declared))
+            raise InvalidRequest(
+                f"unexpected input '{name}' for {_where(config)} (its inputs: {known})"
+            )
+    for tensor in config.inputs:
+        if tensor.name not in inputs and not tensor.optional:
+            raise InvalidRequest(f"missing input '{tensor.name}' for {_where(config)}")
+
+
+def _where(config: ModelConfig) -> str:
+    return f"model '{config.name}'"
 
 
 def reshape_outputs(
     config: ModelConfig, outputs: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Give outputs the shape the config declares (``dims``) where the model used ``reshape``."""
+    reshaped = config.reshaped_outputs
+    if not reshaped:
+        return dict(outputs)
     batching = config.max_batch_size > 0
     shaped: dict[str, np.ndarray] = {}
     for name, array in outputs.items():
-        tensor = config.output(name)
-        if (
-            tensor is not None
-            and tensor.reshape is not None
-            and sum(d < 0 for d in tensor.dims) <= 1
-        ):
+        if name in reshaped:
+            tensor = config.outputs_by_name[name]
             target = ((array.shape[0],) if batching else ()) + tensor.dims
             array = array.reshape(target)
         shaped[name] = array
     return shaped
 
 
-def _check_dtype(tensor: TensorConfig, array: np.ndarray, where: str) -> None:
-    if array.dtype != tensor.data_type.numpy_dtype:
-        try:
-            found = DataType.from_numpy(array.dtype).value
-        except KeyError:
-            found = str(array.dtype)
-        raise InvalidRequest(
-            f"input '{tensor.name}' of {where}: expected datatype "
-            f"{tensor.data_type.value}, found {found}"
-        )
+def _refuse_dtype(config: ModelConfig, tensor: TensorConfig, array: np.ndarray) -> None:
+    try:
+        found = DataType.from_numpy(array.dtype).value
+    except KeyError:
+        found = str(array.dtype)
+    raise InvalidRequest(
+        f"input '{tensor.name}' of {_where(config)}: expected datatype "
+        f"{tensor.data_type.value}, found {found}"
+    )
 
 
-def _check_dims(tensor: TensorConfig, dims: tuple[int, ...], full: list[int], where: str) -> None:
-    if len(dims) != len(tensor.dims) or any(
-        want >= 0 and want != got for want, got in zip(tensor.dims, dims, strict=True)
-    ):
-        expected = ([-1] if len(full) != len(dims) else []) + list(tensor.dims)
+def _check_dims(
+    config: ModelConfig, tensor: TensorConfig, dims: tuple[int, ...], full: tuple[int, ...]
+) -> None:
+    want = tensor.dims
+    if len(dims) != len(want) or any(w >= 0 and w != g for w, g in zip(want, dims, strict=True)):
+        expected = ([-1] if len(full) != len(dims) else []) + list(want)
         raise InvalidRequest(
-            f"input '{tensor.name}' of {where}: expected shape {expected}, found {full}"
+            f"input '{tensor.name}' of {_where(config)}: expected shape {expected}, "
+            f"found {list(full)}"
         )
 
 

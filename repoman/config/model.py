@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +103,30 @@ class ModelConfig:
         return max(1, sum(group.count for group in self.instance_groups))
 
     def input(self, name: str) -> TensorConfig | None:
-        for tensor in self.inputs:
-            if tensor.name == name:
-                return tensor
-        return None
+        return self.inputs_by_name.get(name)
 
     def output(self, name: str) -> TensorConfig | None:
-        for tensor in self.outputs:
-            if tensor.name == name:
-                return tensor
-        return None
+        return self.outputs_by_name.get(name)
+
+    # NOTE: cached on first use (a frozen dataclass has no setter to stop cached_property):
+    # every request looks tensors up by name, and configs never change once built.
+    @cached_property
+    def inputs_by_name(self) -> dict[str, TensorConfig]:
+        return {tensor.name: tensor for tensor in self.inputs}
+
+    @cached_property
+    def outputs_by_name(self) -> dict[str, TensorConfig]:
+        return {tensor.name: tensor for tensor in self.outputs}
+
+    @cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(tensor.name for tensor in self.outputs)
+
+    @cached_property
+    def reshaped_outputs(self) -> frozenset[str]:
+        """Outputs the model produces in another shape than the config declares."""
+        return frozenset(
+            t.name
+            for t in self.outputs
+            if t.reshape is not None and sum(d < 0 for d in t.dims) <= 1
+        )

@@ -28,7 +28,7 @@ class QueueState(enum.Enum):
     CLOSED = "CLOSED"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
     """A request in a queue: its inputs, the outputs it wants, its future and its deadline."""
 

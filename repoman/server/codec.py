@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
@@ -247,11 +248,7 @@ def encode_infer_response(
     binary_parts: list[bytes | memoryview] = []
     for name, binary in wanted:
         array, datatype = _output(response, name)
-        head = b'{"name":%s,"datatype":"%s","shape":%s' % (
-            json_dumps(name),
-            datatype.value.encode(),
-            json_dumps(list(array.shape)),
-        )
+        head = _output_head(name, datatype) + json_dumps(array.shape)
         if not binary:
             try:
                 described.append(head + b',"data":' + encode_json_tensor(array, datatype) + b"}")
@@ -276,6 +273,12 @@ def encode_infer_response(
     if not binary_parts:
         return header, None
     return b"".join([header, *binary_parts]), len(header)
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_head(name: str, datatype: DataType) -> bytes:
+    """``{"name":...,"datatype":...,"shape":`` -- the same few outputs on every response."""
+    return b'{"name":%s,"datatype":"%s","shape":' % (json_dumps(name), datatype.value.encode())
 
 
 def _output(response: InferResponse, name: str) -> tuple[np.ndarray, DataType]:

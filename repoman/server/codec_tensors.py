@@ -14,6 +14,7 @@ from repoman.errors import InvalidRequest
 from repoman.types import DataType
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
+_LITTLE_ENDIAN = {t: t.numpy_dtype.newbyteorder("<") for t in DataType if t is not DataType.BYTES}
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -187,10 +188,14 @@ def decode_binary_tensor(
             raise InvalidRequest(f"input '{name}': BOOL binary data must be bytes 0 or 1")
         return raw.view(np.bool_).reshape(shape)
     native = datatype.numpy_dtype
-    array = np.frombuffer(chunk, dtype=native.newbyteorder("<"))
+    little = _LITTLE_ENDIAN[datatype]
     # NOTE: the header length decides the offset, so chunks are often misaligned; numpy copes,
-    # but backends that hand the buffer to C code may not. A copy costs one memcpy.
-    if not array.flags.aligned or array.dtype != native:
+    # but backends that hand the buffer to C code may not. bytes() is one plain memcpy into
+    # an aligned buffer (astype on a misaligned view takes numpy's slow buffered path).
+    array = np.frombuffer(chunk, dtype=little)
+    if not array.flags.aligned:
+        array = np.frombuffer(bytes(chunk), dtype=little)
+    if little != native:
         array = array.astype(native)
     return array.reshape(shape)
 
@@ -251,7 +256,7 @@ def encode_binary_tensor(array: np.ndarray, datatype: DataType) -> bytes | memor
     if datatype is DataType.BYTES:
         elements = [_element_bytes(item) for item in array.flat]
         return b"".join(chain.from_iterable((_LENGTH.pack(len(e)), e) for e in elements))
-    little = np.ascontiguousarray(array, dtype=datatype.numpy_dtype.newbyteorder("<"))
+    little = np.ascontiguousarray(array, dtype=_LITTLE_ENDIAN[datatype])
     return little.reshape(-1).view(np.uint8).data
 
 
