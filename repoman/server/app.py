@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from repoman.server import handlers
 from repoman.server.auth import AccessPolicy, access_middleware
@@ -30,7 +31,7 @@ def make_app(
     accepts connections and stopped, in reverse order, after it stopped accepting.
     """
     policy = access or AccessPolicy()
-    middlewares = [errors_as_json]
+    middlewares: list[Middleware] = [errors_as_json]
     if policy.restricts:
         middlewares.append(access_middleware(policy))
     app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
