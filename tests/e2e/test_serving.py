@@ -141,8 +141,24 @@ def test_help_explains_every_flag():
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.returncode == 0
     for flag in ("--model-repository", "--http-port", "--host", "--num-batch-threads",
-                 "--plugins-dir", "--block-plugin", "--max-request-size", "--log-level"):
+                 "--plugins-dir", "--block-plugin", "--max-request-size", "--log-level",
+                 "--switch-interval-us"):
         assert flag in run.stdout
+
+
+def test_a_bad_switch_interval_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "repo").mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "repoman", "serve", "--model-repository", str(tmp_path / "repo"),
+         "--http-port", "0", "--switch-interval-us", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert run.returncode == 2
+    assert "--switch-interval-us 0: must be at least 1" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_plugins_command_lists_the_builtin_backend_from_its_entry_point():
