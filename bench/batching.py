@@ -9,7 +9,8 @@ with Triton's perf_analyzer (closed loop, binary tensors) at each concurrency. M
 comes from the deltas of inference_count/execution_count in GET /v2/models/M/versions/1/stats
 ("n/a" where the endpoint is missing). Progress goes to stderr, the table to stdout.
 
-Usage: .venv/bin/python bench/batching.py [--quick] [--concurrency 1 8 32 64] [--json FILE]
+Usage: .venv/bin/python bench/batching.py [--quick] [--concurrency 1 8 32 64] [--rounds N]
+       [--json FILE]
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def step(server: Server, model: str, conc: int, args: argparse.Namespace) -> dic
     c1 = counts(server.port, model)
     if c0 and c1 and c1[1] > c0[1]:
         row["mean_batch"] = (c1[0] - c0[0]) / (c1[1] - c0[1])
+    return row
+
+
+def combine(model: str, kind: str, conc: int, found: list[dict], raw: dict[int, float]) -> dict:
+    """One table row from a step's rounds: the median of each number (rounds interleave all
+    servers, so drift on this shared machine falls on every server alike)."""
+    row: dict = {"model": model, "server": kind, "concurrency": conc, "rounds": len(found)}
+    for key in ("infer_s", "p50_ms", "p99_ms", "mean_batch", "srv_cpu_pct", "pa_cpu_pct"):
+        values = [r[key] for r in found if r.get(key) is not None]
+        if values:
+            row[key] = float(np.median(values))
+    bs = row.get("mean_batch", None if kind in ("on", "bbatch") else 1.0)
+    if bs is not None and "infer_s" in row:
+        row["raw_s"] = float(np.interp(bs, BATCHES, list(raw.values())))
+        row["vs_raw"] = row["infer_s"] / row["raw_s"]
     return row
 
 
@@ -165,6 +181,9 @@ def main() -> None:
         type=int,
         help="min requests per window (3 windows a step; default 1000, --quick 100)",
     )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat every step N times, interleaved; medians"
+    )
     ap.add_argument("--num-batch-threads", type=int, help="passed to repoman serve")
     ap.add_argument("--queue-delay-us", type=int, default=0, help="max_queue_delay (default 0)")
     ap.add_argument("--step-timeout", type=float, default=120.0, help="seconds per step")
@@ -230,28 +249,27 @@ def main() -> None:
                 server.wait_ready()
             log(f"repoman on :{repoman.port}, bare handler on :{bare.port}")
 
-            rows: list[dict] = []
-            for model in ("tiny", "heavy"):
-                for conc in args.concurrency:
-                    plan = [("off", repoman, model), ("on", repoman, f"{model}_batched")]
-                    if model == "tiny":
-                        plan.append(("bare", bare, model))
-                    plan.append(("bbatch", batchers[model], f"{model}_batched"))
-                    for kind, server, name in plan:
-                        log(f"{model} {kind} c{conc} ...")
-                        row = {"model": model, "server": kind, "concurrency": conc}
-                        row.update(step(server, name, conc, args))
-                        batched = kind in ("on", "bbatch")
-                        bs = row.get("mean_batch", None if batched else 1.0)
-                        if bs is not None and "infer_s" in row:
-                            row["raw_s"] = float(np.interp(bs, BATCHES, list(raw[model].values())))
-                            row["vs_raw"] = row["infer_s"] / row["raw_s"]
-                        log(
-                            f"  {fmt(row.get('infer_s'), '.0f')} infer/s, p50 "
-                            f"{fmt(row.get('p50_ms'), '.2f')} ms, mean batch "
-                            f"{fmt(row.get('mean_batch'), '.2f')}"
-                        )
-                        rows.append(row)
+            measured: dict[tuple[str, str, int], list[dict]] = {}
+            for round_number in range(1, args.rounds + 1):
+                for model in ("tiny", "heavy"):
+                    for conc in args.concurrency:
+                        plan = [("off", repoman, model), ("on", repoman, f"{model}_batched")]
+                        if model == "tiny":
+                            plan.append(("bare", bare, model))
+                        plan.append(("bbatch", batchers[model], f"{model}_batched"))
+                        for kind, server, name in plan:
+                            log(f"round {round_number}/{args.rounds}: {model} {kind} c{conc} ...")
+                            row = step(server, name, conc, args)
+                            log(
+                                f"  {fmt(row.get('infer_s'), '.0f')} infer/s, p50 "
+                                f"{fmt(row.get('p50_ms'), '.2f')} ms, mean batch "
+                                f"{fmt(row.get('mean_batch'), '.2f')}"
+                            )
+                            measured.setdefault((model, kind, conc), []).append(row)
+            rows = [
+                combine(model, kind, conc, found, raw[model])
+                for (model, kind, conc), found in measured.items()
+            ]
         finally:
             if servers:
                 log("stopping servers")

@@ -22,17 +22,19 @@ latency stays within --latency-budget-ms at every --concurrency, by measuring th
 
 1. The raw backend (one instance in this process, no server) is timed at batch 1, 2, 4, ...:
    where a bigger batch stops helping (the knee) bounds the batch sizes worth trying, with
-   Cortex's rule of thumb (max batch ~ single-request throughput x acceptable wait) and
-   dropping any batch whose raw time alone is over half the budget.
+   Cortex's rule of thumb (max batch ~ single-request throughput x acceptable wait); no
+   batch above the highest concurrency (C clients never queue more than C requests) and
+   none whose raw time alone is over half the budget.
 2. A repoman server is started (explicit model control, 127.0.0.1, a free port) and each
    candidate config is loaded into it in turn and measured with a closed loop at each
    concurrency, several windows each (the spread column shows how far repeats disagree).
-   Stages: the config as it is, batching off, batch sizes (no delay), queue delays of half
-   and one raw batch time (TF Serving's CPU advice: 0-10 ms) and the knee as preferred size
-   around the best, then more instances (up to one per core).
+   Stages: the config as it is, batching off, batch sizes (no delay), a ladder of queue
+   delays from half a raw batch time up (x4; TF Serving's CPU advice: 0-10 ms) and the knee
+   as preferred size around the best, then more instances (up to one per core).
 3. It prints the table with the Pareto front of throughput vs p99, recommends the best
-   throughput within the budget, writes that config (pbtxt or YAML, as the model's) and a
-   chart (SVG) of every config, the raw backend's curve and the budget.
+   throughput within the budget (a change must beat the config as it is by more than the
+   repeat noise), writes that config (pbtxt or YAML, as the model's) and a chart (SVG) of
+   every config, the raw backend's curve and the budget.
 
 The search stops early to keep --time-budget. Exit status: 0 when a config was written, 1 when
 nothing could be measured, 2 for bad input.

@@ -122,7 +122,7 @@ def test_a_short_tune_writes_a_config_that_validates_and_a_running_server_reload
         report = json.loads((tmp_path / "run.json").read_text())
         pick = next(t for t in report["trials"] if t["number"] == report["recommended"])
         assert report["roofline"] and report["roofline"][0]["batch_size"] == 1
-        assert len(report["trials"]) >= 3, run.stdout
+        assert len(report["trials"]) >= 2, run.stdout  # the config as it is, and more
         assert pick["error"] is None and pick["throughput"] > 0
         assert f"recommended: #{pick['number']} {pick['describe']}" in run.stdout
 
