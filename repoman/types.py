@@ -29,14 +29,16 @@ class DataType(enum.Enum):
         """The name in a model configuration (``TYPE_FP32``; BYTES is ``TYPE_STRING``)."""
         return "TYPE_STRING" if self is DataType.BYTES else f"TYPE_{self.value}"
 
+    # NOTE: keyed by the plain string value: an Enum member hashes through Python code, and
+    # these two sit on every request's path.
     @property
     def numpy_dtype(self) -> np.dtype:
-        return _NUMPY[self]
+        return _NUMPY_BY_VALUE[self._value_]
 
     @property
     def itemsize(self) -> int:
         """Bytes per element in the binary tensor encoding (0 for variable-size BYTES)."""
-        return 0 if self is DataType.BYTES else _NUMPY[self].itemsize
+        return _ITEMSIZE_BY_VALUE[self._value_]
 
     @classmethod
     def from_config_name(cls, name: str) -> DataType:
@@ -78,6 +80,12 @@ _NUMPY: dict[DataType, np.dtype] = {
     DataType.FP32: np.dtype(np.float32),
     DataType.FP64: np.dtype(np.float64),
     DataType.BYTES: np.dtype(object),
+}
+
+_NUMPY_BY_VALUE: dict[str, np.dtype] = {member.value: dtype for member, dtype in _NUMPY.items()}
+_ITEMSIZE_BY_VALUE: dict[str, int] = {
+    member.value: 0 if member is DataType.BYTES else dtype.itemsize
+    for member, dtype in _NUMPY.items()
 }
 
 # NOTE: hashing a dtype is cheap, and this lookup sits on every response's path.

@@ -91,8 +91,12 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryvi
     return bytes(view[:header_length]), view[header_length:]
 
 
-def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
-    parameters = holder.get("parameters", {})
+def _parameters(holder: dict[str, Any], kind: str, name: str = "") -> dict[str, Any]:
+    """``holder``'s ``parameters`` object (``kind``/``name`` say whose, for the message)."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    what = f"{kind} '{name}'" if name else kind
     if not isinstance(parameters, dict):
         raise InvalidRequest(
             f"{what} 'parameters' must be a JSON object, found {describe_json(parameters)}"
@@ -121,7 +125,7 @@ def _decode_inputs(
             raise InvalidRequest(f"input '{name}' is given more than once")
         datatype = _datatype(name, entry.get("datatype"))
         shape, count = _shape(name, entry.get("shape"), max_elements)
-        parameters = _parameters(entry, f"input '{name}'")
+        parameters = _parameters(entry, "input", name)
         size = parameters.get("binary_data_size")
         if size is not None:
             if "data" in entry:
@@ -171,21 +175,21 @@ def _datatype(name: str, value: Any) -> DataType:
 
 def _shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
     """The declared shape and its element count, refused when it exceeds ``max_elements``."""
-    if not isinstance(value, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
-    ):
+    # NOTE: ``type(d) is int`` also refuses bools (True is an int, but not of type int).
+    if type(value) is not list or not all(type(d) is int and d >= 0 for d in value):
         raise InvalidRequest(
             f"input '{name}': 'shape' must be a list of non-negative integers, "
             f"found {describe_json(value)}"
         )
+    count = math.prod(value)
     # The zero-free product bounds every dimension too, so even an empty tensor cannot
     # declare a dimension numpy would refuse to build.
-    if math.prod(d for d in value if d) > max_elements:
+    if count > max_elements or (count == 0 and math.prod(d for d in value if d) > max_elements):
         raise InvalidRequest(
             f"input '{name}': shape {json_preview(value)} is too large "
             f"(at most {max_elements} elements)"
         )
-    return value, math.prod(value)
+    return value, count
 
 
 def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
@@ -207,7 +211,7 @@ def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
         if name in seen:
             raise InvalidRequest(f"output '{name}' is requested more than once")
         seen.add(name)
-        parameters = _parameters(entry, f"output '{name}'")
+        parameters = _parameters(entry, "output", name)
         if parameters.get("classification", 0) != 0:
             raise InvalidRequest(
                 f"output '{name}': the 'classification' parameter is not supported; "
