@@ -22,7 +22,7 @@ from repoman.config import config_to_pbtxt, config_to_yaml, load_model_config
 from repoman.control import MODES, RepositoryController
 from repoman.errors import RepomanError
 from repoman.manager import ModelManager
-from repoman.plugins import build_backend_registry, make_plugin_manager
+from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.repository import ScanOptions
 from repoman.scheduler import SharedScheduler
 from repoman.server import AccessPolicy, make_app
@@ -280,15 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _plugins_dir(given: Path | None, repository: Path) -> Path | None:
-    """The drop-in plugins folder: the one given, else ``plugins/`` beside the repository."""
-    if given is None and (repository.parent / "plugins").is_dir():
-        return repository.parent / "plugins"
-    return given
-
-
 def _validate(args: argparse.Namespace) -> int:
-    pm, report = make_plugin_manager(plugins_dir=_plugins_dir(args.plugins_dir, args.repository))
+    pm, report = make_plugin_manager(plugins_dir=plugins_dir_for(args.plugins_dir, args.repository))
     registry = build_backend_registry(pm, report)
     found = validate_repository(
         args.repository,
@@ -346,7 +339,7 @@ async def _serve(args: argparse.Namespace) -> int:
     # (a 3.5 ms onnxruntime batch measured 8.7 ms next to a busy Python thread, 4.0 at 1 ms).
     sys.setswitchinterval(args.switch_interval_us / 1e6)
     pm, report = make_plugin_manager(
-        plugins_dir=_plugins_dir(args.plugins_dir, repository), blocked=args.block_plugin
+        plugins_dir=plugins_dir_for(args.plugins_dir, repository), blocked=args.block_plugin
     )
     registry = build_backend_registry(pm, report)
     scheduler = SharedScheduler(args.num_batch_threads)

@@ -78,7 +78,7 @@ def warm_up(instance: Backend) -> None:
         }
         batch = Batch(
             requests=[inputs],
-            output_names=tuple(t.name for t in config.outputs),
+            output_names=config.output_names,
             input_names=tuple(inputs),
             batching=config.max_batch_size > 0,
         )

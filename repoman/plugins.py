@@ -31,6 +31,13 @@ class PluginReport:
     blocked: list[str] = field(default_factory=list)
 
 
+def plugins_dir_for(given: Path | None, repository: Path) -> Path | None:
+    """The drop-in plugins folder: the one given, else ``plugins/`` beside the repository."""
+    if given is None and (repository.parent / "plugins").is_dir():
+        return repository.parent / "plugins"
+    return given
+
+
 def make_plugin_manager(
     *,
     entry_points: bool = True,

@@ -36,6 +36,11 @@ class DataType(enum.Enum):
         return _NUMPY_BY_VALUE[self._value_]
 
     @property
+    def little_endian(self) -> np.dtype:
+        """The numpy dtype of the binary tensor encoding (little-endian; BYTES: object)."""
+        return _LITTLE_ENDIAN_BY_VALUE[self._value_]
+
+    @property
     def itemsize(self) -> int:
         """Bytes per element in the binary tensor encoding (0 for variable-size BYTES)."""
         return _ITEMSIZE_BY_VALUE[self._value_]
@@ -83,6 +88,9 @@ _NUMPY: dict[DataType, np.dtype] = {
 }
 
 _NUMPY_BY_VALUE: dict[str, np.dtype] = {member.value: dtype for member, dtype in _NUMPY.items()}
+_LITTLE_ENDIAN_BY_VALUE: dict[str, np.dtype] = {
+    value: dtype.newbyteorder("<") for value, dtype in _NUMPY_BY_VALUE.items()
+}
 _ITEMSIZE_BY_VALUE: dict[str, int] = {
     member.value: 0 if member is DataType.BYTES else dtype.itemsize
     for member, dtype in _NUMPY.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def bundled_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def heldout() -> dict:
     return json.loads((ROOT / "examples" / "heldout.json").read_text())
+
+
+@pytest.fixture
+def plugins_dir(tmp_path: Path) -> Path:
+    """A drop-in plugins folder holding tests/fakes.py (the fake backends), for --plugins-dir."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    shutil.copy(ROOT / "tests" / "fakes.py", folder / "fakes.py")
+    return folder
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ class VersionQueue:
         self.delayed: deque[Pending] = deque()
         self.order: deque[Pending] = deque()  # admission order, with preserve_ordering only
         self.input_names = tuple(tensor.name for tensor in config.inputs)
-        self.output_order = tuple(tensor.name for tensor in config.outputs)
+        self.output_order = config.output_names
         self.queued_rows = 0
 
     # ---- admission -------------------------------------------------------------------

@@ -14,10 +14,6 @@ from repoman.errors import InvalidRequest
 from repoman.types import DataType
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
-# keyed by the string value: Enum members hash through Python code (hot path)
-_LITTLE_ENDIAN = {
-    t.value: t.numpy_dtype.newbyteorder("<") for t in DataType if t is not DataType.BYTES
-}
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -191,7 +187,7 @@ def decode_binary_tensor(
             raise InvalidRequest(f"input '{name}': BOOL binary data must be bytes 0 or 1")
         return raw.view(np.bool_).reshape(shape)
     native = datatype.numpy_dtype
-    little = _LITTLE_ENDIAN[datatype._value_]
+    little = datatype.little_endian
     # NOTE: the header length decides the offset, so chunks are often misaligned; numpy copes,
     # but backends that hand the buffer to C code may not. bytes() is one plain memcpy into
     # an aligned buffer (astype on a misaligned view takes numpy's slow buffered path).
@@ -259,7 +255,7 @@ def encode_binary_tensor(array: np.ndarray, datatype: DataType) -> bytes | memor
     if datatype is DataType.BYTES:
         elements = [_element_bytes(item) for item in array.flat]
         return b"".join(chain.from_iterable((_LENGTH.pack(len(e)), e) for e in elements))
-    little = np.ascontiguousarray(array, dtype=_LITTLE_ENDIAN[datatype._value_])
+    little = np.ascontiguousarray(array, dtype=datatype.little_endian)
     return little.reshape(-1).view(np.uint8).data
 
 

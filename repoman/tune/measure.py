@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import statistics
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,13 @@ class Plan:
     def seconds(self) -> float:
         """Measuring time of one configuration (loading it not included)."""
         return len(self.concurrencies) * (self.warmup_s + self.repeats * self.window_s)
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str, model: str, token: str | None) -> AsyncIterator[Tuner]:
+    """A Tuner for ``model`` on the server at ``url``, its HTTP session closed on exit."""
+    async with aiohttp.ClientSession() as session:
+        yield Tuner(session, url, model, token)
 
 
 class Tuner:
@@ -143,7 +150,6 @@ class Tuner:
                     errors=errors,
                 )
             )
-            await asyncio.sleep(0)
         return samples
 
 

@@ -108,7 +108,7 @@ def _time_batches(
 ) -> RooflinePoint:
     batching = config.max_batch_size > 0
     inputs = synthetic_inputs(config, size, shapes)
-    outputs = tuple(t.name for t in config.outputs)
+    outputs = config.output_names
 
     def run() -> float:
         batch = Batch([inputs], outputs, tuple(inputs), batching, row_counts=[size])

@@ -11,17 +11,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 from repoman.autocomplete import ConfigCompleter
+from repoman.backends import BackendRegistry
 from repoman.errors import RepomanError
 from repoman.perf.progress import ProgressBar
-from repoman.plugins import build_backend_registry, make_plugin_manager
+from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.repository import ScanOptions, read_model
 from repoman.tune import output, space
-from repoman.tune.measure import Plan, Tuner, budget_plan
+from repoman.tune.measure import Plan, budget_plan, connect
 from repoman.tune.options import parse_shapes
 from repoman.tune.plot import PlotPoint, RawPoint, write_plot
 from repoman.tune.report import Trial, noise_margin, pareto_front, recommend, table
@@ -59,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if plot_path.suffix != ".svg":
             raise RepomanError(f"--plot {plot_path}: only SVG is written (name it *.svg)")
         shapes = parse_shapes(args.shape)
-        plugins_dir = args.plugins_dir
-        if plugins_dir is None and (args.repo.parent / "plugins").is_dir():
-            plugins_dir = args.repo.parent / "plugins"
+        plugins_dir = plugins_dir_for(args.plugins_dir, args.repo)
         model, registry = _read_model(args.repo, args.model, plugins_dir)
     except (RepomanError, ValueError) as exc:
         print(f"repoman tune: error: {exc}", file=sys.stderr)
@@ -108,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     return _finish(result, args, plot_path, time.monotonic() - started)
 
 
-def _read_model(repo: Path, name: str, plugins_dir: Path | None) -> tuple[RawModel, Any]:
+def _read_model(
+    repo: Path, name: str, plugins_dir: Path | None
+) -> tuple[RawModel, BackendRegistry]:
     model_dir = repo / name
     if not model_dir.is_dir():
         raise RepomanError(f"no model folder {model_dir}")
@@ -129,7 +127,7 @@ def _read_model(repo: Path, name: str, plugins_dir: Path | None) -> tuple[RawMod
 
 def _roofline(
     model: RawModel,
-    registry: Any,
+    registry: BackendRegistry,
     args: argparse.Namespace,
     seconds: float,
     shapes: dict[str, list[int]],
@@ -170,8 +168,7 @@ async def _search(
     started: float,
 ) -> None:
     budget_s = args.latency_budget_ms / 1e3
-    async with aiohttp.ClientSession() as session:
-        tuner = Tuner(session, url, result.model.name, args.control_token)
+    async with connect(url, result.model.name, args.control_token) as tuner:
         base = result.model.config.as_dict()
         untuned = space.settings_of(base)
         load_s = 1.0
@@ -318,9 +315,7 @@ def _finish(result: Run, args: argparse.Namespace, plot_path: Path, elapsed: flo
     text = output.render(pick.settings.apply(base), source, note)
     target = args.output or Path(f"{result.model.name}.tuned{source.suffix}")
     try:
-        output.write_atomically(target, text) if target.exists() else target.write_text(
-            text, encoding="utf-8"
-        )
+        output.write_atomically(target, text)
         print(f"wrote the recommended config to {target}")
         if args.apply:
             output.write_atomically(source, text)

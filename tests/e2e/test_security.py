@@ -17,14 +17,6 @@ from tests.conftest import BUNDLED, ROOT
 from tests.fakes import write_model
 
 
-@pytest.fixture
-def plugins_dir(tmp_path):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    shutil.copy(ROOT / "tests" / "fakes.py", folder / "fakes.py")
-    return folder
-
-
 def raw(server, method: str, path: str, body: bytes = b"", headers=None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
-import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import ROOT
@@ -13,14 +10,6 @@ from tests.fakes import write_model
 
 ALL_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
              "FP16", "FP32", "FP64", "BYTES"]
-
-
-@pytest.fixture
-def plugins_dir(tmp_path):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    shutil.copy(ROOT / "tests" / "fakes.py", folder / "fakes.py")
-    return folder
 
 
 def sample(datatype: str, shape: tuple[int, ...]) -> np.ndarray:
