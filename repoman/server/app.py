@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from repoman.dataplane.service import InferenceService
 from repoman.server import handlers
 from repoman.server.auth import AccessPolicy, access_middleware
 from repoman.server.keys import SERVICE
 from repoman.server.middleware import errors_as_json
-from repoman.service import InferenceService
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 

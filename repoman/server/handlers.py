@@ -10,9 +10,9 @@ from aiohttp import web
 
 from repoman.errors import InvalidRequest, UnsupportedMediaType
 from repoman.metrics import CONTENT_TYPE
-from repoman.repository import MODEL_NAME
 from repoman.server.codec import decode_infer_request, encode_infer_response
 from repoman.server.keys import SERVICE
+from repoman.source.scan import MODEL_NAME
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BODY_TYPES = frozenset({"application/json", "application/octet-stream"})

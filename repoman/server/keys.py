@@ -2,6 +2,6 @@
 
 from aiohttp import web
 
-from repoman.service import InferenceService
+from repoman.dataplane.service import InferenceService
 
 SERVICE = web.AppKey("service", InferenceService)

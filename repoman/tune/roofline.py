@@ -13,7 +13,7 @@ import numpy as np
 from repoman.backends import Backend, BackendRegistry, Batch
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import RepomanError
-from repoman.lifecycle import instance_contexts, load_instances, unload_instances
+from repoman.instances import instance_contexts, load_instances, unload_instances
 from repoman.tune.space import RooflinePoint
 from repoman.types import DataType
 

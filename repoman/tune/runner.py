@@ -17,7 +17,7 @@ from repoman.backends import BackendRegistry
 from repoman.errors import RepomanError
 from repoman.perf.progress import ProgressBar
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
-from repoman.repository import ScanOptions, read_model
+from repoman.source.scan import ScanOptions, read_model
 from repoman.tune import output, space
 from repoman.tune.measure import Plan, budget_plan, connect
 from repoman.tune.options import parse_shapes

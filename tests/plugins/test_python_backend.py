@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 from repoman import Backend, BackendError, BackendRegistry, Batch
 from repoman.autocomplete import ConfigCompleter
 from repoman.config import load_model_config, parse_model_config
-from repoman.lifecycle import instance_contexts
+from repoman.instances import instance_contexts
 
 ADD_ONE_CONFIG = """
 backend: "python"

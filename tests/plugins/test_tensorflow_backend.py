@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 
 from repoman import BackendContext, BackendError, Batch, DataType, TensorConfig
 from repoman.config import parse_model_config
-from repoman.lifecycle import check_signature
+from repoman.instances import check_signature
 from repoman.plugins import build_backend_registry, make_plugin_manager
 from tests.serverproc import ROOT
 

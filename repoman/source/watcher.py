@@ -25,11 +25,11 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from repoman.repository import is_ignored_name
+from repoman.source.scan import is_ignored_name
 
 __all__ = ["OnChange", "RepositoryWatcher", "is_ignored"]
 
-log = logging.getLogger("repoman.watcher")
+log = logging.getLogger("repoman.source.watcher")
 
 OnChange = Callable[[], Awaitable[float | None]]
 """Rescans the repository; may return seconds after which to be called again even without events."""
@@ -87,8 +87,8 @@ class RepositoryWatcher:
     - Safety net. When ``rescan_every > 0``, a call happens whenever ``rescan_every`` seconds
       passed since the last call ended, events or not (missed events, network file systems).
       ``use_events=False`` uses no watchdog at all: the periodic call alone (Triton's poll mode).
-    - Failures. An exception from ``on_change`` is logged on ``repoman.watcher`` and counted as
-      a call; the next event, retry or period tries again. If ``root`` is missing, watchdog
+    - Failures. An exception from ``on_change`` is logged on ``repoman.source.watcher`` and counted
+      as a call; the next event, retry or period tries again. If ``root`` is missing, watchdog
       cannot start (e.g. inotify limits), or ``root`` is deleted later, a warning is logged and
       the periodic rescan is all that is left.
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from repoman.config import parse_model_config
 from repoman.errors import ModelNotFound
-from repoman.manager import ModelManager
-from repoman.repository import (
+from repoman.manager.manager import ModelManager
+from repoman.source.scan import (
     MODEL_NAME,
     ModelEntry,
     ScanOptions,
@@ -19,7 +19,7 @@ from repoman.repository import (
     scan_repository,
     select_versions,
 )
-from repoman.watcher import RepositoryWatcher
+from repoman.source.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
 

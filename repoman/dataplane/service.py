@@ -6,13 +6,13 @@ from typing import Any, Protocol
 
 from repoman import __version__
 from repoman.config.model import TensorConfig
+from repoman.dataplane.request_checks import check_request, reshape_outputs
 from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
-from repoman.manager import ModelManager, ModelVersion, State
+from repoman.manager.manager import ModelManager, ModelVersion, State
 from repoman.metrics import Metrics
-from repoman.repository import MODEL_NAME
 from repoman.scheduler import SharedScheduler
-from repoman.validation import check_request, reshape_outputs
+from repoman.source.scan import MODEL_NAME
 
 SERVER_NAME = "repoman"
 EXTENSIONS = (

@@ -15,8 +15,8 @@ from typing import Protocol
 from repoman.backends import Backend, BackendRegistry
 from repoman.config.model import ModelConfig
 from repoman.errors import ModelNotFound, ModelNotReady, RepomanError
-from repoman.lifecycle import instance_contexts, load_instances, unload_instances
-from repoman.repository import Fingerprint, ModelEntry, Scan, VersionEntry
+from repoman.instances import instance_contexts, load_instances, unload_instances
+from repoman.source.scan import Fingerprint, ModelEntry, Scan, VersionEntry
 
 log = logging.getLogger(__name__)
 

@@ -17,20 +17,20 @@ import repoman.perf
 import repoman.tune
 from repoman import __version__
 from repoman.autocomplete import ConfigCompleter
-from repoman.checks import validate_repository
+from repoman.cli.validate import validate_repository
 from repoman.config import config_to_pbtxt, config_to_yaml, load_model_config
-from repoman.control import MODES, RepositoryController
+from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
-from repoman.manager import ModelManager
+from repoman.manager.manager import ModelManager
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
-from repoman.repository import ScanOptions
 from repoman.scheduler import SharedScheduler
 from repoman.server import AccessPolicy, make_app
-from repoman.service import InferenceService
+from repoman.source.scan import ScanOptions
+from repoman.source.source import MODES, RepositoryController
 
 log = logging.getLogger("repoman")
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def _default_repository() -> Path:

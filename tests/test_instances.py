@@ -8,7 +8,7 @@ import pytest
 
 from repoman.config import parse_model_config
 from repoman.errors import RepomanError
-from repoman.lifecycle import instance_contexts, load_instances
+from repoman.instances import instance_contexts, load_instances
 from repoman.plugins import build_backend_registry, make_plugin_manager
 from tests.conftest import BUNDLED
 

@@ -10,8 +10,8 @@ from repoman.autocomplete import ConfigCompleter
 from repoman.backends import BackendRegistry
 from repoman.config.model import ModelConfig
 from repoman.errors import ConfigError, ConfigIssue, RepomanError
-from repoman.repository import ScanOptions, scan_repository
 from repoman.signature import compare_signature
+from repoman.source.scan import ScanOptions, scan_repository
 
 
 @dataclass

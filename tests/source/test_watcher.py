@@ -12,7 +12,7 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from repoman.watcher import RepositoryWatcher, is_ignored
+from repoman.source.watcher import RepositoryWatcher, is_ignored
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -185,7 +185,7 @@ def test_a_failing_rescan_is_logged_and_later_ones_still_run(
         await wait_until(lambda: watcher.scans == 2)
         await watcher.stop()
 
-    with caplog.at_level(logging.ERROR, logger="repoman.watcher"):
+    with caplog.at_level(logging.ERROR, logger="repoman.source.watcher"):
         run(body)
     assert calls == 2
     assert any("disk on fire" in r.getMessage() for r in caplog.records)
@@ -262,7 +262,7 @@ def test_a_deleted_root_is_rescanned_and_then_polled(
         await wait_until(lambda: watcher.scans >= 2)
         await watcher.stop()
 
-    with caplog.at_level(logging.WARNING, logger="repoman.watcher"):
+    with caplog.at_level(logging.WARNING, logger="repoman.source.watcher"):
         run(body)
     assert any("was deleted" in r.getMessage() for r in caplog.records)
 
@@ -276,7 +276,7 @@ def test_a_missing_root_falls_back_to_the_periodic_rescan(
         await wait_until(lambda: watcher.scans >= 2)
         await watcher.stop()
 
-    with caplog.at_level(logging.WARNING, logger="repoman.watcher"):
+    with caplog.at_level(logging.WARNING, logger="repoman.source.watcher"):
         run(body)
     assert any("periodic rescan only" in r.getMessage() for r in caplog.records)
 

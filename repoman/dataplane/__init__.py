@@ -1,0 +1,1 @@
+"""The transport-agnostic data plane: what every protocol layer calls."""

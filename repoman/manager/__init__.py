@@ -1,0 +1,1 @@
+"""The manager: model versions loaded, served and unloaded as the Source asks."""
