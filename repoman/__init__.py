@@ -11,12 +11,12 @@ from repoman.backends import (
     BackendContext,
     BackendRegistry,
     Batch,
-    ModelSignature,
     Result,
 )
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import BackendError, ConfigError, RepomanError
 from repoman.hookspecs import hookimpl
+from repoman.signature import ModelSignature
 from repoman.types import DataType
 
 __all__ = [

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from repoman.config.model import ModelConfig, TensorConfig
+from repoman.config.model import ModelConfig
 from repoman.errors import PluginError, RepomanError
+from repoman.signature import ModelSignature
 from repoman.tensors import batch_rows, merge_rows, split_rows
 
 
@@ -106,36 +107,14 @@ class Backend(abc.ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release what ``load`` acquired. Default: nothing."""
 
-    def model_inputs(self) -> Sequence[TensorConfig] | None:
-        """The inputs the loaded model declares, to check the config against. Default: None."""
-        return None
-
-    def model_outputs(self) -> Sequence[TensorConfig] | None:
-        """The outputs the loaded model itself declares. Default: None (not checked)."""
-        return None
-
 
 BackendFactory = Callable[[BackendContext], Backend]
 
 
-@dataclass(frozen=True)
-class ModelSignature:
-    """What a model file itself says about its tensors, for auto-completing a config.
-
-    ``inputs``/``outputs`` carry the model's full shapes: when ``batching`` is True their
-    first dimension is the (variable) batch dimension, else there is none. Unknown or
-    symbolic dimensions are -1.
-    """
-
-    inputs: tuple[TensorConfig, ...]
-    outputs: tuple[TensorConfig, ...]
-    batching: bool
-    max_batch_size: int | None = None
-    """The largest batch the model itself suggests, when it says (else repoman's default)."""
-
-
-Describe = Callable[[Path], ModelSignature]
-"""Reads a model file (``version_path / default_model_filename``) without serving it."""
+Describe = Callable[[Path, Mapping[str, str]], ModelSignature]
+"""Reads a model file (``version_path / default_model_filename``; the config's ``parameters``
+alongside) without serving it: the one
+way a backend describes a model, used to auto-complete configs and to check them before a load."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Building, loading (with warm-up and a signature check) and unloading backend instances."""
+"""Building, loading (with warm-up) and unloading the backend instances of one model version."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from repoman.backends import Backend, BackendContext, Batch, ModelSignature
+from repoman.backends import Backend, BackendContext, Batch
 from repoman.config.model import ModelConfig
 from repoman.errors import RepomanError
-from repoman.signature import compare_signature
 from repoman.types import DataType
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def instance_contexts(
 
 
 def load_instances(instances: list[Backend]) -> None:
-    """Load, check and warm up every instance; on any failure unload those loaded and raise.
+    """Load and warm up every instance; on any failure unload those loaded and raise.
 
     Runs on a loader thread, never on the event loop.
     """
@@ -50,7 +49,6 @@ def load_instances(instances: list[Backend]) -> None:
         for instance in instances:
             instance.load()
             loaded.append(instance)
-            check_signature(instance)
             warm_up(instance)
     except BaseException:
         unload_instances(loaded)
@@ -107,22 +105,3 @@ def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndar
         rng = np.random.default_rng(0)
         return rng.random(shape).astype(data_type.numpy_dtype)
     return np.zeros(shape, dtype=data_type.numpy_dtype)
-
-
-def check_signature(instance: Backend) -> None:
-    """Refuse a config whose inputs/outputs disagree with what the loaded model declares."""
-    config = instance.context.config
-    inputs, outputs = instance.model_inputs(), instance.model_outputs()
-    if inputs is None and outputs is None:
-        return
-    batching = config.max_batch_size > 0
-    signature = ModelSignature(tuple(inputs or ()), tuple(outputs or ()), batching)
-    problems = [
-        (field, message)
-        for field, message in compare_signature(config, signature)
-        # NOTE: a side the backend does not report is not compared
-        if not (field.startswith("input") and inputs is None)
-        and not (field.startswith("output") and outputs is None)
-    ]
-    if problems:
-        raise RepomanError("; ".join(f"{field}: {message}" for field, message in problems))

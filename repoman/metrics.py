@@ -13,7 +13,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from repoman.manager.manager import ModelManager, ModelVersion, State
+from repoman.manager import ModelManager, ModelVersion, State
 from repoman.scheduler import SharedScheduler
 from repoman.scheduler.stats import Histogram
 

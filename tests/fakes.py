@@ -166,7 +166,7 @@ def make_version(
 
     from repoman.backends import BackendContext
     from repoman.config.model import InstanceGroup, ModelConfig, TensorConfig
-    from repoman.manager.manager import ModelVersion, State
+    from repoman.manager import ModelVersion, State
     from repoman.types import DataType
 
     config = ModelConfig(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnxruntime as ort
@@ -95,16 +95,8 @@ class OnnxRuntimeBackend(Backend):
     def unload(self) -> None:
         self._session = None
 
-    def model_inputs(self) -> Sequence[TensorConfig]:
-        assert self._session is not None
-        return [_describe(arg) for arg in self._session.get_inputs()]
 
-    def model_outputs(self) -> Sequence[TensorConfig]:
-        assert self._session is not None
-        return [_describe(arg) for arg in self._session.get_outputs()]
-
-
-def describe_model(model_path: Path) -> ModelSignature:
+def describe_model(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
     """The model's own inputs and outputs; it batches when every tensor's first dimension
     is variable (symbolic or -1)."""
     options = ort.SessionOptions()

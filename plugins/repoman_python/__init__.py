@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from repoman import Backend, BackendContext, BackendRegistry, ModelSignature, hookimpl
@@ -19,9 +20,9 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
 
         return PythonBackend(context)
 
-    def describe(model_path: Path) -> ModelSignature:
+    def describe(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
         from repoman_python.backend import describe_model
 
-        return describe_model(model_path)
+        return describe_model(model_path, parameters)
 
     registry.register("python", factory, default_model_filename="model.py", describe=describe)

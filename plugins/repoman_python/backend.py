@@ -233,7 +233,7 @@ def model_class(module: ModuleType, path: Path) -> type:
     raise BackendError(f"{path}: expected a class named {' or '.join(MODEL_CLASS_NAMES)}")
 
 
-def describe_model(model_path: Path) -> ModelSignature:
+def describe_model(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
     """The tensors a model file's ``auto_complete_config`` declares, given an empty config."""
     module = import_model_file(model_path, "describe")
     try:

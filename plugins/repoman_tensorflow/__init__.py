@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from repoman import Backend, BackendContext, BackendRegistry, ModelSignature, hookimpl
@@ -19,10 +20,10 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
 
         return TensorFlowBackend(context)
 
-    def describe(model_path: Path) -> ModelSignature:
+    def describe(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
         from repoman_tensorflow.backend import describe_model
 
-        return describe_model(model_path)
+        return describe_model(model_path, parameters)
 
     registry.register(
         "tensorflow",

@@ -108,7 +108,6 @@ class TensorFlowBackend(Backend):
         _, keyword_specs = signature.structured_input_signature
         inputs = {key: _from_spec(key, spec) for key, spec in keyword_specs.items()}
         outputs = {key: _from_spec(key, spec) for key, spec in signature.structured_outputs.items()}
-        _check_tensors(self.context, f"signature '{name}'", inputs, outputs)
         self._model, self._signature = model, signature
         self._inputs, self._outputs = inputs, outputs
 
@@ -149,21 +148,16 @@ class TensorFlowBackend(Backend):
         self._inputs, self._outputs = {}, {}
         gc.collect()
 
-    def model_inputs(self) -> Sequence[TensorConfig]:
-        return [t.as_config() for t in self._inputs.values() if t.servable]
 
-    def model_outputs(self) -> Sequence[TensorConfig]:
-        return [t.as_config() for t in self._outputs.values() if t.servable]
-
-
-def describe_model(model_path: Path) -> ModelSignature:
-    """The default signature's inputs and outputs; it batches when every tensor's first
-    dimension is variable.
+def describe_model(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
+    """The inputs and outputs of the signature the config picks (parameter ``signature_name``,
+    default ``serving_default``); it batches when every tensor's first dimension is variable.
 
     Reads ``saved_model.pb`` as a protobuf without loading the model: that would start
     TensorFlow's runtime and fix its process-wide settings before any config could set them.
     """
-    signature = _read_signature_def(model_path, DEFAULT_SIGNATURE)
+    name = parameters.get("signature_name") or DEFAULT_SIGNATURE
+    signature = _read_signature_def(model_path, name)
     inputs = tuple(_from_info(k, v).as_config() for k, v in sorted(signature.inputs.items()))
     outputs = tuple(_from_info(k, v).as_config() for k, v in sorted(signature.outputs.items()))
     batching = all(t.dims and t.dims[0] == -1 for t in inputs + outputs)
@@ -201,61 +195,3 @@ def _from_info(name: str, info: meta_graph_pb2.TensorInfo) -> _Tensor:
     dims = info.tensor_shape
     shape = None if dims.unknown_rank else tuple(max(d.size, -1) for d in dims.dim)
     return _Tensor(name, tf.dtypes.as_dtype(info.dtype), shape)
-
-
-def _check_tensors(
-    context: BackendContext,
-    where: str,
-    inputs: Mapping[str, _Tensor],
-    outputs: Mapping[str, _Tensor],
-) -> None:
-    """Refuse a config whose tensors the signature lacks or declares differently."""
-    config = context.config
-    batching = config.max_batch_size > 0
-    for kind, declared, found in (
-        ("input", config.inputs, inputs),
-        ("output", config.outputs, outputs),
-    ):
-        for tensor in declared:
-            model_side = found.get(tensor.name)
-            if model_side is None:
-                raise BackendError(
-                    f"config {kind} '{tensor.name}' is not in {where} "
-                    f"(its {kind}s: {', '.join(sorted(found)) or 'none'})"
-                )
-            data_type = model_side.as_config().data_type
-            if data_type is not tensor.data_type:
-                raise BackendError(
-                    f"{kind} '{tensor.name}': config says {tensor.data_type.config_name}, "
-                    f"{where} says {data_type.config_name}"
-                )
-            _check_shape(f"{kind} '{tensor.name}'", tensor, model_side, batching, where)
-    undeclared = sorted(set(inputs) - {tensor.name for tensor in config.inputs})
-    if undeclared:
-        raise BackendError(
-            f"{where} needs input(s) {', '.join(undeclared)}, which the config does not declare"
-        )
-
-
-def _check_shape(
-    what: str, tensor: TensorConfig, model_side: _Tensor, batching: bool, where: str
-) -> None:
-    if model_side.shape is None:
-        return  # unknown rank: TensorFlow checks each call
-    want = tensor.reshape if tensor.reshape is not None else tensor.dims
-    have = model_side.shape
-    if batching:
-        if not have or have[0] != -1:
-            raise BackendError(
-                f"{what}: max_batch_size > 0 needs a variable first dimension, but {where} "
-                f"has shape {list(have)} (set max_batch_size: 0 and give the full shape)"
-            )
-        have = have[1:]
-    clash = len(have) != len(want) or any(
-        h != w for h, w in zip(have, want, strict=True) if h >= 0 and w >= 0
-    )
-    if clash:
-        shown = ([-1] if batching else []) + list(want)
-        raise BackendError(
-            f"{what}: config shape {shown} does not match {where}'s {list(model_side.shape)}"
-        )

@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repoman.autocomplete import ConfigCompleter
 from repoman.backends import BackendRegistry
 from repoman.config.model import ModelConfig
 from repoman.errors import ConfigError, ConfigIssue, RepomanError
-from repoman.signature import compare_signature
+from repoman.source.resolve import ResolvedVersion, Resolver
 from repoman.source.scan import ScanOptions, scan_repository
 
 
@@ -55,23 +54,22 @@ def validate_repository(
             ConfigIssue(str(root), None, None, "", "expected a folder, found none")
         )
         return report
-    completer = ConfigCompleter(registry) if auto_complete else None
-    options = ScanOptions(default_platform=default_platform, completer=completer)
-    scan = scan_repository(root, options, now=time.time())
+    resolver = Resolver(registry, auto_complete=auto_complete, default_platform=default_platform)
+    scan = scan_repository(root, ScanOptions(), now=time.time())
     for line in scan.ignored:
         path, _, reason = line.partition(": ")
         report.issues.append(ConfigIssue(path, None, None, "", reason, severity="warning"))
-    for entry in scan.models.values():
+    for folder in scan.models.values():
         report.models += 1
-        if entry.error is not None:
-            report.issues += _issues(entry.error, str(entry.path))
+        model = resolver.resolve(folder, check_all=True)
+        if model.error is not None or model.config is None:
+            report.issues += _issues(model.error or RepomanError("no config"), str(folder.path))
             continue
-        assert entry.config is not None
-        _check_config(entry.config, str(entry.config.source or entry.path), registry, report)
-        if not entry.versions:
+        _check_config(model.config, str(model.config.source or folder.path), registry, report)
+        if not model.versions:
             report.issues.append(
                 ConfigIssue(
-                    str(entry.path),
+                    str(folder.path),
                     None,
                     None,
                     "",
@@ -79,16 +77,53 @@ def validate_repository(
                     severity="warning",
                 )
             )
-        for _, version in sorted(entry.versions.items()):
+        for _, version in sorted(model.versions.items()):
             report.versions += 1
-            if version.error is not None:
-                report.issues += _issues(version.error, str(version.path))
-            elif version.config is not None:
-                if version.config is not entry.config:
-                    where = str(version.config.source or version.path)
-                    _check_config(version.config, where, registry, report)
-                _check_model_file(version.config, version.path, registry, report)
+            _check_version(version, model.config, registry, report)
     return report
+
+
+def _check_version(
+    version: ResolvedVersion, model_config: ModelConfig, registry: BackendRegistry, report: Report
+) -> None:
+    config = version.config
+    where = str((config.source if config else None) or version.path)
+    if version.mismatches and config is not None:
+        report.issues += [
+            ConfigIssue(where, None, None, name, message) for name, message in version.mismatches
+        ]
+        return
+    if version.error is not None or config is None:
+        report.issues += _issues(version.error or RepomanError("no config"), str(version.path))
+        return
+    if config is not model_config:
+        _check_config(config, where, registry, report)
+    try:
+        spec = registry.resolve(config)
+    except RepomanError:
+        return  # reported once for the config
+    filename = config.default_model_filename or spec.default_model_filename
+    if filename and not (version.path / filename).exists():
+        report.issues.append(
+            ConfigIssue(
+                str(version.path),
+                None,
+                None,
+                "",
+                f"expected the model file {filename}, found none",
+                hint=f"backend {spec.name} loads {filename}",
+            )
+        )
+    elif version.unreadable is not None:
+        report.issues.append(
+            ConfigIssue(
+                str(version.path / filename),
+                None,
+                None,
+                "",
+                f"{spec.name} cannot read it: {version.unreadable}",
+            )
+        )
 
 
 def _check_config(
@@ -101,48 +136,6 @@ def _check_config(
     except RepomanError as exc:
         field_name = "backend" if config.backend else "platform"
         report.issues.append(ConfigIssue(where, None, None, field_name, str(exc)))
-
-
-def _check_model_file(
-    config: ModelConfig, version_path: Path, registry: BackendRegistry, report: Report
-) -> None:
-    try:
-        spec = registry.resolve(config)
-    except RepomanError:
-        return  # reported once for the config
-    filename = config.default_model_filename or spec.default_model_filename
-    model_path = version_path / filename if filename else version_path
-    if filename and not model_path.exists():
-        report.issues.append(
-            ConfigIssue(
-                str(version_path),
-                None,
-                None,
-                "",
-                f"expected the model file {filename}, found none",
-                hint=f"backend {spec.name} loads {filename}",
-            )
-        )
-        return
-    if spec.describe is None:
-        return
-    try:
-        signature = spec.describe(model_path)
-    except Exception as exc:
-        report.issues.append(
-            ConfigIssue(
-                str(model_path),
-                None,
-                None,
-                "",
-                f"{spec.name} cannot read it: {type(exc).__name__}: {exc}",
-            )
-        )
-        return
-    for problem in compare_signature(config, signature):
-        report.issues.append(
-            ConfigIssue(str(config.source or version_path), None, None, problem[0], problem[1])
-        )
 
 
 def _issues(error: RepomanError, where: str) -> list[ConfigIssue]:

@@ -21,6 +21,7 @@ from repoman.config.serialise import config_to_pbtxt, config_to_yaml
 from repoman.errors import ConfigError, ConfigIssue
 
 __all__ = [
+    "CONFIG_FORMATS",
     "Completer",
     "DynamicBatching",
     "InstanceGroup",
@@ -35,12 +36,12 @@ __all__ = [
     "parse_model_config",
 ]
 
-_CANDIDATES = {"config.pbtxt": "pbtxt", "config.yaml": "yaml", "config.yml": "yaml"}
+CONFIG_FORMATS = {"config.pbtxt": "pbtxt", "config.yaml": "yaml", "config.yml": "yaml"}
 
 
 def find_config_file(model_dir: Path) -> Path | None:
     """The model folder's config file, or None. Raises ConfigError when there are several."""
-    found = [model_dir / name for name in _CANDIDATES if (model_dir / name).is_file()]
+    found = [model_dir / name for name in CONFIG_FORMATS if (model_dir / name).is_file()]
     if len(found) > 1:
         names = " and ".join(path.name for path in found)
         raise ConfigError(
@@ -86,7 +87,7 @@ def load_model_config(
             complete=complete,
         )
     if path is None:
-        names = ", ".join(_CANDIDATES)
+        names = ", ".join(CONFIG_FORMATS)
         raise ConfigError(
             [ConfigIssue(str(model_dir), None, None, "", f"expected one of {names}, found none")]
         )
@@ -99,7 +100,7 @@ def load_model_config(
     config = parse_model_config(
         text,
         filename=str(path),
-        fmt=_CANDIDATES[path.name],
+        fmt=CONFIG_FORMATS[path.name],
         model_name=model_name or model_dir.name,
         default_platform=default_platform,
         complete=complete,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from repoman import __version__
@@ -9,10 +10,9 @@ from repoman.config.model import TensorConfig
 from repoman.dataplane.request_checks import check_request, reshape_outputs
 from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
-from repoman.manager.manager import ModelManager, ModelVersion, State
-from repoman.metrics import Metrics
+from repoman.manager import ModelManager, ModelVersion, State
+from repoman.names import check_model_name
 from repoman.scheduler import SharedScheduler
-from repoman.source.scan import MODEL_NAME
 
 SERVER_NAME = "repoman"
 EXTENSIONS = (
@@ -34,8 +34,8 @@ class RepositoryControl(Protocol):
 class InferenceService:
     """What every protocol layer calls; it knows nothing of HTTP.
 
-    ``ready`` is False until the first repository pass has finished (whatever its
-    outcome: a model that failed is reported, not waited for), then True while serving.
+    It is not ready until the first repository pass has finished (whatever its outcome:
+    a model that failed is reported, not waited for), then ready while serving.
     """
 
     def __init__(
@@ -44,21 +44,37 @@ class InferenceService:
         scheduler: SharedScheduler,
         control: RepositoryControl | None = None,
     ) -> None:
-        self.manager = manager
-        self.scheduler = scheduler
-        self.control = control
-        self.ready = False
-        self.metrics = Metrics(manager, scheduler)
+        self._manager = manager
+        self._scheduler = scheduler
+        self._control = control
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready = ready
 
     # ---- inference -----------------------------------------------------------------
 
-    def check_servable(self, name: str, version: int | None = None) -> None:
-        """Raise (404/503) unless a request for ``name``/``version`` could be served now;
-        lets the HTTP layer answer before it parses a body that could not be used."""
-        self.manager.route(name, version)
+    async def infer(
+        self, name: str, version: int | None, read: Callable[[], Awaitable[InferRequest]]
+    ) -> tuple[InferRequest, InferResponse]:
+        """Route ``name``/``version``, then ``read`` the request (the body), then run it.
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        version = self.manager.route(request.model_name, request.model_version)
+        Routing comes first so that a request that could not be served (404/503) is
+        answered before its body is read and decoded.
+        """
+        check_model_name(name)
+        routed = self._manager.route(name, version)
+        request = await read()
+        if routed.state is not State.READY:
+            # NOTE: swapped out while the body arrived: the version now serving takes it.
+            routed = self._manager.route(name, version)
+        return request, await self._run(routed, request)
+
+    async def _run(self, version: ModelVersion, request: InferRequest) -> InferResponse:
         config = version.config
         inputs = check_request(config, request)
         if request.outputs is None:
@@ -69,7 +85,7 @@ class InferenceService:
         if request.parameters:
             priority = _int_parameter(request, "priority")
             timeout_us = _int_parameter(request, "timeout")
-        outputs = await self.scheduler.submit(
+        outputs = await self._scheduler.submit(
             version, inputs, wanted, priority=priority or 0, timeout_us=timeout_us
         )
         shaped = reshape_outputs(config, {name: outputs[name] for name in wanted})
@@ -87,7 +103,7 @@ class InferenceService:
 
     def model_ready(self, name: str, version: int | None = None) -> bool:
         self._known(name, version)
-        return self.manager.is_ready(name, version)
+        return self._manager.is_ready(name, version)
 
     def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
         mv = self._resolve(name, version)
@@ -103,7 +119,7 @@ class InferenceService:
         return {
             "name": name,
             "versions": [
-                str(v.version) for v in self.manager.versions(name) if v.state is State.READY
+                str(v.version) for v in self._manager.versions(name) if v.state is State.READY
             ],
             "platform": config.platform or config.backend,
             "inputs": describe(config.inputs),
@@ -116,9 +132,9 @@ class InferenceService:
     def repository_index(self) -> list[dict[str, Any]]:
         """Every model and version with its state (and reason), Triton's index shape."""
         rows: list[dict[str, Any]] = []
-        for name in self.manager.model_names():
-            versions = self.manager.versions(name)
-            error = self.manager.model_error(name)
+        for name in self._manager.model_names():
+            versions = self._manager.versions(name)
+            error = self._manager.model_error(name)
             if error and not versions:
                 rows.append({"name": name, "state": "UNAVAILABLE", "reason": error})
             for mv in versions:
@@ -132,51 +148,50 @@ class InferenceService:
         """Triton's statistics extension: every loaded version, or those of one model/version."""
         if name is not None:
             self._known(name, version)
-        names = [name] if name is not None else self.manager.model_names()
+        names = [name] if name is not None else self._manager.model_names()
         rows = []
         for model in names:
-            for mv in self.manager.versions(model):
+            for mv in self._manager.versions(model):
                 if version is not None and mv.version != version:
                     continue
-                rows.append(self.scheduler.stats(mv).as_dict(model, mv.version))
+                rows.append(self._scheduler.stats(mv).as_dict(model, mv.version))
         return {"model_stats": rows}
 
     async def load_model(self, name: str, config_text: str | None = None) -> None:
         """Load (or reload) a model from the repository; returns when it is served or failed."""
-        if self.control is None:
+        check_model_name(name)
+        if self._control is None:
             raise InvalidRequest(
                 "loading models through the API needs --model-control-mode explicit"
             )
-        if not MODEL_NAME.match(name):
-            raise InvalidRequest(f"invalid model name '{name}'")
-        await self.control.load(name, config_text)
-        if not self.manager.is_ready(name):
-            self.manager.route(name)  # raises the reason it is not ready
+        await self._control.load(name, config_text)
+        if not self._manager.is_ready(name):
+            self._manager.route(name)  # raises the reason it is not ready
 
     async def unload_model(self, name: str) -> None:
         """Drain and unload every version of a model; returns when done. Idempotent."""
-        if self.control is None:
+        check_model_name(name)
+        if self._control is None:
             raise InvalidRequest(
                 "unloading models through the API needs --model-control-mode explicit"
             )
-        if not MODEL_NAME.match(name):
-            raise InvalidRequest(f"invalid model name '{name}'")
-        await self.control.unload(name)
+        await self._control.unload(name)
 
     def _known(self, name: str, version: int | None) -> None:
-        if name not in self.manager.model_names():
+        check_model_name(name)
+        if name not in self._manager.model_names():
             raise ModelNotFound(name, version)
-        if version is not None and version not in {v.version for v in self.manager.versions(name)}:
+        if version is not None and version not in {v.version for v in self._manager.versions(name)}:
             raise ModelNotFound(name, version)
 
     def _resolve(self, name: str, version: int | None) -> ModelVersion:
         """The version whose config/metadata to show: the one named, else the one serving."""
         self._known(name, version)
         if version is not None:
-            for mv in self.manager.versions(name):
+            for mv in self._manager.versions(name):
                 if mv.version == version:
                     return mv
-        return self.manager.route(name, None)
+        return self._manager.route(name, None)
 
 
 def _int_parameter(request: InferRequest, name: str) -> int | None:

@@ -14,7 +14,7 @@ import numpy as np
 from repoman.backends import Backend, Batch, Result
 from repoman.config.model import QueuePolicy
 from repoman.errors import InvalidRequest, RequestTimeout, ServerBusy
-from repoman.manager.manager import ModelVersion
+from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature

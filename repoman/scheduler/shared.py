@@ -13,7 +13,7 @@ import numpy as np
 
 from repoman.backends import Backend, Batch, Result
 from repoman.errors import BackendError, ModelNotReady, RepomanError, ServerBusy
-from repoman.manager.manager import ModelVersion
+from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.queue import Pending, QueueState, VersionQueue
 from repoman.scheduler.stats import VersionStats

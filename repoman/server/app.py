@@ -8,9 +8,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from repoman.dataplane.service import InferenceService
+from repoman.metrics import Metrics
 from repoman.server import handlers
 from repoman.server.auth import AccessPolicy, access_middleware
-from repoman.server.keys import SERVICE
+from repoman.server.keys import METRICS, SERVICE
 from repoman.server.middleware import errors_as_json
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -20,12 +21,13 @@ Background = Callable[[web.Application], AsyncIterator[None]]
 
 def make_app(
     service: InferenceService,
+    metrics: Metrics,
     *,
     background: Iterable[Background] = (),
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     access: AccessPolicy | None = None,
 ) -> web.Application:
-    """Build the KServe v2 HTTP app around ``service``.
+    """Build the KServe v2 HTTP app around ``service`` (and ``metrics`` for ``/metrics``).
 
     ``background`` are cleanup contexts (async generators) started before the server
     accepts connections and stopped, in reverse order, after it stopped accepting.
@@ -36,6 +38,7 @@ def make_app(
         middlewares.append(access_middleware(policy))
     app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
     app[SERVICE] = service
+    app[METRICS] = metrics
     app.cleanup_ctx.extend(background)
     model = "/v2/models/{model}"
     versioned = model + "/versions/{version}"

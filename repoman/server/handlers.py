@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from aiohttp import web
 
 from repoman.errors import InvalidRequest, UnsupportedMediaType
+from repoman.inference import InferRequest
 from repoman.metrics import CONTENT_TYPE
+from repoman.names import parse_version
 from repoman.server.codec import decode_infer_request, encode_infer_response
-from repoman.server.keys import SERVICE
-from repoman.source.scan import MODEL_NAME
+from repoman.server.keys import METRICS, SERVICE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BODY_TYPES = frozenset({"application/json", "application/octet-stream"})
-_VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -25,24 +24,10 @@ def _json(payload: Any, status: int = 200) -> web.Response:
     )
 
 
-def _model_name(request: web.Request) -> str:
-    name = request.match_info["model"]
-    if not MODEL_NAME.match(name):
-        raise InvalidRequest(
-            "invalid model name: expected letters, digits, '_', '.' or '-' "
-            "(not starting with '.' or '-', at most 128 characters)"
-        )
-    return name
-
-
 def _target(request: web.Request) -> tuple[str, int | None]:
-    name = _model_name(request)
+    """The model name (the service checks it) and version number named by the URL."""
     raw = request.match_info.get("version")
-    if raw is None or raw == "":
-        return name, None
-    if not _VERSION.match(raw):
-        raise InvalidRequest(f"invalid model version '{raw}': expected a positive integer")
-    return name, int(raw)
+    return request.match_info["model"], (parse_version(raw) if raw else None)
 
 
 async def live(request: web.Request) -> web.Response:
@@ -76,30 +61,31 @@ async def model_config(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.Response:
     name, version = _target(request)
-    service = request.app[SERVICE]
-    service.check_servable(name, version)
-    # NOTE: the raw header first: parsing Content-Type costs more than the rest of this check.
-    raw_type = request.headers.get("Content-Type")
-    if raw_type and raw_type not in BODY_TYPES and request.content_type not in BODY_TYPES:
-        raise UnsupportedMediaType(
-            f"an inference request body is JSON (application/json), optionally followed by "
-            f"binary tensors (application/octet-stream); found Content-Type "
-            f"'{request.content_type}'"
+
+    async def read() -> InferRequest:
+        # NOTE: the raw header first: parsing Content-Type costs more than the rest of this.
+        raw_type = request.headers.get("Content-Type")
+        if raw_type and raw_type not in BODY_TYPES and request.content_type not in BODY_TYPES:
+            raise UnsupportedMediaType(
+                f"an inference request body is JSON (application/json), optionally followed "
+                f"by binary tensors (application/octet-stream); found Content-Type "
+                f"'{request.content_type}'"
+            )
+        raw_length = request.headers.get(HEADER_LENGTH)
+        header_length = None
+        if raw_length is not None:
+            try:
+                header_length = int(raw_length)
+            except ValueError:
+                raise InvalidRequest(
+                    f"{HEADER_LENGTH} must be an integer, found '{raw_length}'"
+                ) from None
+        body = await request.read()
+        return decode_infer_request(
+            body, header_length=header_length, model_name=name, model_version=version
         )
-    raw_length = request.headers.get(HEADER_LENGTH)
-    header_length = None
-    if raw_length is not None:
-        try:
-            header_length = int(raw_length)
-        except ValueError:
-            raise InvalidRequest(
-                f"{HEADER_LENGTH} must be an integer, found '{raw_length}'"
-            ) from None
-    body = await request.read()
-    infer_request = decode_infer_request(
-        body, header_length=header_length, model_name=name, model_version=version
-    )
-    response = await service.infer(infer_request)
+
+    infer_request, response = await request.app[SERVICE].infer(name, version, read)
     payload, json_length = encode_infer_response(response, infer_request)
     if json_length is None:
         return web.Response(body=payload, content_type="application/json")
@@ -122,7 +108,7 @@ async def statistics(request: web.Request) -> web.Response:
 
 
 async def repository_load(request: web.Request) -> web.Response:
-    name = _model_name(request)
+    name = request.match_info["model"]
     config_text = None
     body = await request.read()
     if body.strip():
@@ -146,10 +132,10 @@ async def repository_load(request: web.Request) -> web.Response:
 
 
 async def repository_unload(request: web.Request) -> web.Response:
-    await request.app[SERVICE].unload_model(_model_name(request))
+    await request.app[SERVICE].unload_model(request.match_info["model"])
     return _json({})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[SERVICE].metrics.exposition()
+    body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -3,5 +3,7 @@
 from aiohttp import web
 
 from repoman.dataplane.service import InferenceService
+from repoman.metrics import Metrics
 
 SERVICE = web.AppKey("service", InferenceService)
+METRICS = web.AppKey("metrics", Metrics)

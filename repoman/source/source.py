@@ -1,4 +1,11 @@
-"""Keeping the loaded models in line with the repository, per Triton's model control modes."""
+"""The Source: scans, watches and takes load/unload requests, and says per model what it wants.
+
+It follows Triton's model control modes. ``none``: what is there at start-up, then the disk
+is ignored. ``poll``: the same, then the disk is followed (file-system events with a quiet
+period, plus a periodic full rescan); a version folder counts only once its files have been
+still for ``options.quiet`` seconds (and hold ``options.ready_marker`` when one is set).
+``explicit``: only ``load``/``unload`` (the repository API) and the ``initial`` names.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +13,15 @@ import asyncio
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
-from repoman.config import parse_model_config
-from repoman.errors import ModelNotFound
-from repoman.manager.manager import ModelManager
-from repoman.source.scan import (
-    MODEL_NAME,
-    ModelEntry,
-    ScanOptions,
-    read_model,
-    scan_repository,
-    select_versions,
-)
+from repoman.aspired import Aspired
+from repoman.errors import ModelNotFound, RepomanError
+from repoman.names import valid_model_name
+from repoman.source.resolve import Resolver
+from repoman.source.scan import ModelFolder, ScanOptions, read_model, scan_repository
 from repoman.source.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
@@ -26,45 +29,60 @@ log = logging.getLogger(__name__)
 MODES = ("none", "poll", "explicit")
 
 
-class RepositoryController:
-    """Drives the manager from the repository.
+class Target(Protocol):
+    """Where the Source sends what it wants (the manager)."""
 
-    ``none``: load what is there at start-up, then ignore the disk. ``poll``: the same,
-    then follow the disk (file-system events with a quiet period, plus a periodic full
-    rescan); a version folder is loaded only once its files have been still for
-    ``options.quiet`` seconds (and hold ``options.ready_marker`` when one is set).
-    ``explicit``: only ``load``/``unload`` (the repository API) and ``initial`` names.
+    async def apply(self, aspired: Aspired) -> None:
+        """Make one model match ``aspired``; returns when it does (or failed to)."""
+
+    def model_names(self) -> list[str]:
+        """The models the target holds now (so a model gone from the disk is unloaded)."""
+
+
+class RepositorySource:
+    """Turns the repository into aspired versions, one model at a time.
+
+    Each model is resolved (parsed, auto-completed, checked against its model file) on a
+    worker thread with a time limit, so a model whose backend hangs while describing it
+    fails alone; and applied by its own runner, so a slow load never holds up the other
+    models or the next scan.
     """
 
     def __init__(
         self,
         root: Path,
-        manager: ModelManager,
+        target: Target,
+        resolver: Resolver,
         *,
         mode: str = "poll",
         options: ScanOptions | None = None,
         rescan_every: float = 10.0,
         initial: tuple[str, ...] = (),
+        resolve_timeout: float | None = 60.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown model control mode {mode!r}")
         self.root = root
         self.mode = mode
-        self._manager = manager
+        self._target = target
+        self._resolver = resolver
         self._options = options or ScanOptions()
         self._rescan_every = rescan_every
         self._initial = initial
+        self._resolve_timeout = resolve_timeout
         self._watcher: RepositoryWatcher | None = None
         self._ignored_seen: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
         self._started = False
-        self._wanted: dict[str, ModelEntry | None] = {}
+        self._wanted: dict[str, ModelFolder | None] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="repoman-resolve")
 
     async def start(self) -> None:
-        """The first pass over the repository; in poll mode, then start watching it."""
+        """The first pass over the repository (awaited); in poll mode, then start watching."""
         if self.mode == "explicit":
             names = self.disk_models() if "*" in self._initial else list(self._initial)
-            await asyncio.gather(*(self.load(name) for name in names))
+            await asyncio.gather(*(self._load_logged(name) for name in names))
             return
         # NOTE: at start-up nothing is being copied that we could wait for usefully, and
         # in "none" mode there is no later pass: take what is complete now.
@@ -86,6 +104,7 @@ class RepositoryController:
         for runner in self._runners.values():
             runner.cancel()
         await asyncio.gather(*self._runners.values(), return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def rescan(self) -> float | None:
         """One pass (poll mode): returns when to look again for versions still settling."""
@@ -97,74 +116,98 @@ class RepositoryController:
             if line not in self._ignored_seen:
                 self._ignored_seen.add(line)
                 log.info("ignored %s", line)
-        for entry in scan.models.values():
-            for number in entry.settling:
-                log.debug(
-                    "model %s version %d: waiting for its files to settle", entry.name, number
-                )
+        ready: dict[str, ModelFolder | None] = {}
+        for name, folder in scan.models.items():
+            if folder.config_settling_for > 0:
+                continue  # NOTE: its config file is being written: judge it once it is still
+            ready[name] = folder
+            for number in folder.settling:
+                log.debug("model %s version %d: waiting for its files to settle", name, number)
+        for name in self._target.model_names():
+            if name not in scan.models:
+                ready[name] = None
         if not self._started:
-            await self._manager.apply(scan)  # NOTE: the first pass is awaited: then "ready"
+            # NOTE: the first pass is awaited: the server says "ready" once it is done.
+            await asyncio.gather(*(self._apply(name, f) for name, f in ready.items()))
         else:
-            names = set(scan.models) | set(self._manager.model_names())
-            for name in names:
-                self._submit(name, scan.models.get(name))
+            for name, wanted in ready.items():
+                self._submit(name, wanted)
         return scan.retry_after
 
-    def _submit(self, name: str, entry: ModelEntry | None) -> None:
-        """Hand one model's wanted state to its own runner, without waiting for it.
+    def _submit(self, name: str, folder: ModelFolder | None) -> None:
+        """Hand one model's folder to its own runner, without waiting for it.
 
-        NOTE: a model whose load is slow (or hangs) must not hold up the others or the next
-        scan. Each model has at most one runner; a newer wanted state simply replaces one
-        that has not been applied yet, so scans never pile up behind a slow load.
+        NOTE: each model has at most one runner; a newer state simply replaces one that has
+        not been applied yet, so scans never pile up behind a slow load.
         """
-        self._wanted[name] = entry
+        self._wanted[name] = folder
         runner = self._runners.get(name)
         if runner is None or runner.done():
             self._runners[name] = asyncio.create_task(self._run(name))
 
     async def _run(self, name: str) -> None:
         while name in self._wanted:
-            entry = self._wanted.pop(name)
+            folder = self._wanted.pop(name)
             try:
-                await self._manager.apply_model(name, entry)
+                await self._apply(name, folder)
             except Exception:
                 log.exception("model %s: applying the repository's state failed", name)
+
+    async def _apply(self, name: str, folder: ModelFolder | None) -> None:
+        aspired = Aspired(name) if folder is None else await self.aspired(folder)
+        await self._target.apply(aspired)
+
+    async def aspired(self, folder: ModelFolder, override: str | None = None) -> Aspired:
+        """What ``folder`` asks for, resolved on a worker thread within the time limit.
+
+        With ``override`` (the load API's config), an invalid override is raised, not
+        recorded: the client sent it and is told at once.
+        """
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(
+            self._pool, lambda: self._resolver.resolve(folder, override=override)
+        )
+        try:
+            resolved = await asyncio.wait_for(work, self._resolve_timeout)
+        except TimeoutError:
+            return Aspired(
+                folder.name,
+                present=frozenset(v.number for v in folder.versions),
+                error=f"reading its config and model files took over {self._resolve_timeout:g} s "
+                "(a backend describing the model did not return)",
+            )
+        if override is not None and resolved.error is not None:
+            raise resolved.error
+        if resolved.config is not None:
+            for warning in resolved.config.warnings:
+                if (folder.name, warning) not in self._warned:
+                    self._warned.add((folder.name, warning))
+                    log.warning("model %s: %s", folder.name, warning)
+        return resolved.aspired()
+
+    # ---- the repository API (explicit mode) ------------------------------------------
 
     async def load(self, name: str, config_text: str | None = None) -> None:
         """Load or reload one model as the disk has it now (``config_text``: JSON override)."""
         path = self.root / name
-        if not MODEL_NAME.match(name) or not path.is_dir():
+        if not valid_model_name(name) or not path.is_dir():
             raise ModelNotFound(name)
         options = dataclasses.replace(self._options, quiet=0.0)
-        entry = await asyncio.to_thread(read_model, path, options, now=time.time())
-        if config_text is not None:
-            entry = _override(entry, config_text, options)
-        await self._manager.apply_model(name, entry)
+        folder = await asyncio.to_thread(read_model, path, options, now=time.time())
+        await self._target.apply(await self.aspired(folder, config_text))
 
     async def unload(self, name: str) -> None:
-        await self._manager.apply_model(name, None)
+        await self._target.apply(Aspired(name))
+
+    async def _load_logged(self, name: str) -> None:
+        try:
+            await self.load(name)
+        except RepomanError as exc:
+            log.error("--load-model %s: %s", name, exc)
 
     def disk_models(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and MODEL_NAME.match(p.name)
+            p.name for p in self.root.iterdir() if p.is_dir() and valid_model_name(p.name)
         )
-
-
-def _override(entry: ModelEntry, config_text: str, options: ScanOptions) -> ModelEntry:
-    """The entry with its config replaced by the one sent in a load request (JSON)."""
-    config = parse_model_config(
-        config_text,
-        filename="<load request config>",
-        fmt="yaml",  # NOTE: JSON is YAML, and the YAML reader keeps line/column positions
-        model_name=entry.name,
-        default_platform=options.default_platform,
-    )
-    versions = {
-        number: dataclasses.replace(ve, config=config, error=None)
-        for number, ve in entry.versions.items()
-    }
-    complete = [v for v in versions if v not in entry.settling]
-    wanted = select_versions(config.version_policy, complete)
-    return dataclasses.replace(entry, config=config, error=None, versions=versions, wanted=wanted)

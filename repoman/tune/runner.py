@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from repoman.autocomplete import ConfigCompleter
 from repoman.backends import BackendRegistry
 from repoman.errors import RepomanError
 from repoman.perf.progress import ProgressBar
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
+from repoman.source.resolve import Resolver
 from repoman.source.scan import ScanOptions, read_model
 from repoman.tune import output, space
 from repoman.tune.measure import Plan, budget_plan, connect
@@ -112,8 +112,8 @@ def _read_model(
         raise RepomanError(f"no model folder {model_dir}")
     pm, report = make_plugin_manager(plugins_dir=plugins_dir)
     registry = build_backend_registry(pm, report)
-    options = ScanOptions(completer=ConfigCompleter(registry))
-    entry = read_model(model_dir, options, now=time.time())
+    folder = read_model(model_dir, ScanOptions(), now=time.time())
+    entry = Resolver(registry).resolve(folder)
     if entry.config is None:
         raise RepomanError(f"model '{name}' cannot be served: {entry.error}")
     if not entry.wanted:

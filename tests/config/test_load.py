@@ -29,6 +29,7 @@ def model_dir(tmp_path: Path, files: dict[str, str], name: str = "dense") -> Pat
 
 def test_public_api_is_short() -> None:
     assert sorted(repoman.config.__all__) == [
+        "CONFIG_FORMATS",
         "Completer",
         "DynamicBatching",
         "InstanceGroup",

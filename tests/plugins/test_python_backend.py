@@ -14,9 +14,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from repoman import Backend, BackendError, BackendRegistry, Batch
-from repoman.autocomplete import ConfigCompleter
-from repoman.config import load_model_config, parse_model_config
+from repoman.config import parse_model_config
 from repoman.instances import instance_contexts
+from repoman.source.resolve import Resolver
+from repoman.source.scan import ScanOptions, read_model
 
 ADD_ONE_CONFIG = """
 backend: "python"
@@ -335,7 +336,7 @@ class Model:
 
 def test_describe_reads_auto_complete_config(tmp_path):
     path = write_version(tmp_path / "described", SELF_DESCRIBED)
-    signature = registry().specs()[0].describe(path)
+    signature = registry().specs()[0].describe(path, {})
     assert signature.batching
     assert [(t.name, t.data_type.value, t.dims) for t in signature.inputs] == [
         ("TEXT", "BYTES", (-1, 1))
@@ -349,8 +350,9 @@ def test_a_partial_config_is_completed_from_model_py(tmp_path):
     folder = tmp_path / "completed"
     write_version(folder, SELF_DESCRIBED)
     (folder / "config.pbtxt").write_text('backend: "python"\n')
-    completer = ConfigCompleter(registry()).for_model(folder)
-    config = load_model_config(folder, complete=completer)
+    resolved = Resolver(registry()).resolve(read_model(folder, ScanOptions(), now=0.0))
+    assert resolved.error is None, resolved.error
+    config = resolved.config
     assert config.backend == "python" and config.max_batch_size > 0
     assert [(t.name, t.data_type.value, t.dims) for t in config.inputs] == [("TEXT", "BYTES", (1,))]
     assert [(t.name, t.data_type.value, t.dims) for t in config.outputs] == [
@@ -387,7 +389,7 @@ def test_describe_says_what_is_missing(tmp_path, method, message):
     code = f"class Model:\n    {method}\n    def execute(self, requests):\n        return []\n"
     path = write_version(tmp_path / "undescribed", code)
     with pytest.raises(BackendError) as caught:
-        registry().specs()[0].describe(path)
+        registry().specs()[0].describe(path, {})
     assert str(caught.value).startswith(f"{path}: ")
     assert message in str(caught.value)
 

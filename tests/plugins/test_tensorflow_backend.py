@@ -15,8 +15,8 @@ import tritonclient.http as httpclient
 
 from repoman import BackendContext, BackendError, Batch, DataType, TensorConfig
 from repoman.config import parse_model_config
-from repoman.instances import check_signature
 from repoman.plugins import build_backend_registry, make_plugin_manager
+from repoman.signature import compare
 from tests.serverproc import ROOT
 
 AFFINE = """
@@ -109,11 +109,27 @@ def make_backend(registry, model_dir, body: str, *, load: bool = False):
     return backend
 
 
+def describe(registry, model_dir, body: str):
+    """What the backend's describe says of the model, for the config ``body`` picks."""
+    text = 'name: "m"\nplatform: "tensorflow_savedmodel"\n' + textwrap.dedent(body)
+    config = parse_model_config(text, filename="config.pbtxt", fmt="pbtxt", model_name="m")
+    return registry.resolve(config).describe(model_dir, config.parameters)
+
+
+def mismatches(registry, model_dir, body: str) -> str:
+    """Every way the config disagrees with the SavedModel, as the core reports it."""
+    text = 'name: "m"\nplatform: "tensorflow_savedmodel"\n' + textwrap.dedent(body)
+    config = parse_model_config(text, filename="config.pbtxt", fmt="pbtxt", model_name="m")
+    signature = registry.resolve(config).describe(model_dir, config.parameters)
+    return "; ".join(f"{name}: {message}" for name, message in compare(config, signature))
+
+
 def test_batch_of_requests_is_split_back(saved, registry):
     backend = make_backend(registry, saved / "affine", AFFINE, load=True)
-    check_signature(backend)  # what the core checks after load agrees with the config
-    assert backend.model_inputs() == [TensorConfig("x", DataType.FP32, (-1, 4))]
-    assert backend.model_outputs() == [TensorConfig("y", DataType.FP32, (-1, 4))]
+    assert mismatches(registry, saved / "affine", AFFINE) == ""  # what the core checks
+    signature = describe(registry, saved / "affine", AFFINE)
+    assert signature.inputs == (TensorConfig("x", DataType.FP32, (-1, 4)),)
+    assert signature.outputs == (TensorConfig("y", DataType.FP32, (-1, 4)),)
     requests = [
         {"x": np.arange(rows * 4, dtype=np.float32).reshape(rows, 4) + start}
         for start, rows in ((0, 2), (100, 1), (200, 3))
@@ -127,8 +143,8 @@ def test_batch_of_requests_is_split_back(saved, registry):
 
 
 def test_two_inputs_of_different_types_without_batching(saved, registry):
+    assert mismatches(registry, saved / "mixed", MIXED) == ""
     backend = make_backend(registry, saved / "mixed", MIXED, load=True)
-    check_signature(backend)
     a = np.array([[1, -2, 3], [0, 5, -6]], dtype=np.int32)
     b = np.array([[0.5], [2.0]], dtype=np.float64)
     batch = Batch([{"a": a, "b": b}], ("scaled", "positive"), ("a", "b"), batching=False)
@@ -162,29 +178,40 @@ def test_signature_name_selects_another_signature(saved, registry):
     backend.unload()
     # the backend loads again after an unload
     backend.load()
-    assert backend.model_outputs() == [TensorConfig("z", DataType.FP32, (-1, 4))]
+    (result,) = backend.execute(Batch([{"x": x}], ("z",), ("x",)))
+    np.testing.assert_array_equal(result["z"], -x)
+    # the described signature is the one the config picks, too
+    assert describe(registry, saved / "affine", body).outputs == (
+        TensorConfig("z", DataType.FP32, (-1, 4)),
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        (AFFINE.replace('"x"', '"w"'), ["config input 'w'", "signature 'serving_default'", "x"]),
-        (AFFINE.replace('"y"', '"z"'), ["config output 'z'", "signature 'serving_default'", "y"]),
+        (AFFINE.replace('"x"', '"w"'), ["input[0].name", "inputs (x)", "'w'", "needs input(s) x"]),
+        (AFFINE.replace('"y"', '"z"'), ["output[0].name", "outputs (y)", "'z'"]),
         (
             AFFINE.replace("FP32", "FP64", 1),
-            ["input 'x'", "config says TYPE_FP64", "says TYPE_FP32"],
+            ["input[0].data_type", "the model says TYPE_FP32", "the config says TYPE_FP64"],
         ),
-        (AFFINE.replace("[ 4 ] }]\noutput", "[ 2, 2 ] }]\noutput"), ["[-1, 2, 2]", "[-1, 4]"]),
-        (AFFINE + params(signature_name="nope"), ["signature 'nope'", "negate, serving_default"]),
+        (AFFINE.replace("[ 4 ] }]\noutput", "[ 2, 2 ] }]\noutput"), ["[4]", "[2, 2]"]),
     ],
-    ids=["missing-input", "missing-output", "dtype", "rank", "signature"],
+    ids=["missing-input", "missing-output", "dtype", "rank"],
 )
-def test_config_disagreeing_with_the_signature_fails_at_load(saved, registry, body, words):
-    backend = make_backend(registry, saved / "affine", body)
-    with pytest.raises(BackendError) as caught:
-        backend.load()
+def test_config_disagreeing_with_the_signature_is_found_before_loading(saved, registry, body, words):
+    found = mismatches(registry, saved / "affine", body)
     for word in words:
-        assert word in str(caught.value)
+        assert word in found
+
+
+def test_an_unknown_signature_name_fails_to_describe_and_to_load(saved, registry):
+    body = AFFINE + params(signature_name="nope")
+    with pytest.raises(BackendError, match=r"signature 'nope'.*negate, serving_default"):
+        describe(registry, saved / "affine", body)
+    backend = make_backend(registry, saved / "affine", body)
+    with pytest.raises(BackendError, match=r"signature 'nope'.*negate, serving_default"):
+        backend.load()
 
 
 @pytest.mark.parametrize(
@@ -228,11 +255,11 @@ def test_every_data_type_has_a_tensorflow_dtype(saved):
 def test_describe_reads_the_default_signature(saved, registry):
     (spec,) = [s for s in registry.specs() if s.name == "tensorflow"]
     assert spec.default_model_filename == "model.savedmodel"
-    affine = spec.describe(saved / "affine")
+    affine = spec.describe(saved / "affine", {})
     assert affine.inputs == (TensorConfig("x", DataType.FP32, (-1, 4)),)
     assert affine.outputs == (TensorConfig("y", DataType.FP32, (-1, 4)),)
     assert affine.batching
-    mixed = spec.describe(saved / "mixed")
+    mixed = spec.describe(saved / "mixed", {})
     assert [(t.name, t.data_type, t.dims) for t in mixed.inputs] == [
         ("a", DataType.INT32, (2, 3)),
         ("b", DataType.FP64, (2, 1)),
@@ -242,7 +269,7 @@ def test_describe_reads_the_default_signature(saved, registry):
         "scaled": DataType.FP64,
     }
     assert not mixed.batching
-    strings = spec.describe(saved / "strings")
+    strings = spec.describe(saved / "strings", {})
     assert strings.inputs == (TensorConfig("s", DataType.BYTES, (-1, 1)),)
     assert strings.batching
 

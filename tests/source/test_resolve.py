@@ -1,7 +1,9 @@
-"""Auto-complete: configs filled from the model file, never overriding what the user wrote."""
+"""The resolver: configs auto-completed from the model file (never overriding what the user
+wrote) and checked against it before anything loads."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,10 +12,12 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from repoman.autocomplete import ConfigCompleter
+from repoman.backends import BackendRegistry
 from repoman.config import load_model_config
-from repoman.errors import ConfigError
+from repoman.errors import ConfigError, RepomanError
 from repoman.plugins import build_backend_registry, make_plugin_manager
+from repoman.source.resolve import Resolver
+from repoman.source.scan import ScanOptions, read_model
 from tests.conftest import BUNDLED, ROOT
 
 DIGITS_ONNX = BUNDLED / "digits" / "1" / "model.onnx"
@@ -22,7 +26,7 @@ DIGITS_ONNX = BUNDLED / "digits" / "1" / "model.onnx"
 @pytest.fixture(scope="module")
 def completer():
     pm, report = make_plugin_manager()
-    return ConfigCompleter(build_backend_registry(pm, report))
+    return Resolver(build_backend_registry(pm, report))
 
 
 def model_dir(tmp_path, config: str | None = None, name: str = "auto"):
@@ -34,8 +38,16 @@ def model_dir(tmp_path, config: str | None = None, name: str = "auto"):
     return folder
 
 
-def load(folder, completer):
-    return load_model_config(folder, complete=completer.for_model(folder))
+def resolve(folder, resolver):
+    return resolver.resolve(read_model(folder, ScanOptions(), now=0.0))
+
+
+def load(folder, resolver):
+    """The model's config as the server would serve it, or the error it would report."""
+    resolved = resolve(folder, resolver)
+    if resolved.error is not None:
+        raise resolved.error
+    return resolved.config
 
 
 def test_a_folder_with_only_a_model_file_gets_a_whole_config(tmp_path, completer):
@@ -117,3 +129,47 @@ def test_auto_complete_can_be_turned_off(tmp_path, server_factory):
     server = server_factory(repo, "--disable-auto-complete-config")
     status, answer = server.request("POST", "/v2/models/bare_onnx/infer", b"{}")
     assert status == 503 and "config.pbtxt" in answer["error"]
+
+
+def test_a_version_disagreeing_with_its_model_file_fails_before_loading(tmp_path, completer):
+    text = (BUNDLED / "digits" / "config.pbtxt").read_text().replace('name: "pixels"', 'name: "image"')
+    folder = model_dir(tmp_path, text, name="digits")
+    resolved = resolve(folder, completer)
+    assert resolved.error is None and resolved.wanted == (1,)
+    (aspired,) = resolved.aspired().versions
+    assert "input[0].name: expected one of the model's inputs (pixels), found 'image'" in aspired.error
+    assert "the model needs input(s) pixels" in aspired.error
+
+
+def test_a_model_file_is_described_once_while_it_does_not_change(tmp_path):
+    calls = []
+    pm, report = make_plugin_manager()
+    onnx = next(s for s in build_backend_registry(pm, report).specs() if s.name == "onnxruntime")
+
+    def describe(path, parameters):
+        calls.append(path)
+        return onnx.describe(path, parameters)
+
+    registry = BackendRegistry()
+    registry.register(
+        "onnxruntime", onnx.factory, platforms=onnx.platforms,
+        default_model_filename=onnx.default_model_filename, describe=describe,
+    )
+    counting = Resolver(registry)
+    folder = model_dir(tmp_path)
+    for _ in range(3):
+        assert load(folder, counting).inputs[0].name == "pixels"
+    assert len(calls) == 1
+    os.utime(folder / "1" / "model.onnx", ns=(1, 1))
+    load(folder, counting)
+    assert len(calls) == 2
+
+
+def test_a_symlink_out_of_the_repository_fails_that_version(tmp_path, completer):
+    folder = model_dir(tmp_path / "repo")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (folder / "2").symlink_to(outside)
+    resolved = resolve(folder, completer)
+    assert isinstance(resolved.versions[2].error, RepomanError)
+    assert "leads out of the repository" in str(resolved.versions[2].error)

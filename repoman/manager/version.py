@@ -1,0 +1,48 @@
+"""A model version as the manager holds it, and the states it goes through (named once, here)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from repoman.aspired import Fingerprint
+from repoman.backends import Backend
+from repoman.config.model import ModelConfig
+
+
+class State(enum.Enum):
+    """A version's life: LOADING -> READY -> UNLOADING -> UNAVAILABLE, or FAILED.
+
+    These are also the states the API shows (the repository index, metrics, the hooks).
+    """
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+    FAILED = "FAILED"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """One loaded (or loading, or failed) version of one model and its backend instances.
+
+    Compared and hashed by identity: the scheduler keys its queues on the object, so a
+    reloaded version (a new object) gets a fresh queue while the old one drains.
+    """
+
+    model: str
+    version: int
+    config: ModelConfig
+    path: Path | None
+    state: State = State.LOADING
+    reason: str = ""
+    instances: list[Backend] = field(default_factory=list)
+    load_seconds: float = 0.0
+    fingerprint: Fingerprint = ()
+
+    @property
+    def identity(self) -> tuple[Fingerprint, ModelConfig]:
+        """What it was loaded from: the same as an AspiredVersion's when nothing changed."""
+        return self.fingerprint, self.config
