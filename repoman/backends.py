@@ -151,11 +151,15 @@ class BackendSpec:
 
 
 class BackendRegistry:
-    """Backend specs by name, filled by the ``repoman_register_backends`` hook."""
+    """Backend specs by name, filled by the ``repoman_register_backends`` hook.
+
+    Each plugin's hook is handed ``registry.for_plugin(name)``, a view that adds to this
+    registry and attributes what it registers to that plugin (for messages and listings).
+    """
 
     def __init__(self) -> None:
         self._specs: dict[str, BackendSpec] = {}
-        self._current_plugin = ""
+        self._plugin = ""
 
     def register(
         self,
@@ -177,12 +181,12 @@ class BackendRegistry:
             owner = self._specs[name].plugin or "another plugin"
             raise PluginError(f"backend '{name}' is already registered by {owner}")
         self._specs[name] = BackendSpec(
-            name, factory, tuple(platforms), default_model_filename, self._current_plugin, describe
+            name, factory, tuple(platforms), default_model_filename, self._plugin, describe
         )
 
-    def registering_for(self, plugin: str) -> None:
-        """Attribute the following registrations to ``plugin`` (for messages and listings)."""
-        self._current_plugin = plugin
+    def for_plugin(self, plugin: str) -> BackendRegistry:
+        """This registry as ``plugin`` sees it: what it registers is attributed to ``plugin``."""
+        return _PluginView(self, plugin)
 
     def resolve(self, config: ModelConfig) -> BackendSpec:
         """The backend serving ``config``: by its ``backend`` name, else by its ``platform``."""
@@ -202,6 +206,16 @@ class BackendRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
+
+
+class _PluginView(BackendRegistry):
+    """One plugin's view of a registry; registering through it fills the registry itself."""
+
+    def __init__(self, registry: BackendRegistry, plugin: str) -> None:
+        # NOTE: the specs are shared, not copied, and the plugin name is fixed here, so no
+        # state on the registry says whose turn it is.
+        self._specs = registry._specs
+        self._plugin = plugin
 
 
 class UnknownBackend(RepomanError):
