@@ -11,6 +11,7 @@ import numpy as np
 
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import PluginError, RepomanError
+from repoman.lazy import LazyReference
 from repoman.tensors import batch_rows, merge_rows, split_rows
 
 
@@ -164,22 +165,33 @@ class BackendRegistry:
     def register(
         self,
         name: str,
-        factory: BackendFactory,
+        factory: BackendFactory | str,
         *,
         platforms: Sequence[str] = (),
         default_model_filename: str = "",
-        describe: Describe | None = None,
+        describe: Describe | str | None = None,
     ) -> None:
         """Make backend ``name`` available; it serves configs whose ``platform`` is listed.
 
+        ``factory(context)`` builds one instance; usually it is the ``Backend`` class itself.
         ``describe``, when given, reads a model file's own inputs and outputs: it lets a
         model folder without a config (or with a partial one) be served (auto-complete).
+
+        Either may be given as a string ``"package.module:name"`` instead: the module is then
+        imported only when a model using the backend is first loaded or described, so a
+        plugin whose backend needs a heavy library (onnxruntime, tensorflow) costs nothing to
+        a server that has none of its models. A malformed reference fails here; one that
+        cannot be imported fails that first load or describe, naming the reference.
         """
         if not name or not isinstance(name, str):
             raise PluginError(f"a backend name must be a non-empty string, got {name!r}")
         if name in self._specs:
             owner = self._specs[name].plugin or "another plugin"
             raise PluginError(f"backend '{name}' is already registered by {owner}")
+        if isinstance(factory, str):
+            factory = LazyReference(factory)
+        if isinstance(describe, str):
+            describe = LazyReference(describe)
         self._specs[name] = BackendSpec(
             name, factory, tuple(platforms), default_model_filename, self._plugin, describe
         )

@@ -6,6 +6,7 @@ import inspect
 import re
 import subprocess
 import sys
+import textwrap
 from types import ModuleType
 
 import numpy as np
@@ -137,6 +138,34 @@ def test_a_backend_name_taken_by_another_plugin_fails_the_second_plugin_naming_t
     assert report.failed == {
         "second": "repoman_register_backends failed: backend 'echo' is already registered by first"
     }
+
+
+def test_the_built_in_backends_import_their_libraries_only_when_a_model_needs_them():
+    """Registering and listing every built-in backend imports no backend module; describing
+    an ONNX model imports onnxruntime, and only it."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from repoman.cli import main
+        from repoman.plugins import build_backend_registry, make_plugin_manager
+
+        HEAVY = ("onnxruntime", "tensorflow", "repoman_onnxruntime.backend",
+                 "repoman_tensorflow.backend", "repoman_python.backend")
+        pm, report = make_plugin_manager()
+        registry = build_backend_registry(pm, report)
+        assert {{"onnxruntime", "tensorflow", "python"}} <= {{s.name for s in registry.specs()}}, report
+        main(["plugins"])
+        assert not [m for m in HEAVY if m in sys.modules], [m for m in HEAVY if m in sys.modules]
+        [onnx] = [s for s in registry.specs() if s.name == "onnxruntime"]
+        onnx.describe(Path({str(BUNDLED / "digits" / "1" / "model.onnx")!r}))
+        assert [m for m in HEAVY if m in sys.modules] == ["onnxruntime", "repoman_onnxruntime.backend"]
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "onnxruntime_onnx" in done.stdout and "tensorflow_savedmodel" in done.stdout
 
 
 def test_every_hook_is_in_the_plugin_guide_with_its_signature():
