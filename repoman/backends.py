@@ -11,6 +11,7 @@ import numpy as np
 
 from repoman.config.model import ModelConfig
 from repoman.errors import PluginError, RepomanError
+from repoman.lazy import LazyReference
 from repoman.signature import ModelSignature
 from repoman.tensors import batch_rows, merge_rows, split_rows
 
@@ -130,38 +131,53 @@ class BackendSpec:
 
 
 class BackendRegistry:
-    """Backend specs by name, filled by the ``repoman_register_backends`` hook."""
+    """Backend specs by name, filled by the ``repoman_register_backends`` hook.
+
+    Each plugin's hook is handed ``registry.for_plugin(name)``, a view that adds to this
+    registry and attributes what it registers to that plugin (for messages and listings).
+    """
 
     def __init__(self) -> None:
         self._specs: dict[str, BackendSpec] = {}
-        self._current_plugin = ""
+        self._plugin = ""
 
     def register(
         self,
         name: str,
-        factory: BackendFactory,
+        factory: BackendFactory | str,
         *,
         platforms: Sequence[str] = (),
         default_model_filename: str = "",
-        describe: Describe | None = None,
+        describe: Describe | str | None = None,
     ) -> None:
         """Make backend ``name`` available; it serves configs whose ``platform`` is listed.
 
+        ``factory(context)`` builds one instance; usually it is the ``Backend`` class itself.
         ``describe``, when given, reads a model file's own inputs and outputs: it lets a
         model folder without a config (or with a partial one) be served (auto-complete).
+
+        Either may be given as a string ``"package.module:name"`` instead: the module is then
+        imported only when a model using the backend is first loaded or described, so a
+        plugin whose backend needs a heavy library (onnxruntime, tensorflow) costs nothing to
+        a server that has none of its models. A malformed reference fails here; one that
+        cannot be imported fails that first load or describe, naming the reference.
         """
         if not name or not isinstance(name, str):
             raise PluginError(f"a backend name must be a non-empty string, got {name!r}")
         if name in self._specs:
             owner = self._specs[name].plugin or "another plugin"
             raise PluginError(f"backend '{name}' is already registered by {owner}")
+        if isinstance(factory, str):
+            factory = LazyReference(factory)
+        if isinstance(describe, str):
+            describe = LazyReference(describe)
         self._specs[name] = BackendSpec(
-            name, factory, tuple(platforms), default_model_filename, self._current_plugin, describe
+            name, factory, tuple(platforms), default_model_filename, self._plugin, describe
         )
 
-    def registering_for(self, plugin: str) -> None:
-        """Attribute the following registrations to ``plugin`` (for messages and listings)."""
-        self._current_plugin = plugin
+    def for_plugin(self, plugin: str) -> BackendRegistry:
+        """This registry as ``plugin`` sees it: what it registers is attributed to ``plugin``."""
+        return _PluginView(self, plugin)
 
     def resolve(self, config: ModelConfig) -> BackendSpec:
         """The backend serving ``config``: by its ``backend`` name, else by its ``platform``."""
@@ -181,6 +197,16 @@ class BackendRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
+
+
+class _PluginView(BackendRegistry):
+    """One plugin's view of a registry; registering through it fills the registry itself."""
+
+    def __init__(self, registry: BackendRegistry, plugin: str) -> None:
+        # NOTE: the specs are shared, not copied, and the plugin name is fixed here, so no
+        # state on the registry says whose turn it is.
+        self._specs = registry._specs
+        self._plugin = plugin
 
 
 class UnknownBackend(RepomanError):

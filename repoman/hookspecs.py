@@ -25,7 +25,8 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
     """Register backend classes with ``registry.register(name, factory, platforms=...,
     default_model_filename=...)``.
 
-    :param registry: the server's backend registry.
+    :param registry: the server's backend registry, as this plugin sees it: what it
+        registers is attributed to it.
 
     Called once per plugin manager, before any model loads.
     """

@@ -81,18 +81,24 @@ def make_plugin_manager(
 
 
 def build_backend_registry(pm: pluggy.PluginManager, report: PluginReport) -> BackendRegistry:
-    """Ask every plugin to register its backends; a plugin that fails is reported and skipped."""
+    """Ask every plugin to register its backends; a plugin that fails is reported and skipped.
+
+    Each plugin's backends are attributed to it: its hook receives ``registry.for_plugin(name)``.
+    """
     registry = BackendRegistry()
-    # NOTE: each implementation is called on its own (not through pm.hook) so that one
-    # plugin raising cannot keep the others from registering.
-    for impl in pm.hook.repoman_register_backends.get_hookimpls():
-        registry.registering_for(impl.plugin_name)
+    hook = "repoman_register_backends"
+    impls = pm.hook.repoman_register_backends.get_hookimpls()
+    for impl in impls:
+        # NOTE: each plugin is called through its own subset caller (the hook minus every
+        # other plugin), not through pm.hook once, so one plugin raising cannot keep the
+        # others from registering.
+        others = [other.plugin for other in impls if other.plugin is not impl.plugin]
+        call_one = pm.subset_hook_caller(hook, remove_plugins=others)
         try:
-            impl.function(**{arg: registry for arg in impl.argnames})
+            call_one(registry=registry.for_plugin(impl.plugin_name))
         except Exception as exc:
-            report.failed[impl.plugin_name] = f"repoman_register_backends failed: {exc}"
-            log.error("plugin %s: repoman_register_backends failed: %s", impl.plugin_name, exc)
-    registry.registering_for("")
+            report.failed[impl.plugin_name] = f"{hook} failed: {exc}"
+            log.error("plugin %s: %s failed: %s", impl.plugin_name, hook, exc)
     return registry
 
 

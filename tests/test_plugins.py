@@ -6,15 +6,17 @@ import inspect
 import re
 import subprocess
 import sys
+import textwrap
+from types import ModuleType
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from repoman import hookspecs
+from repoman import hookimpl, hookspecs
 from repoman.plugins import build_backend_registry, make_plugin_manager
 from tests.conftest import BUNDLED, ROOT
-from tests.fakes import write_model
+from tests.fakes import EchoBackend, write_model
 
 GUIDE = ROOT / "docs" / "plugins.md"
 
@@ -97,6 +99,73 @@ def test_a_blocked_plugin_is_not_loaded(tmp_path, server_factory):
     pm, report = make_plugin_manager(blocked=["onnxruntime"])
     assert "onnxruntime" not in build_backend_registry(pm, report)
     assert report.blocked == ["onnxruntime"]
+
+
+def plugin_module(name: str, hook) -> ModuleType:
+    """A plugin named ``name`` whose ``repoman_register_backends`` is ``hook``."""
+    module = ModuleType(name)
+    module.repoman_register_backends = hookimpl(hook)  # type: ignore[attr-defined]
+    return module
+
+
+def registering(backend: str):
+    def hook(registry) -> None:
+        registry.register(backend, EchoBackend, platforms=[f"{backend}_platform"])
+
+    return hook
+
+
+def raising(registry) -> None:
+    raise RuntimeError("cannot register")
+
+
+@pytest.mark.parametrize("order", ["raising first", "raising last"])
+def test_a_raising_register_hook_is_reported_and_the_others_still_register(order):
+    plugins = [plugin_module("first", registering("one")), plugin_module("second", registering("two"))]
+    bad = plugin_module("badhook", raising)
+    plugins = [bad, *plugins] if order == "raising first" else [*plugins, bad]
+    pm, report = make_plugin_manager(entry_points=False, extra=plugins)
+    registry = build_backend_registry(pm, report)
+    assert report.failed == {"badhook": "repoman_register_backends failed: cannot register"}
+    assert [(spec.name, spec.plugin) for spec in registry.specs()] == [("one", "first"), ("two", "second")]
+
+
+def test_a_backend_name_taken_by_another_plugin_fails_the_second_plugin_naming_the_first():
+    plugins = [plugin_module("first", registering("echo")), plugin_module("second", registering("echo"))]
+    pm, report = make_plugin_manager(entry_points=False, extra=plugins)
+    registry = build_backend_registry(pm, report)
+    assert [(spec.name, spec.plugin) for spec in registry.specs()] == [("echo", "first")]
+    assert report.failed == {
+        "second": "repoman_register_backends failed: backend 'echo' is already registered by first"
+    }
+
+
+def test_the_built_in_backends_import_their_libraries_only_when_a_model_needs_them():
+    """Registering and listing every built-in backend imports no backend module; describing
+    an ONNX model imports onnxruntime, and only it."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from repoman.cli import main
+        from repoman.plugins import build_backend_registry, make_plugin_manager
+
+        HEAVY = ("onnxruntime", "tensorflow", "repoman_onnxruntime.backend",
+                 "repoman_tensorflow.backend", "repoman_python.backend")
+        pm, report = make_plugin_manager()
+        registry = build_backend_registry(pm, report)
+        assert {{"onnxruntime", "tensorflow", "python"}} <= {{s.name for s in registry.specs()}}, report
+        main(["plugins"])
+        assert not [m for m in HEAVY if m in sys.modules], [m for m in HEAVY if m in sys.modules]
+        [onnx] = [s for s in registry.specs() if s.name == "onnxruntime"]
+        onnx.describe(Path({str(BUNDLED / "digits" / "1" / "model.onnx")!r}), {{}})
+        assert [m for m in HEAVY if m in sys.modules] == ["onnxruntime", "repoman_onnxruntime.backend"]
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "onnxruntime_onnx" in done.stdout and "tensorflow_savedmodel" in done.stdout
 
 
 def test_every_hook_is_in_the_plugin_guide_with_its_signature():

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-
-from repoman import Backend, BackendContext, BackendRegistry, ModelSignature, hookimpl
+from repoman import BackendRegistry, hookimpl
 
 PLATFORMS = ("onnxruntime_onnx",)
 
 
 @hookimpl
 def repoman_register_backends(registry: BackendRegistry) -> None:
-    # NOTE: the backend module (and onnxruntime with it) is imported only when a model
-    # using it loads, so a server without ONNX models does not pay for the import.
-    def factory(context: BackendContext) -> Backend:
-        from repoman_onnxruntime.backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(context)
-
-    def describe(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
-        from repoman_onnxruntime.backend import describe_model
-
-        return describe_model(model_path, parameters)
-
+    # NOTE: named by reference, so the backend module (and onnxruntime with it) is imported
+    # only when an ONNX model is described or loaded: a server without one skips the import.
     registry.register(
         "onnxruntime",
-        factory,
+        "repoman_onnxruntime.backend:OnnxRuntimeBackend",
         platforms=PLATFORMS,
         default_model_filename="model.onnx",
-        describe=describe,
+        describe="repoman_onnxruntime.backend:describe_model",
     )

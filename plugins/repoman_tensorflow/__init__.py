@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-
-from repoman import Backend, BackendContext, BackendRegistry, ModelSignature, hookimpl
+from repoman import BackendRegistry, hookimpl
 
 PLATFORMS = ("tensorflow_savedmodel",)
 
 
 @hookimpl
 def repoman_register_backends(registry: BackendRegistry) -> None:
-    # NOTE: the backend module (and tensorflow with it, several seconds and hundreds of MB)
-    # is imported only when a model using it is described or loaded, so a server without
-    # TensorFlow models does not pay for the import.
-    def factory(context: BackendContext) -> Backend:
-        from repoman_tensorflow.backend import TensorFlowBackend
-
-        return TensorFlowBackend(context)
-
-    def describe(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
-        from repoman_tensorflow.backend import describe_model
-
-        return describe_model(model_path, parameters)
-
+    # NOTE: named by reference, so the backend module (and tensorflow with it, several
+    # seconds and hundreds of MB) is imported only when a TensorFlow model is described or
+    # loaded: a server without one skips the import.
     registry.register(
         "tensorflow",
-        factory,
+        "repoman_tensorflow.backend:TensorFlowBackend",
         platforms=PLATFORMS,
         default_model_filename="model.savedmodel",
-        describe=describe,
+        describe="repoman_tensorflow.backend:describe_model",
     )

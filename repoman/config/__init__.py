@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from repoman.config import defaults, normalise, pbtxt, schema, semantics, support, yaml_source
+from repoman.config import defaults, normalise, pbtxt, schema, support, triton_rules, yaml_source
 from repoman.config.build import build
 from repoman.config.model import (
     DynamicBatching,
@@ -143,8 +143,8 @@ def parse_model_config(
     issues = defaults.apply(
         doc, positions, filename, model_name=model_name, default_platform=default_platform
     )
-    gpu_count = semantics.visible_gpu_count()
-    _raise_if(issues + semantics.check(doc, positions, filename, gpu_count=gpu_count))
+    gpu_count = triton_rules.visible_gpu_count()
+    _raise_if(issues + triton_rules.check(doc, positions, filename, gpu_count=gpu_count))
     return build(schema.canonical(doc), source=None, warnings=tuple(warnings))
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    # NOTE: only a type: semantics.py imports this module to run its checks.
-    from repoman.config.semantics import Checker
+from repoman.config.checker import Checker
 
 _POLICIES = ("latest", "all", "specific")
 _WARMUP_SOURCES = ("zero_data", "random_data", "input_data_file")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from repoman.config import parse_model_config, semantics
+from repoman.config import parse_model_config, triton_rules
 from repoman.errors import ConfigError, ConfigIssue
 
 IssuesOf = Callable[..., list[ConfigIssue]]
@@ -17,7 +17,7 @@ def gpu_count(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """Tests see no GPU unless they ask for some: results must not depend on the machine."""
 
     def set_count(count: int) -> None:
-        monkeypatch.setattr(semantics, "visible_gpu_count", lambda: count)
+        monkeypatch.setattr(triton_rules, "visible_gpu_count", lambda: count)
 
     set_count(0)
     return set_count

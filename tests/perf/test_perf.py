@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -215,13 +216,14 @@ def test_the_cli_offers_perf():
         text=True,
         cwd=ROOT,
     )
-    if "perf" not in listed.stdout:
-        pytest.skip("repoman/cli.py does not wire the perf sub-command yet")
+    assert listed.returncode == 0, listed.stderr
+    commands = re.findall(r"^    (\w+) ", listed.stdout, flags=re.M)
+    assert "perf" in commands, listed.stdout
     run = subprocess.run(
         [sys.executable, "-m", "repoman", "perf", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
-    assert run.returncode == 0
+    assert run.returncode == 0, run.stderr
     assert "--concurrency-range" in run.stdout and "closed loop" in " ".join(run.stdout.split())

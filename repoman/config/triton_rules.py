@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from repoman.config.batching import check_dynamic_batching
+from repoman.config.checker import Checker
 from repoman.config.deployment import check_instance_groups, check_version_policy, check_warmup
-from repoman.config.schema import format_path
-from repoman.config.tree import PathItem, Positions, issue_at
+from repoman.config.tree import Positions
 from repoman.errors import ConfigIssue
 
 _GPU_DIR = Path("/proc/driver/nvidia/gpus")
@@ -22,33 +21,6 @@ def visible_gpu_count() -> int:
         return sum(1 for _ in _GPU_DIR.iterdir())
     except OSError:
         return 0
-
-
-class Checker:
-    """Collects issues about ``doc``, each placed at the source position of the path it names.
-
-    ``at="value"`` points at the value (the offending number), ``at="key"`` at the field's
-    name (for problems of a whole block, such as a reshape that does not fit its dims).
-    """
-
-    def __init__(self, doc: dict[str, Any], positions: Positions, file: str) -> None:
-        self.doc = doc
-        self.positions = positions
-        self.file = file
-        self.issues: list[ConfigIssue] = []
-
-    def fail(
-        self, path: Sequence[PathItem], message: str, hint: str = "", *, at: str = "value"
-    ) -> None:
-        pos = self.positions.key(path) if at == "key" else self.positions.value(path)
-        self.issues.append(issue_at(self.file, pos, format_path(path), message, hint))
-
-    def doc_at(self, path: Sequence[PathItem]) -> Any:
-        """The value at ``path`` in the doc (the path must exist)."""
-        value: Any = self.doc
-        for item in path:
-            value = value[item]
-        return value
 
 
 def check(

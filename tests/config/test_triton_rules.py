@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from repoman.config import parse_model_config, semantics
+from repoman.config import parse_model_config, triton_rules
 from repoman.errors import ConfigIssue
 
 IssuesOf = Callable[..., list[ConfigIssue]]
@@ -213,8 +213,8 @@ def test_visible_gpu_count_reads_the_driver_folder(
 ) -> None:
     monkeypatch.undo()  # the autouse fixture replaced the function under test
     folder = tmp_path / "gpus"
-    monkeypatch.setattr(semantics, "_GPU_DIR", folder)
-    assert semantics.visible_gpu_count() == 0
+    monkeypatch.setattr(triton_rules, "_GPU_DIR", folder)
+    assert triton_rules.visible_gpu_count() == 0
     for bus in ("0000:01:00.0", "0000:02:00.0"):
         (folder / bus).mkdir(parents=True)
-    assert semantics.visible_gpu_count() == 2
+    assert triton_rules.visible_gpu_count() == 2
