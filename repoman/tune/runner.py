@@ -18,7 +18,7 @@ from repoman.errors import RepomanError
 from repoman.perf.progress import ProgressBar
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.repository import ScanOptions, read_model
-from repoman.tune import output, space
+from repoman.tune import output, search, space
 from repoman.tune.measure import Plan, budget_plan, connect
 from repoman.tune.options import parse_shapes
 from repoman.tune.plot import PlotPoint, RawPoint, write_plot
@@ -167,78 +167,54 @@ async def _search(
     bar: ProgressBar,
     started: float,
 ) -> None:
-    budget_s = args.latency_budget_ms / 1e3
     async with connect(url, result.model.name, args.control_token) as tuner:
         base = result.model.config.as_dict()
-        untuned = space.settings_of(base)
-        load_s = 1.0
         remaining = deadline - time.monotonic() - RESERVE_S
-        plan = budget_plan(args.concurrency, remaining / PLANNED_TRIALS - load_s)
+        plan = budget_plan(args.concurrency, remaining / PLANNED_TRIALS - search.LOAD_GUESS_S)
         result.plan = plan
         print(
             f"\neach config: {plan.repeats} windows of {plan.window_s:.1f} s at each concurrency "
             f"after {plan.warmup_s:g} s warm-up ('!': over the p99 budget)"
         )
+        policy = search.Search(
+            space.settings_of(base),
+            result.roofline,
+            budget_ms=result.budget_ms,
+            max_concurrency=max(args.concurrency),
+            cores=os.cpu_count() or 1,
+            trial_s=plan.seconds,
+        )
+        # the same lists: an interrupted run still reports what was measured
+        result.trials, result.skipped = policy.trials, policy.skipped
         header_printed = False
+        label = ""  # the config being measured
 
-        async def trial(settings: space.Settings, stage: str) -> Trial | None:
-            nonlocal load_s, header_printed
-            if any(t.settings == settings for t in result.trials):
-                return next(t for t in result.trials if t.settings == settings)
+        def progress(done: int, total: int, what: str) -> None:
+            elapsed = time.monotonic() - started
+            bar.draw("tune", elapsed / args.time_budget, f"{label}: {what}")
+
+        while True:
             left = deadline - time.monotonic() - RESERVE_S
-            if left < plan.seconds + load_s:
-                result.skipped.append(settings.describe())
-                return None
-            number = len(result.trials) + 1
-            entry = Trial(number, settings, stage)
-            label = f"config {number} {settings.describe()}"
-
-            def progress(done: int, total: int, what: str) -> None:
-                elapsed = time.monotonic() - started
-                bar.draw("tune", elapsed / args.time_budget, f"{label}: {what}")
-
+            entry = policy.next(left)
+            if entry is None:
+                break
+            label = f"config {entry.number} {entry.settings.describe()}"
             progress(0, plan.windows, "loading")
             loading = time.monotonic()
+            load_s: float | None = None
             try:
-                await tuner.load(settings.apply(base), timeout_s=max(left, 1.0))
-                load_s = max(load_s * 0.5 + (time.monotonic() - loading) * 0.5, 0.2)
+                await tuner.load(entry.settings.apply(base), timeout_s=max(left, 1.0))
+                load_s = time.monotonic() - loading
                 entry.samples = await tuner.measure(plan, progress)
             except RepomanError as exc:
                 entry.error = str(exc).splitlines()[0]
-            result.trials.append(entry)
+            policy.record(entry, load_s)
             bar.clear()
             lines = table([entry], result.budget_ms, [])
             if not header_printed:
                 print(lines[0])
                 header_printed = True
             print("\n".join(lines[1:]), flush=True)
-            return entry
-
-        def best(stage_trials: list[Trial | None]) -> space.Settings:
-            done = [t for t in stage_trials if t is not None]
-            pick = recommend(done, result.budget_ms) if done else None
-            return pick.settings if pick is not None else untuned
-
-        await trial(untuned, "untuned")
-        if untuned.batching:
-            await trial(
-                space.Settings(untuned.max_batch_size, False, 0, (), untuned.instances), "off"
-            )
-        if result.roofline:
-            sizes = space.batch_candidates(result.roofline, budget_s, max(args.concurrency))
-            stage = [
-                await trial(space.Settings(size, True, 0, (), untuned.instances), "batch size")
-                for size in sizes
-            ]
-            chosen = best(stage + [t for t in result.trials[:1]])
-            if chosen.batching:
-                for settings in space.variations(result.roofline, chosen, budget_s):
-                    stage.append(await trial(settings, "delay/pref"))
-                chosen = best(stage + [t for t in result.trials[:1]])
-        else:
-            chosen = untuned
-        for settings in space.instance_candidates(chosen, os.cpu_count() or 1):
-            await trial(settings, "instances")
         if args.url is not None:
             # NOTE: leave the running server serving what the repository holds.
             try:
@@ -250,8 +226,8 @@ async def _search(
 def _finish(result: Run, args: argparse.Namespace, plot_path: Path, elapsed: float) -> int:
     trials = result.trials
     front = pareto_front(trials)
-    untuned = trials[0] if trials and trials[0].stage == "untuned" else None
-    pick = recommend(trials, result.budget_ms, incumbent=untuned)
+    untuned = search.incumbent(trials)
+    pick = search.pick(trials, result.budget_ms)
     print(f"\nmeasured {len(trials)} configs in {elapsed:.0f} s (budget {args.time_budget:g} s)")
     if trials:
         print("configs tried ('*': on the Pareto front, '!': over the p99 budget):")
@@ -270,7 +246,7 @@ def _finish(result: Run, args: argparse.Namespace, plot_path: Path, elapsed: flo
         print("repoman tune: no configuration could be measured", file=sys.stderr)
         _write_json(result, args, None, front)
         return 1
-    off = next((t for t in trials if t.stage == "off"), None)
+    off = next((t for t in trials if t.stage == search.OFF), None)
     within = pick.within(result.budget_ms)
     print(
         f"\nrecommended: #{pick.number} {pick.settings.describe()}: {pick.throughput:.0f} infer/s, "
