@@ -16,6 +16,7 @@ from repoman.backends import (
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import BackendError, ConfigError, RepomanError
 from repoman.hookspecs import hookimpl
+from repoman.parameters import bool_parameter, int_parameter
 from repoman.signature import ModelSignature
 from repoman.types import DataType
 
@@ -33,5 +34,7 @@ __all__ = [
     "Result",
     "TensorConfig",
     "__version__",
+    "bool_parameter",
     "hookimpl",
+    "int_parameter",
 ]

@@ -15,8 +15,8 @@ from repoman import (
     ModelSignature,
     Result,
     TensorConfig,
+    int_parameter,
 )
-from repoman.parameters import int_parameter
 
 # ONNX tensor element types as onnxruntime names them -> repoman data types.
 _ONNX_TYPES = {

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from repoman import BackendError
-from repoman.parameters import bool_parameter, int_parameter
+from repoman import BackendError, bool_parameter, int_parameter
 
 log = logging.getLogger(__name__)
 

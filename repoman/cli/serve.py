@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from repoman.manager import ModelManager
 from repoman.metrics import Metrics
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.scheduler import SharedScheduler
-from repoman.server import AccessPolicy, make_app
+from repoman.server import AccessPolicy, make_app, serve_until_stopped
 from repoman.source.resolve import Resolver
 from repoman.source.scan import ScanOptions
 from repoman.source.source import RepositorySource
@@ -25,8 +24,6 @@ log = logging.getLogger("repoman")
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     repository: Path = args.model_repository
     if not repository.is_dir():
         raise RepomanError(f"model repository {repository} is not a folder")
@@ -64,7 +61,7 @@ async def serve(args: argparse.Namespace) -> int:
     service = InferenceService(manager, scheduler, source if explicit else None)
     metrics = Metrics(manager, scheduler)
 
-    async def models(app: web.Application) -> AsyncIterator[None]:
+    async def models(app: object) -> AsyncIterator[None]:
         async def first_load() -> None:
             try:
                 await source.start()
@@ -97,33 +94,14 @@ async def serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_size,
         access=access,
     )
-    runner = web.AppRunner(
+    await serve_until_stopped(
         app,
-        access_log=log if args.access_log else None,
-        handle_signals=False,
+        args.host,
+        args.http_port,
+        access_log=args.access_log,
         shutdown_timeout=args.shutdown_timeout,
+        serving_what=f"repository {repository}",
     )
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.http_port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise RepomanError(
-            f"cannot listen on {args.host}:{args.http_port}: {exc.strerror}"
-        ) from None
-    for address in runner.addresses:
-        host, port = address[0], address[1]
-        shown = f"[{host}]" if ":" in host else host
-        log.info("listening on http://%s:%d (repository %s)", shown, port, repository)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: finishing in-flight requests, then unloading models")
-    await runner.cleanup()
-    log.info("stopped")
     return 0
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import InvalidRequest
 from repoman.inference import InferRequest
+from repoman.signature import compatible_dims
 from repoman.types import DataType
 
 
@@ -124,7 +125,7 @@ def _check_dims(
     config: ModelConfig, tensor: TensorConfig, dims: tuple[int, ...], full: tuple[int, ...]
 ) -> None:
     want = tensor.dims
-    if len(dims) != len(want) or any(w >= 0 and w != g for w, g in zip(want, dims, strict=True)):
+    if not compatible_dims(dims, want):
         expected = ([-1] if len(full) != len(dims) else []) + list(want)
         raise InvalidRequest(
             f"input '{tensor.name}' of {_where(config)}: expected shape {expected}, "

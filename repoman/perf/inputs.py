@@ -16,6 +16,7 @@ import orjson
 
 from repoman.perf.model import InputSpec, Target
 from repoman.perf.options import UsageError
+from repoman.signature import compatible_dims
 from repoman.types import DataType
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -44,9 +45,7 @@ def sample_dims(spec: InputSpec, shapes: Mapping[str, Sequence[int]]) -> tuple[i
                 + ",".join("N" if d < 0 else str(d) for d in spec.dims)
             )
         return spec.dims
-    if len(given) != len(spec.dims) or any(
-        d >= 0 and d != g for d, g in zip(spec.dims, given, strict=True)
-    ):
+    if not compatible_dims(given, spec.dims):
         raise UsageError(
             f"--shape {spec.name}:{','.join(map(str, given))} does not fit the model's "
             f"dims {list(spec.dims)} (give the shape without the batch dimension)"

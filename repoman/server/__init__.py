@@ -1,6 +1,7 @@
-"""The HTTP edge: KServe v2 over aiohttp. The only package that imports aiohttp."""
+"""The HTTP edge: KServe v2 over aiohttp. The only server-side package that imports aiohttp."""
 
 from repoman.server.app import make_app
 from repoman.server.auth import AccessPolicy
+from repoman.server.run import serve_until_stopped
 
-__all__ = ["AccessPolicy", "make_app"]
+__all__ = ["AccessPolicy", "make_app", "serve_until_stopped"]

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from repoman.aspired import Aspired, AspiredVersion, Fingerprint
 from repoman.backends import BackendRegistry, BackendSpec
@@ -23,11 +22,8 @@ from repoman.signature import (
     Mismatch,
     ModelSignature,
     compare,
-    completion_error,
-    merge,
-    needs_completion,
-    tensors_complete,
 )
+from repoman.source.complete import complete
 from repoman.source.scan import ConfigFile, ModelFolder, VersionFolder
 
 log = logging.getLogger(__name__)
@@ -216,71 +212,13 @@ class Resolver:
         reason = "; ".join(f"{name}: {message}" for name, message in problems)
         return dataclasses.replace(version, error=RepomanError(reason), mismatches=tuple(problems))
 
-    # ---- auto-complete -------------------------------------------------------------
-
     def _completer(self, model_dir: Path, read_from: VersionFolder | None) -> Completer:
-        return lambda doc: self._complete(model_dir, doc, read_from)
-
-    def _complete(
-        self, model_dir: Path, doc: dict[str, Any], read_from: VersionFolder | None
-    ) -> dict[str, Any]:
-        if not needs_completion(doc):
-            return doc
-        where = str(model_dir)
-        try:
-            if read_from is None:
-                raise completion_error(where, "", "a version folder to read the model from", "none")
-            spec = self._backend_for(doc, read_from.path, where)
-            model_path = _model_path(read_from.path, doc.get("default_model_filename"), spec)
-            if not model_path.exists():
-                raise completion_error(where, "", f"the model file {model_path}", "nothing there")
-            try:
-                signature = self._describe(spec, model_path, _parameters(doc))
-            except RepomanError as exc:
-                raise completion_error(
-                    where, "", f"a model file {spec.name} can read", str(exc)
-                ) from None
-        except ConfigError:
-            if doc and (tensors_complete(doc) or not _has_model_files(read_from)):
-                # NOTE: nothing to complete from (or only max_batch_size, which then means 0,
-                # as in Triton): let the config's own checks speak, with line numbers.
-                return doc
-            raise
-        completed = merge(doc, signature, where)
-        if not completed.get("backend") and not completed.get("platform"):
-            completed["backend"] = spec.name
-        log.info("model %s: config auto-completed from %s", model_dir.name, model_path)
-        return completed
-
-    def _backend_for(self, doc: dict[str, Any], version_dir: Path, where: str) -> BackendSpec:
-        """The backend that can describe the model: the one the config names, else the one
-        whose default model file is in the version folder."""
-        specs = self._registry.specs()
-        named = doc.get("backend") or doc.get("platform")
-        for spec in specs:
-            if doc.get("backend") == spec.name or (
-                not doc.get("backend") and doc.get("platform") in spec.platforms
-            ):
-                if spec.describe is None:
-                    raise completion_error(
-                        where,
-                        "backend",
-                        "a backend that can read its model files",
-                        f"'{spec.name}', which cannot",
-                    )
-                return spec
-        if named:
-            raise completion_error(where, "backend", "a registered backend", f"'{named}'")
-        for spec in specs:
-            if (
-                spec.describe
-                and spec.default_model_filename
-                and (version_dir / spec.default_model_filename).exists()
-            ):
-                return spec
-        looked = ", ".join(s.default_model_filename for s in specs if s.describe)
-        raise completion_error(
-            where, "", f"a model file a backend recognises ({looked})", f"none in {version_dir}"
+        return lambda doc: complete(
+            doc,
+            registry=self._registry,
+            describe=self._describe,
+            model_dir=model_dir,
+            version_dir=read_from.path if read_from is not None else None,
         )
 
     def _describe(
@@ -317,23 +255,9 @@ def _model_path(version_dir: Path, filename: str | None, spec: BackendSpec) -> P
     return version_dir / name if name else version_dir
 
 
-def _parameters(doc: dict[str, Any]) -> dict[str, str]:
-    raw = doc.get("parameters") or {}
-    if not isinstance(raw, dict):
-        return {}
-    return {
-        str(k): str(v.get("string_value", "")) if isinstance(v, dict) else str(v)
-        for k, v in raw.items()
-    }
-
-
 def _latest(folder: ModelFolder) -> VersionFolder | None:
     usable = [v for v in folder.versions if not v.refused]
     return max(usable, key=lambda v: v.number) if usable else None
-
-
-def _has_model_files(version: VersionFolder | None) -> bool:
-    return version is not None and any(not p.name.startswith(".") for p in version.path.iterdir())
 
 
 def _stamp(path: Path) -> tuple[int, int]:

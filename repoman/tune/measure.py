@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import numpy as np
-from yarl import URL
 
-from repoman.errors import RepomanError
+from repoman.perf.control import ControlClient, control_client
 from repoman.perf.inputs import Body, build_bodies
-from repoman.perf.loadgen import Step, error_message
-from repoman.perf.model import Target, fetch_target
-from repoman.perf.options import describe
+from repoman.perf.loadgen import Step
+from repoman.perf.model import Target
 from repoman.perf.processes import InProcess
 from repoman.tune.report import Sample
 
@@ -51,21 +46,16 @@ class Plan:
 @contextlib.asynccontextmanager
 async def connect(url: str, model: str, token: str | None) -> AsyncIterator[Tuner]:
     """A Tuner for ``model`` on the server at ``url``, its HTTP session closed on exit."""
-    async with aiohttp.ClientSession() as session:
-        yield Tuner(session, url, model, token)
+    async with control_client(url, token) as client:
+        yield Tuner(client, model)
 
 
 class Tuner:
     """A client of one server: loads configs of ``model`` and measures them."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, url: str, model: str, token: str | None
-    ) -> None:
-        self._session = session
-        self._server = URL(url)
+    def __init__(self, client: ControlClient, model: str) -> None:
+        self._client = client
         self.model = model
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._quoted = urllib.parse.quote(model, safe="")
         self._target: Target | None = None
         self._bodies: list[Body] = []
 
@@ -73,32 +63,13 @@ class Tuner:
         """Serve ``model`` with ``config`` (the server loads it beside the old one, then
         switches; None: as the repository has it); RepomanError with the server's reason
         when it refuses or fails."""
-        url = self._server / "v2" / "repository" / "models" / self.model / "load"
-        body = {"parameters": {"config": json.dumps(config)}} if config is not None else {}
-        try:
-            async with self._session.post(
-                url,
-                json=body,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as response:
-                payload = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise RepomanError(f"loading the config failed: {describe(exc)}") from None
-        if status != 200:
-            raise RepomanError(error_message(status, payload))
+        await self._client.load(self.model, config, timeout_s)
         self._target = None  # max_batch_size may have changed: build the bodies again
 
     async def counts(self) -> tuple[int, int] | None:
         """(inference_count, execution_count) of the served version, or None if unavailable."""
-        url = self._server.with_path(f"/v2/models/{self._quoted}/stats", encoded=True)
-        try:
-            async with self._session.get(url, headers=self._headers) as response:
-                if response.status != 200:
-                    return None
-                stats = (await response.json())["model_stats"]
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError):
+        stats = await self._client.statistics(self.model)
+        if stats is None:
             return None
         try:
             return (
@@ -110,7 +81,7 @@ class Tuner:
 
     async def _prepare(self) -> tuple[Target, list[Body]]:
         if self._target is None:
-            self._target = await fetch_target(self._session, self._server, self.model, "")
+            self._target = await self._client.target(self.model)
             self._bodies = build_bodies(self._target, "random", 1, {}, binary=True)
         return self._target, self._bodies
 
