@@ -106,6 +106,11 @@ class RepositorySource:
         await asyncio.gather(*self._runners.values(), return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def idle(self) -> None:
+        """Return once every model handed to a runner so far has been applied."""
+        while running := [r for r in self._runners.values() if not r.done()]:
+            await asyncio.gather(*running, return_exceptions=True)
+
     async def rescan(self) -> float | None:
         """One pass (poll mode): returns when to look again for versions still settling."""
         return await self._rescan(self._options)
