@@ -60,7 +60,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         metavar="PORT",
         help="port to listen on; 0 picks a free one (the log line 'listening on' shows it)",
     )
-    serve.add_argument(
+    _repository_options(serve.add_argument_group("the repository"))
+    _execution_options(serve.add_argument_group("running models"))
+    _limits_and_security(serve.add_argument_group("limits and security"))
+    _logging_options(serve.add_argument_group("logging"))
+
+
+def _repository_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--model-control-mode",
         choices=MODES,
         default="poll",
@@ -68,14 +75,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "the repository while serving (file-system events plus a periodic rescan); explicit: "
         "load/unload only through the repository API and --load-model",
     )
-    serve.add_argument(
+    group.add_argument(
         "--load-model",
         action="append",
         default=[],
         metavar="NAME",
         help="with --model-control-mode explicit: load NAME at start-up (repeatable; '*' = all)",
     )
-    serve.add_argument(
+    group.add_argument(
         "--repository-poll-secs",
         type=float,
         default=10.0,
@@ -83,7 +90,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="poll mode: a full rescan every S seconds as a safety net for missed file-system "
         "events (0 disables it)",
     )
-    serve.add_argument(
+    group.add_argument(
         "--quiet-period",
         type=float,
         default=0.3,
@@ -91,26 +98,29 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="poll mode: a version folder is loaded only after its files have been unchanged "
         "for S seconds, so a half-copied model is never loaded",
     )
-    serve.add_argument(
+    group.add_argument(
         "--version-ready-file",
         default=None,
         metavar="NAME",
         help="poll mode: load a version folder only once a file NAME exists in it (for slow "
         "copies: copy the model, then create NAME)",
     )
-    serve.add_argument(
+    group.add_argument(
         "--disable-auto-complete-config",
         action="store_true",
         help="do not fill what a config leaves out (or a missing config) from the model file",
     )
-    serve.add_argument(
+
+
+def _execution_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--num-batch-threads",
         type=int,
         default=os.cpu_count() or 1,
         metavar="N",
         help="workers in the one shared pool that runs the batches of every model",
     )
-    serve.add_argument(
+    group.add_argument(
         "--switch-interval-us",
         type=int,
         default=1000,
@@ -119,7 +129,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "worker whose backend call returned waits at most this long for the busy event loop "
         "to hand it the GIL back (Python's own default is 5000)",
     )
-    serve.add_argument(
+    group.add_argument(
         "--plugins-dir",
         type=Path,
         default=None,
@@ -127,70 +137,73 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="a folder of *.py plugin files to load (default: the plugins/ folder beside the "
         "model repository, when there is one)",
     )
-    serve.add_argument(
+    group.add_argument(
         "--block-plugin",
         action="append",
         default=[],
         metavar="NAME",
         help="do not load the plugin NAME (repeatable)",
     )
-    _add_limits_and_logging(serve)
 
 
-def _add_limits_and_logging(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument(
+def _limits_and_security(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--max-request-size",
         type=int,
         default=64 * 1024 * 1024,
         metavar="BYTES",
         help="largest request body accepted; larger ones get 413",
     )
-    serve.add_argument(
+    group.add_argument(
         "--control-token",
         default=os.environ.get("REPOMAN_CONTROL_TOKEN"),
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' for the repository API (index, load, "
         "unload); default: the REPOMAN_CONTROL_TOKEN environment variable, else no token",
     )
-    serve.add_argument(
+    group.add_argument(
         "--disable-repository-api",
         action="store_true",
         help="turn the repository API (index, load, unload) off: 403",
     )
-    serve.add_argument(
+    group.add_argument(
         "--protect-inference",
         action="store_true",
         help="also require the token for inference, metadata, statistics and metrics "
         "(health endpoints stay open)",
     )
-    serve.add_argument(
+    group.add_argument(
         "--model-load-timeout",
         type=float,
         default=300.0,
         metavar="S",
         help="a version whose backend has not loaded (and warmed up) after S seconds is "
-        "marked FAILED with that reason",
+        "marked FAILED with that reason; reading a model's files before that (auto-complete, "
+        "the config-vs-model check) has the same limit",
     )
-    serve.add_argument(
+    group.add_argument(
         "--shutdown-timeout",
         type=float,
         default=30.0,
         metavar="S",
         help="on SIGTERM/Ctrl-C, wait at most S seconds for in-flight requests to finish",
     )
-    serve.add_argument(
+
+
+def _logging_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="how much to log",
     )
-    serve.add_argument(
+    group.add_argument(
         "--log-format",
         choices=["text", "json"],
         default="text",
         help="json: one JSON object per line (time, level, logger, message), for log shippers",
     )
-    serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
+    group.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
 
 
 def _add_tools(commands: argparse._SubParsersAction) -> None:
