@@ -279,3 +279,12 @@ def encode_json_tensor(array: np.ndarray, datatype: DataType) -> bytes:
     if short is not None and _orjson_dumps is None and not np.signbit(array[array == 0]).any():
         return b"[" + (short * len(values) % tuple(values))[:-1] + b"]"
     return json_dumps(values)
+
+
+def is_utf8_text(text: str) -> bool:
+    """Whether ``text`` can be sent back as UTF-8 (JSON may spell a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

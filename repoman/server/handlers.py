@@ -11,7 +11,8 @@ from repoman.errors import InvalidRequest, UnsupportedMediaType
 from repoman.inference import InferRequest
 from repoman.metrics import CONTENT_TYPE
 from repoman.names import parse_version
-from repoman.server.decode import decode_infer_request, encode_infer_response
+from repoman.server.decode import decode_infer_request
+from repoman.server.encode import encode_infer_response
 from repoman.server.keys import METRICS, SERVICE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

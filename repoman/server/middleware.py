@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from repoman.errors import RepomanError
-from repoman.server.decode import encode_error
+from repoman.server.encode import encode_error
 
 log = logging.getLogger(__name__)
 

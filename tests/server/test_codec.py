@@ -15,7 +15,8 @@ from hypothesis.extra import numpy as hnp
 
 from repoman.errors import BackendError, InvalidRequest
 from repoman.inference import InferRequest, InferResponse, RequestedOutput
-from repoman.server.decode import decode_infer_request, encode_error, encode_infer_response
+from repoman.server.decode import decode_infer_request
+from repoman.server.encode import encode_error, encode_infer_response
 from repoman.types import DataType
 
 NUMERIC = [t for t in DataType if t is not DataType.BYTES]
