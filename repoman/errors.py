@@ -83,6 +83,12 @@ class BackendError(RepomanError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
 
 
+class ExecutionTimeout(BackendError):
+    """A backend call ran past the execution timeout and was written off."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+
+
 class PluginError(RepomanError):
     """A plugin could not be loaded or registered something invalid."""
 

@@ -182,6 +182,15 @@ def _limits_and_security(group: argparse._ArgumentGroup) -> None:
         "the config-vs-model check) has the same limit",
     )
     group.add_argument(
+        "--execution-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="a batch whose backend call has not returned after S seconds fails, its worker "
+        "is replaced and its version marked FAILED (unhealthy) until its files change; 0 "
+        "disables the limit",
+    )
+    group.add_argument(
         "--shutdown-timeout",
         type=float,
         default=30.0,

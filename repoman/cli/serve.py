@@ -11,7 +11,7 @@ from pathlib import Path
 
 from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
-from repoman.manager import ModelManager
+from repoman.manager import ModelManager, ModelVersion
 from repoman.metrics import Metrics
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.scheduler import SharedScheduler
@@ -37,7 +37,15 @@ async def serve(args: argparse.Namespace) -> int:
         plugins_dir=plugins_dir_for(args.plugins_dir, repository), blocked=args.block_plugin
     )
     registry = build_backend_registry(pm, report)
-    scheduler = SharedScheduler(args.num_batch_threads)
+    manager: ModelManager | None = None
+
+    def on_hung(version: ModelVersion, reason: str) -> None:
+        if manager is not None:
+            manager.mark_unhealthy(version, reason)
+
+    scheduler = SharedScheduler(
+        args.num_batch_threads, execution_timeout=args.execution_timeout, on_hung=on_hung
+    )
 
     def on_state(model: str, version: int, state: str, reason: str) -> None:
         pm.hook.repoman_version_state_changed(
@@ -77,8 +85,16 @@ async def serve(args: argparse.Namespace) -> int:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await source.stop()
-        await manager.shutdown()
-        await scheduler.close()
+        # NOTE: bounded whatever a backend does: a version whose batch never returns would
+        # otherwise never finish draining, and the process would never exit.
+        try:
+            await asyncio.wait_for(manager.shutdown(), args.shutdown_timeout)
+        except TimeoutError:
+            log.error(
+                "stopping: versions still busy after %g s (--shutdown-timeout); exiting anyway",
+                args.shutdown_timeout,
+            )
+        await scheduler.close(args.shutdown_timeout)
 
     if args.protect_inference and not args.control_token:
         raise RepomanError("--protect-inference needs --control-token (or REPOMAN_CONTROL_TOKEN)")

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from repoman.aspired import Aspired, AspiredVersion
@@ -15,6 +14,7 @@ from repoman.errors import ModelNotFound, ModelNotReady, RepomanError
 from repoman.instances import instance_contexts, load_instances, unload_instances
 from repoman.manager.policy import Held, Identity, Load, plan
 from repoman.manager.version import ModelVersion, State
+from repoman.threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,10 @@ class ModelManager:
         self._model_errors: dict[str, str] = {}
         self._failed: dict[str, dict[int, Identity]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pool = ThreadPoolExecutor(load_threads, thread_name_prefix="repoman-load")
+        self._loading = asyncio.Semaphore(load_threads)
         self._on_state = on_state
         self._load_timeout = load_timeout
+        self._background: set[asyncio.Task[None]] = set()
         self.load_failures: dict[tuple[str, int], int] = {}
         """Failed load attempts by (model, version), for metrics."""
 
@@ -176,17 +177,18 @@ class ModelManager:
                 spec.factory(context)
                 for context in instance_contexts(mv.config, mv.version, mv.path, filename)
             ]
-            loop = asyncio.get_running_loop()
-            loading = loop.run_in_executor(self._pool, load_instances, instances)
-            try:
-                await asyncio.wait_for(asyncio.shield(loading), self._load_timeout)
-            except TimeoutError:
-                # NOTE: a thread cannot be killed: the load goes on in the background and
-                # whatever it builds is released when it ends; the version is not served.
-                loading.add_done_callback(lambda _: unload_instances(instances))
-                raise RepomanError(
-                    f"loading did not finish within {self._load_timeout:g} s (--model-load-timeout)"
-                ) from None
+            async with self._loading:  # NOTE: a load given up on frees its place at once
+                loading = in_thread(load_instances, instances, name="repoman-load")
+                try:
+                    await asyncio.wait_for(asyncio.shield(loading), self._load_timeout)
+                except TimeoutError:
+                    # NOTE: a thread cannot be killed: the load goes on alone on its own
+                    # thread, and whatever it builds is released when it ends.
+                    loading.add_done_callback(lambda _: in_thread(unload_instances, instances))
+                    raise RepomanError(
+                        f"loading did not finish within {self._load_timeout:g} s "
+                        "(--model-load-timeout)"
+                    ) from None
         except Exception as exc:  # any load failure is reported, never raised
             return str(exc) if isinstance(exc, RepomanError) else f"{type(exc).__name__}: {exc}"
         mv.instances = instances
@@ -198,8 +200,16 @@ class ModelManager:
         if mv.state is State.READY:
             self._set_state(mv, State.UNLOADING)
             await self._serving.drain(mv)
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, unload_instances, mv.instances)
+            unloading = in_thread(unload_instances, mv.instances, name="repoman-unload")
+            try:
+                await asyncio.wait_for(asyncio.shield(unloading), self._load_timeout)
+            except TimeoutError:
+                log.error(
+                    "model %s version %d: unloading did not finish within %g s; going on",
+                    mv.model,
+                    mv.version,
+                    self._load_timeout,
+                )
             mv.instances = []
         versions = self._versions.get(mv.model, {})
         if not keep_entry and versions.get(mv.version) is mv:
@@ -207,13 +217,27 @@ class ModelManager:
             self._failed.get(mv.model, {}).pop(mv.version, None)
         self._set_state(mv, State.UNAVAILABLE)
 
+    def mark_unhealthy(self, mv: ModelVersion, reason: str) -> None:
+        """``mv`` stopped answering (a batch was written off as hung): it serves no more, and is
+        not loaded again until its files or config change."""
+        current = self._versions.get(mv.model, {}).get(mv.version)
+        if current is not mv or mv.state is not State.READY:
+            return
+        self._failed.setdefault(mv.model, {})[mv.version] = mv.identity
+        # NOTE: the stuck instance may still be running: its objects are dropped, not
+        # unloaded under it; memory comes back once the call returns, if it ever does.
+        mv.instances = []
+        self._set_state(mv, State.FAILED, reason)
+        task = asyncio.get_running_loop().create_task(self._serving.drain(mv))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def shutdown(self) -> None:
         """Drain and unload every version."""
         await asyncio.gather(
             *(self._retire(mv) for vs in self._versions.values() for mv in list(vs.values()))
         )
         self._versions.clear()
-        self._pool.shutdown(wait=True)
 
     def _set_state(self, mv: ModelVersion, state: State, reason: str = "") -> None:
         mv.state, mv.reason = state, reason

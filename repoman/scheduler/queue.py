@@ -224,6 +224,25 @@ class VersionQueue:
         self.in_flight -= 1
         self._check_drained()
 
+    def abandon(self, instance: Backend) -> None:
+        """A batch on ``instance`` was written off (it never returned): it no longer counts
+        as in flight, and the instance is never used again."""
+        del instance  # NOTE: kept out of ``free`` for good: it may still be running
+        self.in_flight -= 1
+        self._check_drained()
+
+    def fail_queued(self, error: Exception) -> int:
+        """Close the queue and fail every request still waiting in it; how many there were."""
+        self.close()
+        failed = 0
+        for item in list(self._candidates()):
+            if not item.future.done():
+                item.future.set_exception(error)
+                failed += 1
+            self.unqueue(item)
+        self._check_drained()
+        return failed
+
     def close(self) -> None:
         if self.state is QueueState.OPEN:
             self.state = QueueState.CLOSING

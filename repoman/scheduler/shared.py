@@ -6,19 +6,24 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
 from repoman.backends import Backend, Batch, Result
-from repoman.errors import BackendError, ModelNotReady, RepomanError, ServerBusy
+from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.queue import Pending, QueueState, VersionQueue
 from repoman.scheduler.stats import VersionStats
+from repoman.scheduler.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+HungListener = Callable[[ModelVersion, str], None]
+"""Told when a version's batch was written off as hung (the version, why)."""
 
 
 class SharedScheduler:
@@ -32,10 +37,21 @@ class SharedScheduler:
     more batches at once than it has instances.
     """
 
-    def __init__(self, num_batch_threads: int | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        num_batch_threads: int | None = None,
+        *,
+        clock: Clock | None = None,
+        execution_timeout: float | None = None,
+        on_hung: HungListener | None = None,
+    ) -> None:
         self.num_workers = num_batch_threads or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="repoman-batch")
+        self._pool = WorkerPool(self.num_workers)
         self._clock = clock or LoopClock()
+        self._execution_timeout = execution_timeout or None
+        self._on_hung = on_hung
+        self.written_off = 0
+        """Batches given up on because they ran past the execution timeout."""
         self._idle = self.num_workers
         self._queues: dict[ModelVersion, VersionQueue] = {}
         self._timer: Cancellable | None = None
@@ -115,11 +131,14 @@ class SharedScheduler:
         queue = self._queues.get(version)
         return queue.state if queue is not None else QueueState.CLOSED
 
-    async def close(self) -> None:
-        """Stop the workers (after the manager drained every version)."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop the workers (after the manager drained every version), waiting at most
+        ``timeout`` seconds for calls still running; a stuck worker is a daemon thread that
+        never holds up the process's exit."""
         if self._timer is not None:
             self._timer.cancel()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False)
+        await asyncio.to_thread(self._pool.join, timeout)
 
     # ---- dispatch ------------------------------------------------------------------
 
@@ -176,24 +195,31 @@ class SharedScheduler:
         self._idle -= 1
         for item in taken:
             queue.stats.record_queued(now - item.arrived)
-        handed = time.perf_counter_ns()
-        done = asyncio.get_running_loop().run_in_executor(self._pool, _execute, instance, batch)
-        done.add_done_callback(
-            lambda fut: self._finished(queue, instance, taken, batch, handed, fut)
-        )
+        running = _Running(queue, instance, taken, batch, time.perf_counter_ns())
+        running.work = self._pool.submit(_execute, instance, batch)
+        done = asyncio.wrap_future(running.work)
+        done.add_done_callback(lambda fut: self._finished(running, fut))
+        if self._execution_timeout is not None:
+            running.watchdog = self._clock.call_at(
+                now + self._execution_timeout, self._write_off, running
+            )
 
     def _finished(
-        self,
-        queue: VersionQueue,
-        instance: Backend,
-        taken: list[Pending],
-        batch: Batch,
-        handed: int,
-        fut: asyncio.Future[tuple[Sequence[Result], int, int]],
+        self, running: _Running, fut: asyncio.Future[tuple[Sequence[Result], int, int]]
     ) -> None:
-        self._idle += 1
-        queue.finish(instance)
+        queue, taken, batch = running.queue, running.taken, running.batch
         version = queue.version
+        if running.written_off:
+            log.warning(
+                "model %s version %d: a batch written off as hung returned after all",
+                version.model,
+                version.version,
+            )
+            return
+        if running.watchdog is not None:
+            running.watchdog.cancel()
+        self._idle += 1
+        queue.finish(running.instance)
         error = fut.exception()
         results: Sequence[Result] = ()
         if error is None:
@@ -202,7 +228,7 @@ class SharedScheduler:
             queue.stats.record_batch(
                 batch.size,
                 len(taken),
-                input_ns=started - handed,
+                input_ns=started - running.handed,
                 infer_ns=ended - started,
                 output_ns=time.perf_counter_ns() - ended,
             )
@@ -225,6 +251,31 @@ class SharedScheduler:
                 self._answer(queue, ready, outcome, now)
         self._dispatch()
 
+    def _write_off(self, running: _Running) -> None:
+        """A batch ran past the execution timeout: fail it, replace its worker, and report
+        the version as unhealthy (its queued requests fail too; it takes no more)."""
+        running.watchdog = None
+        if running.work is None or not self._pool.write_off(running.work):
+            return  # NOTE: it finished meanwhile; its done callback is on its way
+        running.written_off = True
+        self.written_off += 1
+        self._idle += 1  # NOTE: a fresh thread took the stuck one's place
+        queue, version = running.queue, running.queue.version
+        reason = (
+            f"a batch did not finish within {self._execution_timeout:g} s "
+            "(--execution-timeout): the version is marked unhealthy"
+        )
+        error = ExecutionTimeout(f"model '{version.model}' version {version.version}: {reason}")
+        log.error("%s", error)
+        queue.abandon(running.instance)
+        now = self._clock.time()
+        for item in running.taken:
+            self._answer(queue, item, error, now)
+        queue.fail_queued(ModelNotReady(version.model, version.version, reason))
+        if self._on_hung is not None:
+            self._on_hung(version, reason)
+        self._dispatch()
+
     def _answer(self, queue: VersionQueue, item: Pending, result: Result, now: float) -> None:
         elapsed = int((now - item.arrived) * 1e9)
         if isinstance(result, Exception):
@@ -235,6 +286,20 @@ class SharedScheduler:
             queue.stats.success.add(elapsed)
             if not item.future.done():
                 item.future.set_result(result)
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    """One batch on a worker: what to answer when it returns (or is written off)."""
+
+    queue: VersionQueue
+    instance: Backend
+    taken: list[Pending]
+    batch: Batch
+    handed: int
+    work: Future[tuple[Sequence[Result], int, int]] | None = None
+    watchdog: Cancellable | None = None
+    written_off: bool = False
 
 
 def _execute(instance: Backend, batch: Batch) -> tuple[Sequence[Result], int, int]:

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +22,7 @@ from repoman.names import valid_model_name
 from repoman.source.resolve import Resolver
 from repoman.source.scan import ModelFolder, ScanOptions, read_model, scan_repository
 from repoman.source.watcher import RepositoryWatcher
+from repoman.threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class RepositorySource:
         self._started = False
         self._wanted: dict[str, ModelFolder | None] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
-        self._pool = ThreadPoolExecutor(4, thread_name_prefix="repoman-resolve")
+        self._resolving = asyncio.Semaphore(4)
 
     async def start(self) -> None:
         """The first pass over the repository (awaited); in poll mode, then start watching."""
@@ -104,7 +104,6 @@ class RepositorySource:
         for runner in self._runners.values():
             runner.cancel()
         await asyncio.gather(*self._runners.values(), return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def idle(self) -> None:
         """Return once every model handed to a runner so far has been applied."""
@@ -168,12 +167,13 @@ class RepositorySource:
         With ``override`` (the load API's config), an invalid override is raised, not
         recorded: the client sent it and is told at once.
         """
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(
-            self._pool, lambda: self._resolver.resolve(folder, override=override)
-        )
         try:
-            resolved = await asyncio.wait_for(work, self._resolve_timeout)
+            async with self._resolving:  # NOTE: one given up on frees its place at once
+                work = in_thread(
+                    lambda: self._resolver.resolve(folder, override=override),
+                    name="repoman-resolve",
+                )
+                resolved = await asyncio.wait_for(work, self._resolve_timeout)
         except TimeoutError:
             return Aspired(
                 folder.name,
