@@ -78,6 +78,10 @@ class Scan:
     """Paths skipped, each with the reason (``path: reason``), for logging."""
     retry_after: float | None = None
     """Seconds until settling versions may be complete: scan again then."""
+    unreadable: tuple[str, ...] = ()
+    """Model folders that could not be read this pass: leave them as they are."""
+    failed: bool = False
+    """The repository itself could not be listed: nothing can be concluded from this pass."""
 
 
 @dataclass(frozen=True)
@@ -93,17 +97,29 @@ def scan_repository(root: Path, options: ScanOptions | None = None, *, now: floa
     options = options or ScanOptions()
     models: dict[str, ModelFolder] = {}
     ignored: list[str] = []
+    unreadable: list[str] = []
     retry: list[float] = []
-    for child in sorted(root.iterdir()) if root.is_dir() else []:
-        if child.name.startswith(".") or not child.is_dir():
+    try:
+        children = sorted(root.iterdir()) if root.is_dir() else []
+    except OSError as exc:
+        return Scan({}, (f"{root}: cannot be listed ({exc.strerror or exc})",), None, failed=True)
+    for child in children:
+        try:
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            if not valid_model_name(child.name):
+                ignored.append(f"{child}: not a valid model name")
+                continue
+            if escapes(child, root, deep=False):
+                ignored.append(f"{child}: refused: a symlink leading out of the repository")
+                continue
+            folder = read_model(child, options, now=now, ignored=ignored)
+        except OSError as exc:
+            # NOTE: removed (or made unreadable) while this pass read it: the next pass
+            # sees what became of it; until then it is left as it is, not unloaded.
+            unreadable.append(child.name)
+            ignored.append(f"{child}: could not be read this pass ({exc.strerror or exc})")
             continue
-        if not valid_model_name(child.name):
-            ignored.append(f"{child}: not a valid model name")
-            continue
-        if escapes(child, root, deep=False):
-            ignored.append(f"{child}: refused: a symlink leading out of the repository")
-            continue
-        folder = read_model(child, options, now=now, ignored=ignored)
         models[child.name] = folder
         # NOTE: a folder waiting for its marker has no retry time: creating the marker is
         # an event, and the periodic rescan covers a missed one.
@@ -114,7 +130,12 @@ def scan_repository(root: Path, options: ScanOptions | None = None, *, now: floa
         ]
         if folder.config_settling_for > 0:
             retry.append(folder.config_settling_for)
-    return Scan(models, tuple(ignored), max(0.0, min(retry)) if retry else None)
+    return Scan(
+        models,
+        tuple(ignored),
+        max(0.0, min(retry)) if retry else None,
+        unreadable=tuple(unreadable),
+    )
 
 
 def read_model(

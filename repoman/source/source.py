@@ -121,6 +121,8 @@ class RepositorySource:
                 self._ignored_seen.add(line)
                 log.info("ignored %s", line)
         ready: dict[str, ModelFolder | None] = {}
+        if scan.failed:
+            return scan.retry_after  # NOTE: an unlistable root says nothing about the models
         for name, folder in scan.models.items():
             if folder.config_settling_for > 0:
                 continue  # NOTE: its config file is being written: judge it once it is still
@@ -128,7 +130,7 @@ class RepositorySource:
             for number in folder.settling:
                 log.debug("model %s version %d: waiting for its files to settle", name, number)
         for name in self._target.model_names():
-            if name not in scan.models:
+            if name not in scan.models and name not in scan.unreadable:
                 ready[name] = None
         if not self._started:
             # NOTE: the first pass is awaited: the server says "ready" once it is done.

@@ -28,9 +28,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.applied: dict[str, Aspired] = {}
+        self.calls: list[Aspired] = []
 
     async def apply(self, aspired: Aspired) -> None:
         self.applied[aspired.model] = aspired
+        self.calls.append(aspired)
 
     def model_names(self) -> list[str]:
         return sorted(self.applied)
