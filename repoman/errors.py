@@ -65,6 +65,17 @@ class ModelNotReady(RepomanError):
         super().__init__(message)
 
 
+class LoadFailed(RepomanError):
+    """A load asked for through the repository API failed (400, as Triton answers)."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, name: str, failures: list[str]) -> None:
+        self.name = name
+        self.failures = failures
+        super().__init__(f"failed to load '{name}': " + "; ".join(failures))
+
+
 class ServerBusy(RepomanError):
     """A queue is full; the caller may retry later (503, as Triton answers)."""
 

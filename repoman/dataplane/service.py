@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from repoman import __version__
 from repoman.config.model import TensorConfig
 from repoman.dataplane.request_checks import check_request, reshape_outputs
-from repoman.errors import InvalidRequest, ModelNotFound
+from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
 from repoman.names import check_model_name
@@ -26,7 +26,7 @@ EXTENSIONS = (
 class RepositoryControl(Protocol):
     """How the service loads and unloads models on request (the composition root provides it)."""
 
-    async def load(self, name: str, config_text: str | None) -> None: ...
+    async def load(self, name: str, config_text: str | None) -> list[str]: ...
 
     async def unload(self, name: str) -> None: ...
 
@@ -164,7 +164,11 @@ class InferenceService:
             raise InvalidRequest(
                 "loading models through the API needs --model-control-mode explicit"
             )
-        await self._control.load(name, config_text)
+        failures = await self._control.load(name, config_text)
+        if failures:
+            # NOTE: Triton's answer to a load that failed, even where an older version keeps
+            # serving: 400 with the reason.
+            raise LoadFailed(name, failures)
         if not self._manager.is_ready(name):
             self._manager.route(name)  # raises the reason it is not ready
 

@@ -105,19 +105,25 @@ class ModelManager:
 
     # ---- carrying out the policy -----------------------------------------------------
 
-    async def apply(self, aspired: Aspired) -> None:
-        """Make one model match ``aspired`` (``Aspired(name)``: unload it all)."""
+    async def apply(self, aspired: Aspired, *, retry_failed: bool = False) -> list[str]:
+        """Make one model match ``aspired`` (``Aspired(name)``: unload it all); returns what
+        failed on the way (a model error, versions that failed to load), for a caller that
+        asked for this load and must be told. ``retry_failed``: try again versions that
+        failed with these very files (an explicit load asks for that)."""
         name = aspired.model
+        failures: list[str] = [aspired.error] if aspired.error else []
         async with self._locks.setdefault(name, asyncio.Lock()):
             self._note_model_error(name, aspired.error)
             versions = self._versions.setdefault(name, {})
             failed = self._failed.setdefault(name, {})
+            if retry_failed:
+                failed.clear()
             while True:
                 held = {v: Held(mv.state, mv.identity) for v, mv in versions.items()}
                 actions = plan(held, aspired, failed)
                 if not actions:
                     break
-                await asyncio.gather(
+                outcomes = await asyncio.gather(
                     *(
                         self._load(name, a.target, a.replacing)
                         if isinstance(a, Load)
@@ -125,10 +131,12 @@ class ModelManager:
                         for a in actions
                     )
                 )
+                failures += [outcome for outcome in outcomes if outcome]
             if not versions:
                 del self._versions[name]
             if not failed:
                 del self._failed[name]
+        return failures
 
     def _note_model_error(self, name: str, error: str) -> None:
         if not error:
@@ -138,8 +146,9 @@ class ModelManager:
             log.error("model %s: cannot be served:\n%s", name, error)
         self._model_errors[name] = error
 
-    async def _load(self, name: str, target: AspiredVersion, replacing: bool) -> None:
-        """Load ``target``; on success open it and swap it in, else record why it failed."""
+    async def _load(self, name: str, target: AspiredVersion, replacing: bool) -> str:
+        """Load ``target``; on success open it and swap it in ("" returned), else record why
+        it failed and return that."""
         versions, failed = self._versions[name], self._failed[name]
         current = versions.get(target.version)
         mv = ModelVersion(
@@ -153,9 +162,9 @@ class ModelManager:
             self._set_state(mv, State.FAILED, reason)
             if replacing and current is not None:
                 current.reason = f"reload failed, still serving the previous files: {reason}"
-            else:
-                versions[target.version] = mv
-            return
+                return f"version {target.version}: {reason} (the previous files keep serving)"
+            versions[target.version] = mv
+            return f"version {target.version}: {reason}"
         failed.pop(target.version, None)
         # NOTE: open the new one, then swap the routing entry (one step on the loop thread,
         # so no request sees neither), then drain and unload the old one.
@@ -164,6 +173,7 @@ class ModelManager:
         self._set_state(mv, State.READY)
         if replacing and current is not None:
             await self._retire(current, keep_entry=True)
+        return ""
 
     async def _build(self, mv: ModelVersion) -> str:
         """Build, load and warm up ``mv``'s instances; "" on success, else why it failed."""
@@ -195,7 +205,7 @@ class ModelManager:
         mv.load_seconds = time.perf_counter() - started
         return ""
 
-    async def _retire(self, mv: ModelVersion, *, keep_entry: bool = False) -> None:
+    async def _retire(self, mv: ModelVersion, *, keep_entry: bool = False) -> str:
         """Close, drain and unload ``mv``; drop it from routing unless it was replaced."""
         if mv.state is State.READY:
             self._set_state(mv, State.UNLOADING)
@@ -216,6 +226,7 @@ class ModelManager:
             del versions[mv.version]
             self._failed.get(mv.model, {}).pop(mv.version, None)
         self._set_state(mv, State.UNAVAILABLE)
+        return ""
 
     def mark_unhealthy(self, mv: ModelVersion, reason: str) -> None:
         """``mv`` stopped answering (a batch was written off as hung): it serves no more, and is

@@ -32,8 +32,9 @@ MODES = ("none", "poll", "explicit")
 class Target(Protocol):
     """Where the Source sends what it wants (the manager)."""
 
-    async def apply(self, aspired: Aspired) -> None:
-        """Make one model match ``aspired``; returns when it does (or failed to)."""
+    async def apply(self, aspired: Aspired, *, retry_failed: bool = False) -> list[str]:
+        """Make one model match ``aspired``; returns, once it does, what failed on the way
+        (``retry_failed``: versions that failed with the same files are tried again)."""
 
     def model_names(self) -> list[str]:
         """The models the target holds now (so a model gone from the disk is unloaded)."""
@@ -194,14 +195,16 @@ class RepositorySource:
 
     # ---- the repository API (explicit mode) ------------------------------------------
 
-    async def load(self, name: str, config_text: str | None = None) -> None:
-        """Load or reload one model as the disk has it now (``config_text``: JSON override)."""
+    async def load(self, name: str, config_text: str | None = None) -> list[str]:
+        """Load or reload one model as the disk has it now (``config_text``: JSON override);
+        returns what failed (empty: every wanted version is served)."""
         path = self.root / name
         if not valid_model_name(name) or not path.is_dir():
             raise ModelNotFound(name)
         options = dataclasses.replace(self._options, quiet=0.0)
         folder = await asyncio.to_thread(read_model, path, options, now=time.time())
-        await self._target.apply(await self.aspired(folder, config_text))
+        aspired = await self.aspired(folder, config_text)
+        return await self._target.apply(aspired, retry_failed=True)
 
     async def unload(self, name: str) -> None:
         await self._target.apply(Aspired(name))

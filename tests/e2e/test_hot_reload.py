@@ -344,3 +344,21 @@ def test_a_slow_loading_model_does_not_hold_up_the_others(tmp_path, server_facto
              message="quick version 2 while sluggish is still loading")
     assert time.monotonic() - started < 6
     assert "model sluggish version 1: READY" not in server.log()
+
+
+def test_a_load_through_the_api_that_fails_says_so_even_with_an_older_version_serving(
+    tmp_path, server_factory
+):
+    repo = digits_repo(tmp_path)
+    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "digits")
+    (repo / "digits" / "2").mkdir()
+    (repo / "digits" / "2" / "model.onnx").write_bytes(b"not an onnx model")
+    for _ in range(2):  # asked again with the same files, it is tried again
+        status, answer = server.request("POST", "/v2/repository/models/digits/load", b"")
+        assert status == 400, answer
+        assert answer["error"].startswith("failed to load 'digits': version 2: ")
+    with httpclient.InferenceServerClient(server.address) as client:
+        assert infer_digits(client)["model_version"] == "1"  # the old one keeps serving
+        shutil.copy(DIGITS / "1" / "model.onnx", repo / "digits" / "2" / "model.onnx")
+        client.load_model("digits")
+        assert infer_digits(client)["model_version"] == "2"

@@ -30,9 +30,10 @@ class Recorder:
         self.applied: dict[str, Aspired] = {}
         self.calls: list[Aspired] = []
 
-    async def apply(self, aspired: Aspired) -> None:
+    async def apply(self, aspired: Aspired, *, retry_failed: bool = False) -> list[str]:
         self.applied[aspired.model] = aspired
         self.calls.append(aspired)
+        return []
 
     def model_names(self) -> list[str]:
         return sorted(self.applied)
