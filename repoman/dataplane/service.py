@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -164,7 +165,8 @@ class InferenceService:
             raise InvalidRequest(
                 "loading models through the API needs --model-control-mode explicit"
             )
-        failures = await self._control.load(name, config_text)
+        # NOTE: shielded: a client that hangs up must not cancel a load half-way through.
+        failures = await asyncio.shield(self._control.load(name, config_text))
         if failures:
             # NOTE: Triton's answer to a load that failed, even where an older version keeps
             # serving: 400 with the reason.
@@ -179,7 +181,7 @@ class InferenceService:
             raise InvalidRequest(
                 "unloading models through the API needs --model-control-mode explicit"
             )
-        await self._control.unload(name)
+        await asyncio.shield(self._control.unload(name))
 
     def _known(self, name: str, version: int | None) -> None:
         check_model_name(name)

@@ -29,6 +29,9 @@ async def serve_until_stopped(
         access_log=log if access_log else None,
         handle_signals=False,
         shutdown_timeout=shutdown_timeout,
+        # NOTE: a client that goes away cancels its handler, so its queued request (and
+        # its body) is dropped at once instead of waiting for a worker.
+        handler_cancellation=True,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -80,3 +80,44 @@ def test_loads_that_never_return_do_not_hold_up_other_loads(tmp_path, plugins_di
         for name in ("hangs_a", "hangs_b", "hangs_c"):
             assert not client.is_model_ready(name)
     assert server.stop(timeout=20) == 0
+
+
+def test_requests_whose_clients_went_away_are_dropped_from_the_queue(
+    tmp_path, plugins_dir, server_factory
+):
+    import socket
+
+    repo = tmp_path / "repo"
+    write_model(repo, "slow", max_batch_size=0,
+                extra='parameters { key: "delay_ms" value: { string_value: "400" } }\n')
+    server = server_factory(repo, "--plugins-dir", str(plugins_dir), "--num-batch-threads", "1")
+    body = BODY.replace(b"[1, 4]", b"[4]")  # max_batch_size 0: no batch dimension
+    request = (
+        f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    def pending() -> float:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith("nv_inference_pending_request_count{"):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def executed() -> int:
+        return server.get("/v2/models/slow/stats")[1]["model_stats"][0]["execution_count"]
+
+    clients = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(20)]
+    for sock in clients:  # 20 x 400 ms of work
+        sock.sendall(request)
+    deadline = time.monotonic() + 10
+    while pending() < 15:  # queued, waiting for the one worker
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    ran_before = executed()
+    for sock in clients:  # every client hangs up
+        sock.close()
+    deadline = time.monotonic() + 2
+    while pending() > 0:
+        assert time.monotonic() < deadline, "abandoned requests stayed queued"
+        time.sleep(0.05)
+    assert executed() <= ran_before + 2  # what was running (or being handed over) finished
