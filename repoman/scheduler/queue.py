@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import enum
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,35 +14,9 @@ from repoman.backends import Backend, Batch, Result
 from repoman.config.model import QueuePolicy
 from repoman.errors import InvalidRequest, RequestTimeout, ServerBusy
 from repoman.manager.version import ModelVersion
-from repoman.scheduler.clock import Cancellable
+from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
-
-
-class QueueState(enum.Enum):
-    """OPEN accepts requests; CLOSING finishes what it holds and accepts nothing; CLOSED is done."""
-
-    OPEN = "OPEN"
-    CLOSING = "CLOSING"
-    CLOSED = "CLOSED"
-
-
-@dataclass(eq=False, slots=True)
-class Pending:
-    """A request in a queue: its inputs, the outputs it wants, its future and its deadline."""
-
-    inputs: Mapping[str, np.ndarray]
-    outputs: tuple[str, ...]
-    rows: int
-    signature: tuple[object, ...]
-    future: asyncio.Future[Mapping[str, np.ndarray]]
-    arrived: float
-    level: int = 0
-    deadline: float | None = None
-    timer: Cancellable | None = None
-    queued: bool = True
-    delayed: bool = False
-    result: Result | None = None
 
 
 @dataclass(eq=False)

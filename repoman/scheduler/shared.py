@@ -7,16 +7,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
 
 import numpy as np
 
-from repoman.backends import Backend, Batch, Result
+from repoman.backends import Result
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
-from repoman.scheduler.queue import Pending, QueueState, VersionQueue
+from repoman.scheduler.pending import Pending, QueueState
+from repoman.scheduler.queue import VersionQueue
+from repoman.scheduler.running import Running, execute, request_error
 from repoman.scheduler.stats import VersionStats
 from repoman.scheduler.workers import WorkerPool
 
@@ -195,8 +195,8 @@ class SharedScheduler:
         self._idle -= 1
         for item in taken:
             queue.stats.record_queued(now - item.arrived)
-        running = _Running(queue, instance, taken, batch, time.perf_counter_ns())
-        running.work = self._pool.submit(_execute, instance, batch)
+        running = Running(queue, instance, taken, batch, time.perf_counter_ns())
+        running.work = self._pool.submit(execute, instance, batch)
         done = asyncio.wrap_future(running.work)
         done.add_done_callback(lambda fut: self._finished(running, fut))
         if self._execution_timeout is not None:
@@ -205,7 +205,7 @@ class SharedScheduler:
             )
 
     def _finished(
-        self, running: _Running, fut: asyncio.Future[tuple[Sequence[Result], int, int]]
+        self, running: Running, fut: asyncio.Future[tuple[Sequence[Result], int, int]]
     ) -> None:
         queue, taken, batch = running.queue, running.taken, running.batch
         version = queue.version
@@ -251,7 +251,7 @@ class SharedScheduler:
                 self._answer(queue, ready, outcome, now)
         self._dispatch()
 
-    def _write_off(self, running: _Running) -> None:
+    def _write_off(self, running: Running) -> None:
         """A batch ran past the execution timeout: fail it, replace its worker, and report
         the version as unhealthy (its queued requests fail too; it takes no more)."""
         running.watchdog = None
@@ -281,37 +281,8 @@ class SharedScheduler:
         if isinstance(result, Exception):
             queue.stats.fail.add(elapsed)
             if not item.future.done():
-                item.future.set_exception(_request_error(queue.version, result))
+                item.future.set_exception(request_error(queue.version, result))
         else:
             queue.stats.success.add(elapsed)
             if not item.future.done():
                 item.future.set_result(result)
-
-
-@dataclass(eq=False, slots=True)
-class _Running:
-    """One batch on a worker: what to answer when it returns (or is written off)."""
-
-    queue: VersionQueue
-    instance: Backend
-    taken: list[Pending]
-    batch: Batch
-    handed: int
-    work: Future[tuple[Sequence[Result], int, int]] | None = None
-    watchdog: Cancellable | None = None
-    written_off: bool = False
-
-
-def _execute(instance: Backend, batch: Batch) -> tuple[Sequence[Result], int, int]:
-    """Run on a worker thread: the results, and when execution started and ended."""
-    started = time.perf_counter_ns()
-    results = instance.execute(batch)
-    return results, started, time.perf_counter_ns()
-
-
-def _request_error(version: ModelVersion, error: Exception) -> RepomanError:
-    if isinstance(error, RepomanError):
-        return error
-    return BackendError(
-        f"model '{version.model}' version {version.version}: {type(error).__name__}: {error}"
-    )

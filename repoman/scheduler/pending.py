@@ -1,0 +1,39 @@
+"""A queued request (Pending) and the states of a version's queue."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from repoman.backends import Result
+from repoman.scheduler.clock import Cancellable
+
+
+class QueueState(enum.Enum):
+    """OPEN accepts requests; CLOSING finishes what it holds and accepts nothing; CLOSED is done."""
+
+    OPEN = "OPEN"
+    CLOSING = "CLOSING"
+    CLOSED = "CLOSED"
+
+
+@dataclass(eq=False, slots=True)
+class Pending:
+    """A request in a queue: its inputs, the outputs it wants, its future and its deadline."""
+
+    inputs: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...]
+    rows: int
+    signature: tuple[object, ...]
+    future: asyncio.Future[Mapping[str, np.ndarray]]
+    arrived: float
+    level: int = 0
+    deadline: float | None = None
+    timer: Cancellable | None = None
+    queued: bool = True
+    delayed: bool = False
+    result: Result | None = None
