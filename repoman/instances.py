@@ -11,6 +11,7 @@ import numpy as np
 from repoman.backends import Backend, BackendContext, Batch
 from repoman.config.model import ModelConfig
 from repoman.errors import RepomanError
+from repoman.names import path_inside
 from repoman.types import DataType
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 def instance_contexts(
     config: ModelConfig, version: int, path: Path, filename: str
 ) -> list[BackendContext]:
-    """One context per instance the config's ``instance_group`` asks for (at least one)."""
-    model_path = path / filename if filename else path
+    """One context per instance the config's ``instance_group`` asks for (at least one).
+
+    Raises RepomanError when ``filename`` leads out of the version folder ``path``.
+    """
+    model_path = path_inside(path, filename, "default_model_filename") if filename else path
     contexts = []
     for group in config.instance_groups:
         for index in range(group.count):
@@ -95,10 +99,8 @@ def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndar
     if data_type is DataType.BYTES:
         return np.full(shape, b"", dtype=object)
     if spec.get("input_data_file"):
-        name = Path(spec["input_data_file"])
-        if name.is_absolute() or ".." in name.parts:
-            raise RepomanError(f"warm-up input_data_file '{name}' must stay inside warmup/")
-        raw = (warmup_dir / name).read_bytes()
+        path = path_inside(warmup_dir, spec["input_data_file"], "warm-up input_data_file")
+        raw = path.read_bytes()
         one = np.frombuffer(raw, dtype=data_type.numpy_dtype.newbyteorder("<")).reshape(dims)
         return np.broadcast_to(one, shape).astype(data_type.numpy_dtype)
     if spec.get("random_data"):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from repoman.config import parse_model_config
+from repoman.errors import RepomanError
 from repoman.instances import instance_contexts, load_instances
 from repoman.plugins import build_backend_registry, make_plugin_manager
 from repoman.source.resolve import Resolver
@@ -58,3 +60,49 @@ def test_instance_groups_give_one_context_each():
     contexts = instance_contexts(config, 1, Path("/m/1"), "model.onnx")
     assert [c.instance_name for c in contexts] == ["digits_0_0", "digits_0_1", "digits_0_2"]
     assert {c.model_path for c in contexts} == {Path("/m/1/model.onnx")}
+
+
+# ---- files a config names stay inside their folder ------------------------------------
+
+WARMUP = (
+    'model_warmup [ { name: "w" batch_size: 1 inputs { key: "pixels" value { '
+    'data_type: TYPE_FP32 dims: [ 64 ] input_data_file: "pixels.bin" } } } ]\n'
+)
+
+
+@pytest.mark.parametrize("filename", ["/etc/passwd", "../../other/1/model.onnx"])
+def test_a_model_path_outside_the_version_folder_is_refused_where_it_is_built(filename):
+    # NOTE: config validation refuses these names already; this is the second line, for a
+    # config that did not pass through it.
+    config = parse_model_config(CONFIG, filename="config.pbtxt", fmt="pbtxt", model_name="digits")
+    with pytest.raises(RepomanError, match=r"default_model_filename .* refused"):
+        instance_contexts(config, 1, Path("/m/1"), filename)
+
+
+def test_a_model_file_that_is_a_symlink_out_of_the_version_folder_is_refused(tmp_path):
+    version = tmp_path / "digits" / "1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").symlink_to(BUNDLED / "digits" / "1" / "model.onnx")
+    config = parse_model_config(CONFIG, filename="config.pbtxt", fmt="pbtxt", model_name="digits")
+    with pytest.raises(RepomanError, match=r"'model\.onnx' leads out of"):
+        instance_contexts(config, 1, version, "model.onnx")
+
+
+def test_a_warmup_file_that_is_a_symlink_out_of_warmup_is_refused(tmp_path):
+    folder = tmp_path / "digits"
+    shutil.copytree(BUNDLED / "digits", folder)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(64, dtype="<f4").tobytes())
+    (folder / "warmup").mkdir()
+    (folder / "warmup" / "pixels.bin").symlink_to(secret)
+    config = parse_model_config(
+        CONFIG + WARMUP, filename="config.pbtxt", fmt="pbtxt", model_name="digits"
+    )
+    contexts = instance_contexts(config, 1, folder / "1", "model.onnx")
+    pm, report = make_plugin_manager()
+    spec = build_backend_registry(pm, report).resolve(config)
+    with pytest.raises(RepomanError, match=r"input_data_file 'pixels\.bin' leads out of"):
+        load_instances([spec.factory(context) for context in contexts])
+    (folder / "warmup" / "pixels.bin").unlink()
+    shutil.copy(secret, folder / "warmup" / "pixels.bin")
+    load_instances([spec.factory(context) for context in contexts])  # a real file is read

@@ -18,6 +18,7 @@ from repoman.backends import BackendRegistry, BackendSpec
 from repoman.config import CONFIG_FORMATS, Completer, parse_model_config
 from repoman.config.model import ModelConfig, VersionPolicy
 from repoman.errors import ConfigError, ConfigIssue, RepomanError
+from repoman.names import path_inside
 from repoman.signature import (
     Mismatch,
     ModelSignature,
@@ -199,7 +200,10 @@ class Resolver:
             spec = self._registry.resolve(config)
         except RepomanError:
             return version  # NOTE: the load reports an unknown backend, with the ones there are
-        model_path = _model_path(version.path, config.default_model_filename, spec)
+        try:
+            model_path = _model_path(version.path, config.default_model_filename, spec)
+        except RepomanError as exc:
+            return dataclasses.replace(version, error=exc)
         if spec.describe is None or not model_path.exists():
             return version
         try:
@@ -251,8 +255,9 @@ def select_versions(policy: VersionPolicy, available: Iterable[int]) -> tuple[in
 
 
 def _model_path(version_dir: Path, filename: str | None, spec: BackendSpec) -> Path:
+    """The model file; RepomanError when it leads out of the version folder (a symlink)."""
     name = filename or spec.default_model_filename
-    return version_dir / name if name else version_dir
+    return path_inside(version_dir, name, "default_model_filename") if name else version_dir
 
 
 def _latest(folder: ModelFolder) -> VersionFolder | None:

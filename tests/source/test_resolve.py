@@ -173,3 +173,28 @@ def test_a_symlink_out_of_the_repository_fails_that_version(tmp_path, completer)
     resolved = resolve(folder, completer)
     assert isinstance(resolved.versions[2].error, RepomanError)
     assert "leads out of the repository" in str(resolved.versions[2].error)
+
+
+def test_a_model_file_linked_from_elsewhere_in_the_repository_is_never_read(tmp_path):
+    # NOTE: python's describe imports model.py: reading it would run it.
+    repo = tmp_path / "repo"
+    marker = tmp_path / "ran"
+    (repo / "shared").mkdir(parents=True)
+    (repo / "shared" / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    folder = repo / "m"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").symlink_to(repo / "shared" / "evil.py")
+    (folder / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+    )
+    pm, report = make_plugin_manager()
+    for auto_complete in (True, False):
+        resolver = Resolver(build_backend_registry(pm, report), auto_complete=auto_complete)
+        resolved = resolve(folder, resolver)
+        assert "'model.py' leads out of" in str(resolved.versions[1].error)
+    (folder / "config.pbtxt").unlink()  # auto-complete reads the model file too
+    resolved = resolve(folder, Resolver(build_backend_registry(pm, report)))
+    assert "'model.py' leads out of" in str(resolved.error)
+    assert not marker.exists()

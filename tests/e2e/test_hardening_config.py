@@ -1,0 +1,125 @@
+"""Hardened configs through the real server: what a config, dropped in the repository or sent
+with a load request, can no longer make the server do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED
+from tests.serverproc import ServerProcess, start_server
+
+PYTHON_CONFIG = {
+    "backend": "python",
+    "max_batch_size": 0,
+    "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+    "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}],
+}
+PYTHON_MODEL = """
+from repoman_python import Response
+
+class Model:
+    def execute(self, requests):
+        return [Response({"y": r.input("x")}) for r in requests]
+"""
+
+
+def write_python_model(repo: Path, name: str, config: dict) -> Path:
+    folder = repo / name
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").write_text(textwrap.dedent(PYTHON_MODEL))
+    (folder / "config.yaml").write_text(json.dumps(config))
+    return folder
+
+
+def evil_file(root: Path) -> tuple[Path, Path]:
+    """A Python file that leaves a marker when anything imports it, and that marker."""
+    marker = root / "evil_ran"
+    evil = root / "elsewhere" / "evil.py"
+    evil.parent.mkdir(parents=True)
+    evil.write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "class Model:\n    def execute(self, requests):\n        return []\n"
+    )
+    return evil, marker
+
+
+def load(server: ServerProcess, model: str, config: dict | str | None = None) -> tuple[int, str]:
+    """POST a load request (``config``: a dict is sent as JSON, a str as it is)."""
+    body = b""
+    if config is not None:
+        text = config if isinstance(config, str) else json.dumps(config)
+        body = json.dumps({"parameters": {"config": text}}).encode()
+    status, answer = server.request("POST", f"/v2/repository/models/{model}/load", body)
+    return status, answer.get("error", "")
+
+
+def index(server: ServerProcess) -> dict[str, dict]:
+    _, rows = server.request("POST", "/v2/repository/index", b"")
+    return {row["name"]: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def explicit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
+    """One explicit-mode server for the load-request tests: a python model `m` and `digits`
+    are loaded; each test sends overrides that must be refused while both keep serving."""
+    root = tmp_path_factory.mktemp("explicit")
+    repo = root / "repo"
+    write_python_model(repo, "m", PYTHON_CONFIG)
+    shutil.copytree(BUNDLED / "digits", repo / "digits")
+    server = start_server(
+        repo, "--model-control-mode", "explicit", "--load-model", "m", "--load-model", "digits"
+    )
+    yield server, root
+    assert server.stop() == 0, server.log()
+
+
+def still_serving(server: ServerProcess) -> bool:
+    rows = index(server)
+    return all(rows[name].get("state") == "READY" for name in ("m", "digits"))
+
+
+# ---- 1. a config names files inside its version folder only --------------------------
+
+
+def test_a_load_override_cannot_run_a_file_elsewhere_on_the_machine(explicit):
+    server, root = explicit
+    evil, marker = evil_file(root / "override")
+    status, error = load(server, "m", {**PYTHON_CONFIG, "default_model_filename": str(evil)})
+    assert status == 400, error
+    assert "default_model_filename: expected a name relative to its folder" in error
+    for name in ("../../elsewhere/evil.py", "1/../../../elsewhere/evil.py"):
+        status, error = load(server, "m", {**PYTHON_CONFIG, "default_model_filename": name})
+        assert status == 400 and "default_model_filename" in error, error
+    assert not marker.exists()
+    assert still_serving(server)
+
+
+def test_a_load_override_cannot_tell_existing_files_from_missing_ones(explicit):
+    server, _ = explicit
+    digits = json.loads(json.dumps(PYTHON_CONFIG))  # onnxruntime reads the file: no python
+    digits.update(backend="onnxruntime", default_model_filename="/etc/passwd")
+    exists = load(server, "digits", digits)
+    digits["default_model_filename"] = "/no/such/file"
+    missing = load(server, "digits", digits)
+    assert exists[0] == missing[0] == 400
+    assert exists[1].replace("/etc/passwd", "X") == missing[1].replace("/no/such/file", "X")
+    assert still_serving(server)
+
+
+def test_a_config_in_the_repository_cannot_run_a_file_elsewhere(tmp_path, server_factory):
+    evil, marker = evil_file(tmp_path)
+    repo = tmp_path / "repo"
+    write_python_model(repo, "evil", {**PYTHON_CONFIG, "default_model_filename": str(evil)})
+    write_python_model(repo, "fine", PYTHON_CONFIG)
+    server = server_factory(repo)
+    rows = index(server)
+    assert rows["fine"]["state"] == "READY"
+    assert rows["evil"]["state"] == "UNAVAILABLE"
+    assert "default_model_filename: expected a name relative" in rows["evil"]["reason"]
+    assert not marker.exists()
