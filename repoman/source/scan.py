@@ -136,9 +136,9 @@ def read_model(
             settling.append(number)
             if marker_missing:
                 continue
-        config_file = read_config_file(folder) if _has_config(folder) else None
+        config_file = read_config_file(folder, path.parent) if _has_config(folder) else None
         versions.append(VersionFolder(number, folder, config_file, fingerprint, newest))
-    config_file = read_config_file(path)
+    config_file = read_config_file(path, path.parent)
     config_age = (
         now - _mtime(config_file.path)
         if config_file is not None and config_file.error is None
@@ -154,23 +154,25 @@ def read_model(
     )
 
 
-def read_config_file(folder: Path) -> ConfigFile | None:
-    """The folder's config file as text; None when it has none."""
+def read_config_file(folder: Path, root: Path) -> ConfigFile | None:
+    """The folder's config file as text; None when it has none. A config file that is a
+    symlink leading out of the repository ``root`` is not read: it is recorded as an error."""
     try:
         path = find_config_file(folder)
     except RepomanError as exc:
         return ConfigFile(folder, error=exc)
     if path is None:
         return None
+    if escapes(path, root, deep=False):
+        return _unreadable(path, "leads out of the repository (a symlink); refusing to read it")
     try:
         return ConfigFile(path, path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        return ConfigFile(
-            path,
-            error=ConfigError(
-                [ConfigIssue(str(path), None, None, "", f"expected a readable UTF-8 file: {error}")]
-            ),
-        )
+        return _unreadable(path, f"expected a readable UTF-8 file: {error}")
+
+
+def _unreadable(path: Path, message: str) -> ConfigFile:
+    return ConfigFile(path, error=ConfigError([ConfigIssue(str(path), None, None, "", message)]))
 
 
 def _has_config(folder: Path) -> bool:

@@ -123,3 +123,21 @@ def test_a_config_in_the_repository_cannot_run_a_file_elsewhere(tmp_path, server
     assert rows["evil"]["state"] == "UNAVAILABLE"
     assert "default_model_filename: expected a name relative" in rows["evil"]["reason"]
     assert not marker.exists()
+
+
+# ---- 6. a model's config file that is a symlink out of the repository -----------------
+
+
+def test_a_config_file_linked_from_outside_the_repository_is_refused(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    write_python_model(repo, "linked", PYTHON_CONFIG)
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(json.dumps(PYTHON_CONFIG))
+    (repo / "linked" / "config.yaml").unlink()
+    (repo / "linked" / "config.yaml").symlink_to(outside)
+    write_python_model(repo, "fine", PYTHON_CONFIG)
+    server = server_factory(repo)
+    rows = index(server)
+    assert rows["fine"]["state"] == "READY"
+    assert rows["linked"]["state"] == "UNAVAILABLE"
+    assert "leads out of the repository" in rows["linked"]["reason"]

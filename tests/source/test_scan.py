@@ -1,0 +1,43 @@
+"""The scan: what is on disk, read without trusting it (links out, oversized config files)."""
+
+from __future__ import annotations
+
+import pytest
+
+from repoman.errors import ConfigError
+from repoman.source.scan import ScanOptions, read_model, scan_repository
+from tests.fakes import write_model
+
+
+@pytest.mark.parametrize("name", ["config.pbtxt", "config.yaml"])
+def test_a_model_config_linked_from_outside_the_repository_is_not_read(tmp_path, name):
+    repo = tmp_path / "repo"
+    write_model(repo, "m")
+    (repo / "m" / "config.pbtxt").unlink()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("max_batch_size: 8\n")
+    (repo / "m" / name).symlink_to(secret)
+    config_file = scan_repository(repo, now=0.0).models["m"].config_file
+    assert config_file is not None and config_file.text == ""
+    assert isinstance(config_file.error, ConfigError)
+    assert "leads out of the repository" in str(config_file.error)
+
+
+def test_a_model_config_linked_from_inside_the_repository_is_read(tmp_path):
+    repo = tmp_path / "repo"
+    write_model(repo, "m")
+    (repo / "shared").mkdir()
+    (repo / "m" / "config.pbtxt").rename(repo / "shared" / "config.pbtxt")
+    (repo / "m" / "config.pbtxt").symlink_to(repo / "shared" / "config.pbtxt")
+    config_file = read_model(repo / "m", ScanOptions(), now=0.0).config_file
+    assert config_file is not None and config_file.error is None
+    assert 'name: "m"' in config_file.text
+
+
+def test_a_version_config_linked_from_outside_refuses_the_version(tmp_path):
+    repo = tmp_path / "repo"
+    write_model(repo, "m")
+    (tmp_path / "secret.pbtxt").write_text("max_batch_size: 8\n")
+    (repo / "m" / "1" / "config.pbtxt").symlink_to(tmp_path / "secret.pbtxt")
+    (version,) = read_model(repo / "m", ScanOptions(), now=0.0).versions
+    assert "leads out of the repository" in version.refused and version.config_file is None
