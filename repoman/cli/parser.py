@@ -9,6 +9,7 @@ from pathlib import Path
 import repoman.perf
 import repoman.tune
 from repoman import __version__
+from repoman.config import MAX_CONFIG_BYTES
 from repoman.source.source import MODES
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -153,6 +154,14 @@ def _limits_and_security(group: argparse._ArgumentGroup) -> None:
         default=64 * 1024 * 1024,
         metavar="BYTES",
         help="largest request body accepted; larger ones get 413",
+    )
+    group.add_argument(
+        "--max-config-size",
+        type=int,
+        default=MAX_CONFIG_BYTES,
+        metavar="BYTES",
+        help="largest config file (or load request config) read; larger ones are refused "
+        "with a config error, unread",
     )
     group.add_argument(
         "--control-token",

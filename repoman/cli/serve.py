@@ -27,6 +27,8 @@ async def serve(args: argparse.Namespace) -> int:
     repository: Path = args.model_repository
     if not repository.is_dir():
         raise RepomanError(f"model repository {repository} is not a folder")
+    if args.max_config_size < 1:
+        raise RepomanError(f"--max-config-size {args.max_config_size}: must be at least 1")
     if args.switch_interval_us < 1:
         raise RepomanError(f"--switch-interval-us {args.switch_interval_us}: must be at least 1")
     # NOTE: backends release the GIL while computing but need it back to return their
@@ -52,7 +54,11 @@ async def serve(args: argparse.Namespace) -> int:
         manager,
         Resolver(registry, auto_complete=not args.disable_auto_complete_config),
         mode=args.model_control_mode,
-        options=ScanOptions(quiet=args.quiet_period, ready_marker=args.version_ready_file),
+        options=ScanOptions(
+            quiet=args.quiet_period,
+            ready_marker=args.version_ready_file,
+            max_config_bytes=args.max_config_size,
+        ),
         rescan_every=args.repository_poll_secs,
         initial=tuple(args.load_model),
         resolve_timeout=args.model_load_timeout,

@@ -29,6 +29,9 @@ from repoman.source.scan import ConfigFile, ModelFolder, VersionFolder
 
 log = logging.getLogger(__name__)
 
+OVERRIDE_NAME = "<load request config>"
+"""How errors name a config sent with a load request (the load API's override)."""
+
 
 @dataclass(frozen=True)
 class ResolvedVersion:
@@ -126,7 +129,7 @@ class Resolver:
             if override is not None:
                 config = parse_model_config(
                     override,
-                    filename="<load request config>",
+                    filename=OVERRIDE_NAME,
                     fmt="yaml",  # NOTE: JSON is YAML, and the YAML reader keeps positions
                     model_name=folder.name,
                     default_platform=self._default_platform,

@@ -141,3 +141,28 @@ def test_a_config_file_linked_from_outside_the_repository_is_refused(tmp_path, s
     assert rows["fine"]["state"] == "READY"
     assert rows["linked"]["state"] == "UNAVAILABLE"
     assert "leads out of the repository" in rows["linked"]["reason"]
+
+
+# ---- 4. config size --------------------------------------------------------------------
+
+
+def test_a_load_override_over_the_size_limit_is_a_400(explicit):
+    server, _ = explicit
+    padded = json.dumps(PYTHON_CONFIG) + " " * (2 << 20)
+    status, error = load(server, "m", padded)
+    assert status == 400
+    assert "expected a config file of at most 1048576 bytes (1 MiB), found 2097" in error
+    assert still_serving(server)
+
+
+def test_a_config_file_over_the_size_limit_is_refused(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    write_python_model(repo, "huge", PYTHON_CONFIG)
+    with (repo / "huge" / "config.yaml").open("a") as handle:
+        handle.write("#" * (2 << 20))
+    write_python_model(repo, "fine", PYTHON_CONFIG)
+    server = server_factory(repo, "--max-config-size", str(1 << 20))
+    rows = index(server)
+    assert rows["fine"]["state"] == "READY"
+    assert rows["huge"]["state"] == "UNAVAILABLE"
+    assert "at most 1048576 bytes (1 MiB), found 2097" in rows["huge"]["reason"]
