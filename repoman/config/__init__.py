@@ -161,7 +161,7 @@ def parse_model_config(
     default_platform: str | None = None,
     complete: Completer | None = None,
 ) -> ModelConfig:
-    """Parse config ``text`` in ``fmt`` ("pbtxt" or "yaml") into a validated ModelConfig.
+    """Parse config ``text`` in ``fmt`` ("pbtxt", "yaml" or "json") into a validated ModelConfig.
 
     ``model_name`` is the model folder's name: it fills a missing ``name`` and must match a
     given one. Stages run in order and stop at the first that finds issues, reporting all of
@@ -174,9 +174,13 @@ def parse_model_config(
         tree = pbtxt.parse(text, filename=filename)
     elif fmt == "yaml":
         tree = yaml_source.parse(text, filename=filename)
+    elif fmt == "json":
+        tree = yaml_source.parse_json(text, filename=filename)
     else:
-        raise ValueError(f"unknown config format {fmt!r}; expected 'pbtxt' or 'yaml'")
-    doc, positions, issues = normalise.normalise(tree, fmt=fmt, filename=filename)
+        raise ValueError(f"unknown config format {fmt!r}; expected 'pbtxt', 'yaml' or 'json'")
+    # NOTE: a JSON config is read by the YAML reader, and normalised as YAML.
+    tree_fmt = "pbtxt" if fmt == "pbtxt" else "yaml"
+    doc, positions, issues = normalise.normalise(tree, fmt=tree_fmt, filename=filename)
     refused, warnings = support.check(doc, positions, filename)
     # NOTE: refused fields come first: checking the rest of a sequence-batching or ensemble
     # config would only report the consequences of a feature repoman does not have.

@@ -130,7 +130,7 @@ class Resolver:
                 config = parse_model_config(
                     override,
                     filename=OVERRIDE_NAME,
-                    fmt="yaml",  # NOTE: JSON is YAML, and the YAML reader keeps positions
+                    fmt="json",  # NOTE: as Triton's load API: JSON only
                     model_name=folder.name,
                     default_platform=self._default_platform,
                 )

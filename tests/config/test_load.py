@@ -111,8 +111,8 @@ def test_errors_name_the_file_of_the_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_format_is_a_caller_error() -> None:
-    with pytest.raises(ValueError, match="expected 'pbtxt' or 'yaml'"):
-        parse_model_config("", filename="c.json", fmt="json")
+    with pytest.raises(ValueError, match="expected 'pbtxt', 'yaml' or 'json'"):
+        parse_model_config("", filename="c.toml", fmt="toml")
 
 
 def test_load_model_config_refuses_a_file_over_the_size_limit(tmp_path) -> None:

@@ -166,3 +166,45 @@ def test_a_config_file_over_the_size_limit_is_refused(tmp_path, server_factory):
     assert rows["fine"]["state"] == "READY"
     assert rows["huge"]["state"] == "UNAVAILABLE"
     assert "at most 1048576 bytes (1 MiB), found 2097" in rows["huge"]["reason"]
+
+
+# ---- 3. YAML alias bombs, JSON-only overrides, deep nesting --------------------------
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_load_override_must_be_plain_json(explicit):
+    server, _ = explicit
+    yaml_text = "backend: python\nmax_batch_size: 0\n"
+    for text, words in [
+        (yaml_text, "expected JSON, found: Expecting value"),
+        (BILLION_LAUGHS, "expected JSON"),
+        ("[" * 100_000 + "]" * 100_000, "expected at most 100 nested blocks"),
+        (json.dumps({**PYTHON_CONFIG, "max_batch_size": float("nan")}), "found: NaN"),
+    ]:
+        status, error = load(server, "m", text)
+        assert status == 400 and words in error, (status, error)
+    assert still_serving(server)
+
+
+def test_a_deeply_nested_load_request_body_is_a_400(explicit):
+    server, _ = explicit
+    body = b'{"parameters": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, answer = server.request("POST", "/v2/repository/models/m/load", body)
+    assert status == 400 and "not valid JSON" in answer["error"]
+    assert still_serving(server)
+
+
+@pytest.mark.timeout(60)
+def test_a_yaml_alias_bomb_in_the_repository_is_refused_at_once(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    write_python_model(repo, "bomb", PYTHON_CONFIG)
+    (repo / "bomb" / "config.yaml").write_text(BILLION_LAUGHS)
+    write_python_model(repo, "fine", PYTHON_CONFIG)
+    server = server_factory(repo, timeout=20)
+    rows = index(server)
+    assert rows["fine"]["state"] == "READY"
+    assert "expected no YAML anchors (&name) or aliases (*name)" in rows["bomb"]["reason"]
