@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from repoman.config.pbtxt import MAX_DEPTH
+from repoman.config.pbtxt import MAX_DEPTH, MAX_INT
 from repoman.config.tree import Field, ListValue, Message, Node, Pos, Scalar, issue_at
 from repoman.errors import ConfigError, ConfigIssue
 
@@ -179,5 +179,18 @@ class _Converter:
         text = str(node.value)
         value: str | int | float | bool | None = text
         if kind != "string":
-            value = self._loader.construct_object(node, deep=True)
+            try:
+                value = self._loader.construct_object(node, deep=True)
+            except ValueError:  # NOTE: int() refuses thousands of decimal digits
+                value = MAX_INT + 1
+        if kind == "int" and isinstance(value, int) and abs(value) > MAX_INT:
+            shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+            self.issues.append(
+                issue_at(
+                    self.file,
+                    _pos(node),
+                    "",
+                    f"expected an integer that fits in 64 bits, found {shown}",
+                )
+            )
         return Scalar(value, kind, _pos(node))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -224,3 +225,23 @@ def test_a_json_config_must_be_plain_json(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_model_config(text, filename="<load>", fmt="json", model_name="m")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key", ["\u0663", "\u00b2", "1\n", " 1"], ids=["arabic", "superscript", "newline", "space"]
+)
+def test_priority_levels_written_as_yaml_strings_are_ascii_digits(key: str) -> None:
+    text = (
+        "max_batch_size: 8\ninput: [{name: x, data_type: FP32, dims: [4]}]\n"
+        "output: [{name: y, data_type: FP32, dims: [4]}]\n"
+        "dynamic_batching: {priority_levels: 3, default_priority_level: 1, "
+        f"priority_queue_policy: {{{json.dumps(key)}: {{max_queue_size: 1}}}}}}\n"
+    )
+    with pytest.raises(ConfigError, match="expected a non-negative integer key"):
+        parse_model_config(text, filename="config.yaml", fmt="yaml", model_name="m")
+
+
+def test_a_yaml_integer_with_thousands_of_digits_is_a_config_error() -> None:
+    text = "max_batch_size: " + "1" * 5000 + "\n"
+    with pytest.raises(ConfigError, match="expected an integer that fits in 64 bits"):
+        yaml_source.parse(text, filename="config.yaml")

@@ -208,3 +208,24 @@ def test_a_yaml_alias_bomb_in_the_repository_is_refused_at_once(tmp_path, server
     rows = index(server)
     assert rows["fine"]["state"] == "READY"
     assert "expected no YAML anchors (&name) or aliases (*name)" in rows["bomb"]["reason"]
+
+
+# ---- 8. numbers in configs are ASCII ---------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["\u00b2", "\u0663", "3\n"])
+def test_a_load_override_with_a_unicode_digit_is_a_400(explicit, level):
+    server, _ = explicit
+    config = {
+        **PYTHON_CONFIG,
+        "max_batch_size": 4,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+        "dynamic_batching": {
+            "priority_levels": 3,
+            "default_priority_level": 1,
+            "priority_queue_policy": {level: {"max_queue_size": 1}},
+        },
+    }
+    status, error = load(server, "m", config)
+    assert status == 400 and "expected a non-negative integer key" in error, (status, error)
+    assert still_serving(server)
