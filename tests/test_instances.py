@@ -3,6 +3,8 @@ refused before any instance loads, with both sides shown."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shutil
 from pathlib import Path
 
@@ -11,11 +13,12 @@ import pytest
 
 from repoman.config import parse_model_config
 from repoman.errors import RepomanError
-from repoman.instances import instance_contexts, load_instances
+from repoman.instances import instance_contexts, load_instances, warm_up
 from repoman.plugins import build_backend_registry, make_plugin_manager
 from repoman.source.resolve import Resolver
 from repoman.source.scan import ScanOptions, read_model
 from tests.conftest import BUNDLED
+from tests.fakes import EchoBackend
 
 CONFIG = (BUNDLED / "digits" / "config.pbtxt").read_text()
 
@@ -106,3 +109,50 @@ def test_a_warmup_file_that_is_a_symlink_out_of_warmup_is_refused(tmp_path):
     (folder / "warmup" / "pixels.bin").unlink()
     shutil.copy(secret, folder / "warmup" / "pixels.bin")
     load_instances([spec.factory(context) for context in contexts])  # a real file is read
+
+
+# ---- warm-up samples are bounded where they are built ----------------------------------
+
+
+def warmup_config(sample: dict, max_batch_size: int = 4):
+    config = parse_model_config(CONFIG, filename="config.pbtxt", fmt="pbtxt", model_name="digits")
+    return dataclasses.replace(config, max_batch_size=max_batch_size, model_warmup=(sample,))
+
+
+def warm_up_one(config, version_path: Path = BUNDLED / "digits" / "1") -> None:
+    context = instance_contexts(config, 1, version_path, "")[0]
+    warm_up(EchoBackend(context))
+
+
+@pytest.mark.parametrize(
+    ("sample", "words"),
+    [
+        (
+            {"name": "big", "batch_size": 1,
+             "inputs": {"pixels": {"data_type": "TYPE_FP32", "dims": [1 << 30], "zero_data": True}}},
+            "warm-up sample 'big': expected at most 67108864 bytes (64 MiB), found 4294967296",
+        ),
+        (
+            {"name": "rows", "batch_size": 1 << 20,
+             "inputs": {"pixels": {"data_type": "TYPE_FP32", "dims": [64], "zero_data": True}}},
+            "warm-up sample 'rows': expected a batch_size from 1 to 4, found 1048576",
+        ),
+    ],
+    ids=["bytes", "batch_size"],
+)
+def test_a_warmup_sample_over_the_limits_is_refused_before_allocating(sample, words):
+    # NOTE: built around config validation (which refuses these), as a second line.
+    with pytest.raises(RepomanError, match=re.escape(words)):
+        warm_up_one(warmup_config(sample))
+
+
+def test_a_warmup_file_of_the_wrong_size_is_refused_unread(tmp_path):
+    folder = tmp_path / "digits"
+    (folder / "1").mkdir(parents=True)
+    (folder / "warmup").mkdir()
+    with (folder / "warmup" / "pixels.bin").open("wb") as handle:
+        handle.truncate(1 << 30)  # sparse
+    sample = {"name": "file", "batch_size": 1, "inputs": {
+        "pixels": {"data_type": "TYPE_FP32", "dims": [64], "input_data_file": "pixels.bin"}}}
+    with pytest.raises(RepomanError, match=r"expected 256 bytes \(64 x TYPE_FP32\), found 1073741824"):
+        warm_up_one(warmup_config(sample), folder / "1")

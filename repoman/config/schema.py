@@ -190,6 +190,17 @@ def _translate(
             f"expected {_TYPE_WORDS.get(str(error.validator_value), 'a value')}, found {found}"
         )
         return [issue_at(file, positions.value(path), format_path(path), message)]
+    if error.validator == "maximum":
+        message = f"expected a value <= {error.validator_value}, found {found}"
+        hint = str(resolve(schema).get("x-repoman-limit", ""))
+        return [issue_at(file, positions.value(path), format_path(path), message, hint)]
+    if error.validator == "maxItems":
+        message = (
+            f"expected at most {error.validator_value} entries in {format_path(path)}, "
+            f"found {len(instance)}"
+        )
+        hint = str(resolve(schema).get("x-repoman-limit", ""))
+        return [issue_at(file, positions.value(path), format_path(path), message, hint)]
     if "propertyNames" in error.relative_schema_path:
         # NOTE: only priority_queue_policy constrains its keys: priority levels are integers.
         message = f"expected a non-negative integer key, found {found}"

@@ -229,3 +229,61 @@ def test_a_load_override_with_a_unicode_digit_is_a_400(explicit, level):
     status, error = load(server, "m", config)
     assert status == 400 and "expected a non-negative integer key" in error, (status, error)
     assert still_serving(server)
+
+
+# ---- 5. limits on values -------------------------------------------------------------
+
+
+def batching_config(**changes) -> dict:
+    config = json.loads(json.dumps(PYTHON_CONFIG))
+    config.update(max_batch_size=4, dynamic_batching={})
+    for key, value in changes.items():
+        if key in ("max_queue_delay_microseconds", "priority_levels"):
+            config["dynamic_batching"][key] = value
+        else:
+            config[key] = value
+    return config
+
+
+HUGE_WARMUP = [
+    {
+        "name": "huge",
+        "batch_size": 4,
+        "inputs": {"x": {"data_type": "TYPE_FP64", "dims": [1 << 24], "random_data": True}},
+    }
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"max_batch_size": 10**18}, "max_batch_size", "expected a value <= 1048576"),
+        (
+            {"max_queue_delay_microseconds": 2**63 - 1},
+            "dynamic_batching.max_queue_delay_microseconds",
+            "expected a value <= 10000000",
+        ),
+        (
+            {"priority_levels": 10**9},
+            "dynamic_batching.priority_levels",
+            "expected a value <= 256",
+        ),
+        (
+            {"instance_group": [{"count": 10**6}]},
+            "instance_group[0].count",
+            "expected a value <= 64",
+        ),
+        (
+            {"model_warmup": HUGE_WARMUP},
+            "model_warmup[0]",
+            "expected a warm-up sample of at most 67108864 bytes",
+        ),
+    ],
+    ids=["max_batch_size", "queue_delay", "priority_levels", "instances", "warmup"],
+)
+def test_a_load_override_with_absurd_values_is_a_400(explicit, changes, field, words):
+    server, _ = explicit
+    status, error = load(server, "m", batching_config(**changes))
+    assert status == 400 and f"{field}: {words}" in error, (status, error)
+    assert still_serving(server)
