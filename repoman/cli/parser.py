@@ -165,10 +165,12 @@ def _limits_and_security(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--control-token",
-        default=os.environ.get("REPOMAN_CONTROL_TOKEN"),
+        # NOTE: never a default from the environment: --help prints defaults.
+        default=None,
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' for the repository API (index, load, "
-        "unload); default: the REPOMAN_CONTROL_TOKEN environment variable, else no token",
+        "unload); when not given, the REPOMAN_CONTROL_TOKEN environment variable, else no "
+        "token (then, in explicit mode, anyone who can reach the port can load any config)",
     )
     group.add_argument(
         "--disable-repository-api",

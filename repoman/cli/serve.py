@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,9 @@ from repoman.source.scan import ScanOptions
 from repoman.source.source import RepositorySource
 
 log = logging.getLogger("repoman")
+
+TOKEN_VARIABLE = "REPOMAN_CONTROL_TOKEN"
+"""The environment variable holding the control token (read after parsing, never shown)."""
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -86,10 +90,11 @@ async def serve(args: argparse.Namespace) -> int:
         await manager.shutdown()
         await scheduler.close()
 
-    if args.protect_inference and not args.control_token:
-        raise RepomanError("--protect-inference needs --control-token (or REPOMAN_CONTROL_TOKEN)")
+    token = args.control_token or os.environ.get(TOKEN_VARIABLE) or None
+    if args.protect_inference and not token:
+        raise RepomanError(f"--protect-inference needs --control-token (or {TOKEN_VARIABLE})")
     access = AccessPolicy(
-        control_token=args.control_token or None,
+        control_token=token,
         repository_api=not args.disable_repository_api,
         protect_inference=args.protect_inference,
     )
