@@ -93,6 +93,14 @@ async def serve(args: argparse.Namespace) -> int:
     token = args.control_token or os.environ.get(TOKEN_VARIABLE) or None
     if args.protect_inference and not token:
         raise RepomanError(f"--protect-inference needs --control-token (or {TOKEN_VARIABLE})")
+    if explicit and not token and not args.disable_repository_api:
+        log.warning(
+            "--model-control-mode explicit without a control token: anyone who can reach this "
+            "server's port (on %s) can load any model config through the repository API; set "
+            "--control-token (or %s), or --disable-repository-api",
+            args.host,
+            TOKEN_VARIABLE,
+        )
     access = AccessPolicy(
         control_token=token,
         repository_api=not args.disable_repository_api,

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 num_batch_threads=args.num_batch_threads,
             )
             server.wait_listening(min(START_TIMEOUT_S, deadline - time.monotonic()))
-            url = server.url
+            url, token = server.url, server.token
         asyncio.run(_search(result, url, token, args, deadline, bar, started))
     except KeyboardInterrupt:
         bar.clear()

@@ -287,3 +287,21 @@ def test_a_load_override_with_absurd_values_is_a_400(explicit, changes, field, w
     status, error = load(server, "m", batching_config(**changes))
     assert status == 400 and f"{field}: {words}" in error, (status, error)
     assert still_serving(server)
+
+
+# ---- 2. explicit mode without a control token ---------------------------------------
+
+
+def test_explicit_mode_without_a_token_warns_at_start_up(explicit, tmp_path, server_factory):
+    server, _ = explicit
+    warnings = [line for line in server.log().splitlines() if "WARNING" in line]
+    assert any(
+        "--model-control-mode explicit without a control token" in line
+        and "--control-token" in line
+        for line in warnings
+    ), server.log()
+    guarded = server_factory(
+        tmp_path, "--model-control-mode", "explicit", env={"REPOMAN_CONTROL_TOKEN": "t0k"}
+    )
+    assert "without a control token" not in guarded.log()
+    assert guarded.request("POST", "/v2/repository/index", b"")[0] == 401
