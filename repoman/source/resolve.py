@@ -7,6 +7,7 @@ model file): the Source calls it per model, off the scan, with a time limit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -117,6 +118,10 @@ class Resolver:
         if cached is not None:
             return cached
         resolved = self._resolve(folder, override, check_all)
+        if override is not None:
+            # NOTE: a load request's config (up to the size limit each, any number of them)
+            # is answered once; kept as a key it would let loads grow the server without end.
+            return resolved
         with self._lock:
             if len(self._resolved) > 4096:  # NOTE: bounded: old folder states are never asked again
                 self._resolved.clear()
@@ -233,7 +238,9 @@ class Resolver:
     ) -> ModelSignature:
         """What the backend says the model file holds; RepomanError when it cannot read it."""
         assert spec.describe is not None
-        key = (model_path, repr(sorted(parameters.items())), *_stamp(model_path))
+        # NOTE: parameters by digest: a load request's may be large, and differ every time.
+        digest = hashlib.sha256(repr(sorted(parameters.items())).encode()).hexdigest()
+        key = (model_path, digest, *_stamp(model_path))
         with self._lock:
             cached = self._described.get(key)
         if cached is not None:
@@ -243,6 +250,8 @@ class Resolver:
         except Exception as exc:
             raise RepomanError(f"{type(exc).__name__}: {exc}") from None
         with self._lock:
+            if len(self._described) > 4096:  # NOTE: bounded, as the results above
+                self._described.clear()
             self._described[key] = signature
         return signature
 
