@@ -196,6 +196,13 @@ def parse_model_config(
     return build(schema.canonical(doc), source=None, warnings=tuple(warnings))
 
 
+MAX_ISSUES = 100
+"""Issues one config error reports; more would only bury the first ones."""
+
+
 def _raise_if(issues: list[ConfigIssue]) -> None:
+    if len(issues) > MAX_ISSUES:
+        more = f"more issues not shown: only the first {MAX_ISSUES} are reported"
+        issues = [*issues[:MAX_ISSUES], ConfigIssue(issues[0].file, None, None, "", more)]
     if issues:
         raise ConfigError(issues)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from repoman.config import parse_model_config
+from repoman.errors import ConfigError
 from tests.config.conftest import IssuesOf
 
 X = 'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
@@ -110,3 +113,16 @@ def test_values_at_the_limits_pass() -> None:
     )
     parsed = parse_model_config(text, filename="config.pbtxt", fmt="pbtxt", model_name="m")
     assert parsed.max_batch_size == 1048576 and parsed.instance_count == 64
+
+
+def test_a_config_with_thousands_of_issues_reports_the_first_hundred() -> None:
+    config = {
+        "max_batch_size": 0,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [2**63] * 5_000}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [-5]} for _ in range(500)],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_model_config(json.dumps(config), filename="<load>", fmt="json", model_name="m")
+    issues = info.value.issues
+    assert len(issues) == 101 and len(str(info.value)) < 20_000
+    assert issues[-1].message == "more issues not shown: only the first 100 are reported"
