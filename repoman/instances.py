@@ -76,9 +76,9 @@ def warm_up(instance: Backend) -> None:
         rows = int(sample.get("batch_size", 1) or 1)
         specs = sample.get("inputs") or {}
         _check_sample(config, name, rows, specs)
-        warmup_dir = instance.context.version_path.parent / "warmup"
+        model_dir = instance.context.version_path.parent
         inputs = {
-            input_name: _warmup_tensor(spec, rows if config.max_batch_size > 0 else 0, warmup_dir)
+            input_name: _warmup_tensor(spec, rows if config.max_batch_size > 0 else 0, model_dir)
             for input_name, spec in specs.items()
         }
         batch = Batch(
@@ -111,7 +111,7 @@ def _check_sample(
         )
 
 
-def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndarray:
+def _warmup_tensor(spec: dict[str, Any], rows: int, model_dir: Path) -> np.ndarray:
     """A warm-up input: zeros, random values, or (Triton's ``input_data_file``) the raw
     little-endian contents of ``<model>/warmup/<file>``, repeated for every batch row."""
     data_type = DataType.from_config_name(spec["data_type"])
@@ -120,6 +120,8 @@ def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndar
     if data_type is DataType.BYTES:
         return np.full(shape, b"", dtype=object)
     if spec.get("input_data_file"):
+        # NOTE: the warm-up folder may be a symlink too: it must stay in the model folder.
+        warmup_dir = path_inside(model_dir, "warmup", "the warm-up folder")
         path = path_inside(warmup_dir, spec["input_data_file"], "warm-up input_data_file")
         expected = warmup_bytes(spec, 1)
         found = path.stat().st_size

@@ -156,3 +156,17 @@ def test_a_warmup_file_of_the_wrong_size_is_refused_unread(tmp_path):
         "pixels": {"data_type": "TYPE_FP32", "dims": [64], "input_data_file": "pixels.bin"}}}
     with pytest.raises(RepomanError, match=r"expected 256 bytes \(64 x TYPE_FP32\), found 1073741824"):
         warm_up_one(warmup_config(sample), folder / "1")
+
+
+def test_a_warmup_folder_that_is_a_symlink_out_of_the_model_is_refused(tmp_path):
+    folder = tmp_path / "repo" / "digits"
+    shutil.copytree(BUNDLED / "digits", folder)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "pixels.bin").write_bytes(np.ones(64, dtype="<f4").tobytes())
+    (folder / "warmup").symlink_to(outside)
+    config = parse_model_config(
+        CONFIG + WARMUP, filename="config.pbtxt", fmt="pbtxt", model_name="digits"
+    )
+    with pytest.raises(RepomanError, match=r"warm-up folder 'warmup' leads out of"):
+        warm_up_one(config, folder / "1")
