@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from repoman.backends import Backend, BackendContext, Batch
+from repoman.config.deployment import MAX_WARMUP_BYTES, warmup_bytes
 from repoman.config.model import ModelConfig
 from repoman.errors import RepomanError
+from repoman.names import path_inside
 from repoman.types import DataType
 
 log = logging.getLogger(__name__)
@@ -19,8 +21,11 @@ log = logging.getLogger(__name__)
 def instance_contexts(
     config: ModelConfig, version: int, path: Path, filename: str
 ) -> list[BackendContext]:
-    """One context per instance the config's ``instance_group`` asks for (at least one)."""
-    model_path = path / filename if filename else path
+    """One context per instance the config's ``instance_group`` asks for (at least one).
+
+    Raises RepomanError when ``filename`` leads out of the version folder ``path``.
+    """
+    model_path = path_inside(path, filename, "default_model_filename") if filename else path
     contexts = []
     for group in config.instance_groups:
         for index in range(group.count):
@@ -69,10 +74,12 @@ def warm_up(instance: Backend) -> None:
     for sample in config.model_warmup:
         name = sample.get("name", "warmup")
         rows = int(sample.get("batch_size", 1) or 1)
-        warmup_dir = instance.context.version_path.parent / "warmup"
+        specs = sample.get("inputs") or {}
+        _check_sample(config, name, rows, specs)
+        model_dir = instance.context.version_path.parent
         inputs = {
-            input_name: _warmup_tensor(spec, rows if config.max_batch_size > 0 else 0, warmup_dir)
-            for input_name, spec in (sample.get("inputs") or {}).items()
+            input_name: _warmup_tensor(spec, rows if config.max_batch_size > 0 else 0, model_dir)
+            for input_name, spec in specs.items()
         }
         batch = Batch(
             requests=[inputs],
@@ -86,7 +93,25 @@ def warm_up(instance: Backend) -> None:
             raise RepomanError(f"warm-up sample '{name}' failed: {problem}")
 
 
-def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndarray:
+def _check_sample(
+    config: ModelConfig, name: str, rows: int, specs: dict[str, dict[str, Any]]
+) -> None:
+    """Config validation refuses both already: checked again before anything is allocated."""
+    limit = max(config.max_batch_size, 1)
+    if not 1 <= rows <= limit:
+        raise RepomanError(
+            f"warm-up sample '{name}': expected a batch_size from 1 to {limit}, found {rows}"
+        )
+    batch_rows = rows if config.max_batch_size > 0 else 1
+    size = sum(warmup_bytes(spec, batch_rows) for spec in specs.values())
+    if size > MAX_WARMUP_BYTES:
+        raise RepomanError(
+            f"warm-up sample '{name}': expected at most {MAX_WARMUP_BYTES} bytes "
+            f"({MAX_WARMUP_BYTES >> 20} MiB), found {size}"
+        )
+
+
+def _warmup_tensor(spec: dict[str, Any], rows: int, model_dir: Path) -> np.ndarray:
     """A warm-up input: zeros, random values, or (Triton's ``input_data_file``) the raw
     little-endian contents of ``<model>/warmup/<file>``, repeated for every batch row."""
     data_type = DataType.from_config_name(spec["data_type"])
@@ -95,10 +120,17 @@ def _warmup_tensor(spec: dict[str, Any], rows: int, warmup_dir: Path) -> np.ndar
     if data_type is DataType.BYTES:
         return np.full(shape, b"", dtype=object)
     if spec.get("input_data_file"):
-        name = Path(spec["input_data_file"])
-        if name.is_absolute() or ".." in name.parts:
-            raise RepomanError(f"warm-up input_data_file '{name}' must stay inside warmup/")
-        raw = (warmup_dir / name).read_bytes()
+        # NOTE: the warm-up folder may be a symlink too: it must stay in the model folder.
+        warmup_dir = path_inside(model_dir, "warmup", "the warm-up folder")
+        path = path_inside(warmup_dir, spec["input_data_file"], "warm-up input_data_file")
+        expected = warmup_bytes(spec, 1)
+        found = path.stat().st_size
+        if found != expected:
+            raise RepomanError(
+                f"warm-up input_data_file '{spec['input_data_file']}': expected {expected} bytes "
+                f"({' x '.join(map(str, dims))} x {spec['data_type']}), found {found}"
+            )
+        raw = path.read_bytes()
         one = np.frombuffer(raw, dtype=data_type.numpy_dtype.newbyteorder("<")).reshape(dims)
         return np.broadcast_to(one, shape).astype(data_type.numpy_dtype)
     if spec.get("random_data"):

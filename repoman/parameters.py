@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+
+_INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
 
 
 def int_parameter(params: Mapping[str, str], name: str, default: int | None = None) -> int | None:
@@ -13,10 +16,10 @@ def int_parameter(params: Mapping[str, str], name: str, default: int | None = No
     raw = params.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"parameter {name}: expected an integer, found '{raw}'") from None
+    # NOTE: not int(raw) alone: it also takes " 4\n", "1_000", "+4" and Unicode digits ("٤").
+    if not _INTEGER.fullmatch(raw):
+        raise ValueError(f"parameter {name}: expected an integer, found '{raw}'")
+    value = int(raw)
     if value < 0:
         raise ValueError(f"parameter {name}: expected an integer >= 0, found {value}")
     return value

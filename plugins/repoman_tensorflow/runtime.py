@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ DEFAULT_THREADS = 1
 """Threads per pool when no config says: the shared scheduler already runs one batch per core."""
 
 _LOCK = threading.Lock()
+_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -150,10 +152,8 @@ def _fraction_param(params: Mapping[str, str], name: str) -> float | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
+    # NOTE: not float(raw) alone: it also takes " 0.5\n", "1_0e-1" and Unicode digits.
+    value = float(raw) if _DECIMAL.fullmatch(raw) else float("nan")
     if not 0 < value <= 1:  # NOTE: also refuses NaN
         raise ValueError(f"parameter {name}: expected a number in (0, 1], found '{raw}'")
     return value

@@ -9,6 +9,7 @@ from pathlib import Path
 import repoman.perf
 import repoman.tune
 from repoman import __version__
+from repoman.config import MAX_CONFIG_BYTES
 from repoman.source.source import MODES
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -155,11 +156,21 @@ def _limits_and_security(group: argparse._ArgumentGroup) -> None:
         help="largest request body accepted; larger ones get 413",
     )
     group.add_argument(
+        "--max-config-size",
+        type=int,
+        default=MAX_CONFIG_BYTES,
+        metavar="BYTES",
+        help="largest config file (or load request config) read; larger ones are refused "
+        "with a config error, unread",
+    )
+    group.add_argument(
         "--control-token",
-        default=os.environ.get("REPOMAN_CONTROL_TOKEN"),
+        # NOTE: never a default from the environment: --help prints defaults.
+        default=None,
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' for the repository API (index, load, "
-        "unload); default: the REPOMAN_CONTROL_TOKEN environment variable, else no token",
+        "unload); when not given, the REPOMAN_CONTROL_TOKEN environment variable, else no "
+        "token (then, in explicit mode, anyone who can reach the port can load any config)",
     )
     group.add_argument(
         "--disable-repository-api",

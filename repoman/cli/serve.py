@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,11 +23,16 @@ from repoman.source.source import RepositorySource
 
 log = logging.getLogger("repoman")
 
+TOKEN_VARIABLE = "REPOMAN_CONTROL_TOKEN"
+"""The environment variable holding the control token (read after parsing, never shown)."""
+
 
 async def serve(args: argparse.Namespace) -> int:
     repository: Path = args.model_repository
     if not repository.is_dir():
         raise RepomanError(f"model repository {repository} is not a folder")
+    if args.max_config_size < 1:
+        raise RepomanError(f"--max-config-size {args.max_config_size}: must be at least 1")
     if args.switch_interval_us < 1:
         raise RepomanError(f"--switch-interval-us {args.switch_interval_us}: must be at least 1")
     # NOTE: backends release the GIL while computing but need it back to return their
@@ -60,7 +66,11 @@ async def serve(args: argparse.Namespace) -> int:
         manager,
         Resolver(registry, auto_complete=not args.disable_auto_complete_config),
         mode=args.model_control_mode,
-        options=ScanOptions(quiet=args.quiet_period, ready_marker=args.version_ready_file),
+        options=ScanOptions(
+            quiet=args.quiet_period,
+            ready_marker=args.version_ready_file,
+            max_config_bytes=args.max_config_size,
+        ),
         rescan_every=args.repository_poll_secs,
         initial=tuple(args.load_model),
         resolve_timeout=args.model_load_timeout,
@@ -96,10 +106,19 @@ async def serve(args: argparse.Namespace) -> int:
             )
         await scheduler.close(args.shutdown_timeout)
 
-    if args.protect_inference and not args.control_token:
-        raise RepomanError("--protect-inference needs --control-token (or REPOMAN_CONTROL_TOKEN)")
+    token = args.control_token or os.environ.get(TOKEN_VARIABLE) or None
+    if args.protect_inference and not token:
+        raise RepomanError(f"--protect-inference needs --control-token (or {TOKEN_VARIABLE})")
+    if explicit and not token and not args.disable_repository_api:
+        log.warning(
+            "--model-control-mode explicit without a control token: anyone who can reach this "
+            "server's port (on %s) can load any model config through the repository API; set "
+            "--control-token (or %s), or --disable-repository-api",
+            args.host,
+            TOKEN_VARIABLE,
+        )
     access = AccessPolicy(
-        control_token=args.control_token or None,
+        control_token=token,
         repository_api=not args.disable_repository_api,
         protect_inference=args.protect_inference,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from repoman.errors import ConfigError, ConfigIssue
 
 __all__ = [
     "CONFIG_FORMATS",
+    "MAX_CONFIG_BYTES",
     "Completer",
     "DynamicBatching",
     "InstanceGroup",
@@ -31,12 +34,17 @@ __all__ = [
     "VersionPolicy",
     "config_to_pbtxt",
     "config_to_yaml",
+    "config_too_large",
     "find_config_file",
     "load_model_config",
     "parse_model_config",
+    "read_config_text",
 ]
 
 CONFIG_FORMATS = {"config.pbtxt": "pbtxt", "config.yaml": "yaml", "config.yml": "yaml"}
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config repoman reads by default (a file, or a load request's override): 1 MiB.
+Real configs are a few KiB; the limit keeps a huge one from stalling every rescan."""
 
 
 def find_config_file(model_dir: Path) -> Path | None:
@@ -91,14 +99,8 @@ def load_model_config(
         raise ConfigError(
             [ConfigIssue(str(model_dir), None, None, "", f"expected one of {names}, found none")]
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            [ConfigIssue(str(path), None, None, "", f"expected a readable UTF-8 file: {error}")]
-        ) from None
     config = parse_model_config(
-        text,
+        read_config_text(path),
         filename=str(path),
         fmt=CONFIG_FORMATS[path.name],
         model_name=model_name or model_dir.name,
@@ -106,6 +108,48 @@ def load_model_config(
         complete=complete,
     )
     return replace(config, source=path)
+
+
+def read_config_text(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The text of the config file at ``path`` (newlines as text mode reads them).
+
+    Raises ConfigError when it is not a readable regular file, is not UTF-8, or holds more
+    than ``max_bytes``: then at most ``max_bytes + 1`` bytes are read, never the rest.
+    """
+    try:
+        # NOTE: O_NONBLOCK: a FIFO put in the config's place must not block the scan.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{path} is not a regular file")
+            data = b"" if info.st_size > max_bytes else handle.read(max_bytes + 1)
+    except OSError as error:
+        raise _file_error(path, f"expected a readable UTF-8 file: {error}") from None
+    if info.st_size > max_bytes or len(data) > max_bytes:
+        size = info.st_size if info.st_size > max_bytes else None  # /proc files say 0
+        raise config_too_large(str(path), size, max_bytes)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _file_error(path, f"expected a readable UTF-8 file: {error}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def config_too_large(filename: str, size: int | None, max_bytes: int) -> ConfigError:
+    """The error for a config of ``size`` bytes (None: unknown) over ``max_bytes``."""
+    limit = f"{max_bytes} bytes"
+    if max_bytes % (1 << 20) == 0:
+        limit += f" ({max_bytes >> 20} MiB)"
+    elif max_bytes % 1024 == 0:
+        limit += f" ({max_bytes >> 10} KiB)"
+    found = f"{size} bytes" if size is not None else f"more than {max_bytes} bytes"
+    message = f"expected a config file of at most {limit}, found {found}"
+    return ConfigError([ConfigIssue(filename, None, None, "", message, "see --max-config-size")])
+
+
+def _file_error(path: Path, message: str) -> ConfigError:
+    return ConfigError([ConfigIssue(str(path), None, None, "", message)])
 
 
 def parse_model_config(
@@ -117,7 +161,7 @@ def parse_model_config(
     default_platform: str | None = None,
     complete: Completer | None = None,
 ) -> ModelConfig:
-    """Parse config ``text`` in ``fmt`` ("pbtxt" or "yaml") into a validated ModelConfig.
+    """Parse config ``text`` in ``fmt`` ("pbtxt", "yaml" or "json") into a validated ModelConfig.
 
     ``model_name`` is the model folder's name: it fills a missing ``name`` and must match a
     given one. Stages run in order and stop at the first that finds issues, reporting all of
@@ -130,9 +174,13 @@ def parse_model_config(
         tree = pbtxt.parse(text, filename=filename)
     elif fmt == "yaml":
         tree = yaml_source.parse(text, filename=filename)
+    elif fmt == "json":
+        tree = yaml_source.parse_json(text, filename=filename)
     else:
-        raise ValueError(f"unknown config format {fmt!r}; expected 'pbtxt' or 'yaml'")
-    doc, positions, issues = normalise.normalise(tree, fmt=fmt, filename=filename)
+        raise ValueError(f"unknown config format {fmt!r}; expected 'pbtxt', 'yaml' or 'json'")
+    # NOTE: a JSON config is read by the YAML reader, and normalised as YAML.
+    tree_fmt = "pbtxt" if fmt == "pbtxt" else "yaml"
+    doc, positions, issues = normalise.normalise(tree, fmt=tree_fmt, filename=filename)
     refused, warnings = support.check(doc, positions, filename)
     # NOTE: refused fields come first: checking the rest of a sequence-batching or ensemble
     # config would only report the consequences of a feature repoman does not have.
@@ -148,6 +196,13 @@ def parse_model_config(
     return build(schema.canonical(doc), source=None, warnings=tuple(warnings))
 
 
+MAX_ISSUES = 100
+"""Issues one config error reports; more would only bury the first ones."""
+
+
 def _raise_if(issues: list[ConfigIssue]) -> None:
+    if len(issues) > MAX_ISSUES:
+        more = f"more issues not shown: only the first {MAX_ISSUES} are reported"
+        issues = [*issues[:MAX_ISSUES], ConfigIssue(issues[0].file, None, None, "", more)]
     if issues:
         raise ConfigError(issues)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from repoman.config.checker import Checker
+from repoman.types import DataType
 
 _POLICIES = ("latest", "all", "specific")
 _WARMUP_SOURCES = ("zero_data", "random_data", "input_data_file")
+
+MAX_INSTANCES = 64
+"""Instances of one model in all its instance groups: each is a loaded copy of the model."""
+MAX_WARMUP_BYTES = 64 << 20
+"""Bytes of one warm-up sample, all its inputs and batch rows together (BYTES: 8 each)."""
 
 
 def check_instance_groups(checker: Checker, gpu_count: int) -> None:
@@ -15,6 +22,13 @@ def check_instance_groups(checker: Checker, gpu_count: int) -> None:
         visible = f"an id of a visible GPU, 0 to {gpu_count - 1}"
     else:
         visible = "no gpu ids, as no GPU is visible"
+    total = sum(group["count"] for group in checker.doc["instance_group"])
+    if total > MAX_INSTANCES:
+        checker.fail(
+            ("instance_group",),
+            f"expected at most {MAX_INSTANCES} instances in all instance groups, found {total}",
+            at="key",
+        )
     for index, group in enumerate(checker.doc["instance_group"]):
         path = ("instance_group", index)
         label = f"instance group '{group['name']}'"
@@ -95,6 +109,25 @@ def check_warmup(checker: Checker) -> None:
             checker.fail(path, "expected at least one entry in the warmup's inputs, found none")
         for name, spec in inputs.items():
             _check_warmup_input(checker, (*path, "inputs", name), name, spec, input_names)
+        size = sum(warmup_bytes(spec, batch if max_batch > 0 else 1) for spec in inputs.values())
+        if size > MAX_WARMUP_BYTES:
+            checker.fail(
+                path,
+                f"expected a warm-up sample of at most {MAX_WARMUP_BYTES} bytes "
+                f"({MAX_WARMUP_BYTES >> 20} MiB) in all, found {size} bytes",
+                "warm up with a smaller sample: its speed-up does not need big tensors",
+                at="key",
+            )
+
+
+def warmup_bytes(spec: dict[str, Any], rows: int) -> int:
+    """Bytes of one warm-up input of ``rows`` batch rows (0 when its spec is incomplete)."""
+    try:
+        data_type = DataType.from_config_name(spec["data_type"])
+    except (KeyError, ValueError):
+        return 0
+    dims = spec.get("dims", [])
+    return max(rows, 1) * math.prod(max(dim, 0) for dim in dims) * data_type.numpy_dtype.itemsize
 
 
 def _check_warmup_input(

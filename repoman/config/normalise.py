@@ -151,7 +151,8 @@ class _Normaliser:
         if integer_keys:
             if node.kind == "int" and isinstance(value, int) and value >= 0:
                 return str(value)
-            if self.fmt == "yaml" and isinstance(value, str) and value.isdigit():
+            # NOTE: isascii: isdigit() and int() also take Unicode digits ("٣", "²").
+            if self.fmt == "yaml" and isinstance(value, str) and _ascii_digits(value):
                 return str(int(value))
             self.fail(
                 node.pos, path, f"expected a non-negative integer key, found {describe(node)}"
@@ -204,6 +205,10 @@ class _Normaliser:
                 f'write "{value}"',
             )
         return value
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 20
 
 
 def _generic(node: Node) -> Any:

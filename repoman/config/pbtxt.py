@@ -10,9 +10,15 @@ from typing import NoReturn
 from repoman.config.tree import Field, ListValue, Message, Node, Pos, Scalar, issue_at
 from repoman.errors import ConfigError
 
+# NOTE: ASCII digits only: Python's \d, isdigit() and int() also take Unicode digits ("٣").
 _NUMBER = re.compile(
-    r"(0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)([fF]?)"
+    r"(0[xX][0-9a-fA-F]+|[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)([fF]?)",
+    re.ASCII,
 )
+_DIGITS = frozenset("0123456789")
+# Protobuf's text format refuses integers beyond 64 bits; so does this parser, which also
+# keeps int() from ever seeing thousands of decimal digits.
+MAX_INT = 2**64 - 1
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SYMBOLS = "{}[]<>:,;-"
 _SIMPLE_ESCAPES = {
@@ -72,7 +78,7 @@ def _tokenize(text: str, file: str) -> Iterator[_Token]:
         if char in "\"'":
             value, i = _read_string(text, i, pos, file)
             yield _Token("string", text[start:i], value, pos)
-        elif char.isdigit() or (char == "." and text[i + 1 : i + 2].isdigit()):
+        elif char in _DIGITS or (char == "." and text[i + 1 : i + 2] in _DIGITS):
             match = _NUMBER.match(text, i)
             assert match is not None  # NOTE: the first character is a digit or '.'
             i = match.end()
@@ -98,15 +104,23 @@ def _tokenize(text: str, file: str) -> Iterator[_Token]:
 def _number_token(match: re.Match[str], pos: Pos, file: str) -> _Token:
     digits, suffix = match.group(1), match.group(2)
     if digits[:2] in ("0x", "0X"):
-        return _Token("int", match.group(0), int(digits, 16), pos)
+        return _int_token(digits, int(digits, 16), pos, file)
     if digits.isdigit() and not suffix:
         if len(digits) > 1 and digits[0] == "0":
             # NOTE: protobuf text format reads a leading zero as octal; say so instead of guessing.
             if not set(digits) <= set("01234567"):
                 _fail(file, pos, f"expected an octal number after a leading 0, found {digits}")
-            return _Token("int", digits, int(digits, 8), pos)
-        return _Token("int", digits, int(digits), pos)
+            return _int_token(digits, int(digits, 8), pos, file)
+        value = int(digits) if len(digits) <= len(str(MAX_INT)) else MAX_INT + 1
+        return _int_token(digits, value, pos, file)
     return _Token("float", match.group(0), float(digits), pos)
+
+
+def _int_token(text: str, value: int, pos: Pos, file: str) -> _Token:
+    if value > MAX_INT:
+        shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+        _fail(file, pos, f"expected an integer that fits in 64 bits, found {shown}")
+    return _Token("int", text, value, pos)
 
 
 def _read_string(text: str, i: int, pos: Pos, file: str) -> tuple[str, int]:

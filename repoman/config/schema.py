@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,11 +139,18 @@ def describe_value(value: Any) -> str:
     return repr(value)
 
 
-def validate(doc: dict[str, Any], positions: Positions, file: str) -> list[ConfigIssue]:
-    """Validate ``doc`` against the schema; every error becomes a positioned ConfigIssue."""
+def validate(
+    doc: dict[str, Any], positions: Positions, file: str, *, limit: int = 1000
+) -> list[ConfigIssue]:
+    """Validate ``doc`` against the schema; every error becomes a positioned ConfigIssue.
+
+    At most ``limit`` errors are looked at: a config with a huge list of bad values would
+    otherwise be translated error by error (seconds, and megabytes of message).
+    """
     validator = _Validator(root())
+    errors = itertools.islice(validator.iter_errors(doc), limit)
     issues = []
-    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path))):
+    for error in sorted(errors, key=lambda e: list(map(str, e.path))):
         issues.extend(_translate(error, positions, file))
     return issues
 
@@ -190,6 +198,17 @@ def _translate(
             f"expected {_TYPE_WORDS.get(str(error.validator_value), 'a value')}, found {found}"
         )
         return [issue_at(file, positions.value(path), format_path(path), message)]
+    if error.validator == "maximum":
+        message = f"expected a value <= {error.validator_value}, found {found}"
+        hint = str(resolve(schema).get("x-repoman-limit", ""))
+        return [issue_at(file, positions.value(path), format_path(path), message, hint)]
+    if error.validator == "maxItems":
+        message = (
+            f"expected at most {error.validator_value} entries in {format_path(path)}, "
+            f"found {len(instance)}"
+        )
+        hint = str(resolve(schema).get("x-repoman-limit", ""))
+        return [issue_at(file, positions.value(path), format_path(path), message, hint)]
     if "propertyNames" in error.relative_schema_path:
         # NOTE: only priority_queue_policy constrains its keys: priority levels are integers.
         message = f"expected a non-negative integer key, found {found}"

@@ -1,10 +1,13 @@
-"""Load a config.yaml into the same positioned tree the pbtxt parser produces."""
+"""Load a config.yaml (or a JSON config) into the same positioned tree the pbtxt parser produces."""
 
 from __future__ import annotations
 
+import json
+from typing import Any, NoReturn
+
 import yaml
 
-from repoman.config.pbtxt import MAX_DEPTH
+from repoman.config.pbtxt import MAX_DEPTH, MAX_INT
 from repoman.config.tree import Field, ListValue, Message, Node, Pos, Scalar, issue_at
 from repoman.errors import ConfigError, ConfigIssue
 
@@ -19,14 +22,69 @@ _SCALAR_TAGS = {
 }
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader refusing anchors and aliases: a few hundred bytes of nested aliases
+    ("billion laughs") expand to billions of values. A config never needs them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _AnchorFound(event.start_mark, f"the alias *{event.anchor}")
+        if getattr(event, "anchor", None) is not None:
+            raise _AnchorFound(event.start_mark, f"the anchor &{event.anchor}")
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
+
+
+class _AnchorFound(Exception):
+    def __init__(self, mark: Any, found: str) -> None:
+        super().__init__(found)
+        self.pos = Pos(mark.line + 1, mark.column + 1)
+        self.found = found
+
+
+def parse_json(text: str, *, filename: str) -> Message:
+    """Parse a JSON config (the load API's override): strict JSON, then read as YAML (JSON
+    is YAML) so that every value keeps its position. ConfigError for anything else."""
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        _fail(filename, None, f"expected at most {MAX_DEPTH} nested blocks")
+    except json.JSONDecodeError as error:
+        pos = Pos(error.lineno, error.colno)
+        _fail(filename, pos, f"expected JSON, found: {error.msg}", _JSON_HINT)
+    except ValueError as error:
+        _fail(filename, None, f"expected JSON, found: {error}", _JSON_HINT)
+    return parse(text, filename=filename)
+
+
+_JSON_HINT = "a config sent with a load request is JSON, as Triton's"
+
+
+def _refuse_constant(word: str) -> NoReturn:
+    raise ValueError(f"{word} (not a JSON number)")
+
+
+def _fail(filename: str, pos: Pos | None, message: str, hint: str = "") -> NoReturn:
+    raise ConfigError([issue_at(filename, pos, "", message, hint)]) from None
+
+
 def parse(text: str, *, filename: str) -> Message:
-    """Parse YAML ``text``; raise ConfigError for YAML errors and duplicate keys.
+    """Parse YAML ``text``; raise ConfigError for YAML errors, anchors/aliases and
+    duplicate keys.
 
     Only the composed node graph is used (never constructed Python objects), so every
     value keeps the line and column it was written at.
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_NoAliasLoader)
+    except _AnchorFound as anchor:
+        _fail(
+            filename,
+            anchor.pos,
+            f"expected no YAML anchors (&name) or aliases (*name), found {anchor.found}",
+            "write each value out in full",
+        )
     except RecursionError:
         raise ConfigError(
             [issue_at(filename, None, "", f"expected at most {MAX_DEPTH} nested blocks")]
@@ -121,5 +179,18 @@ class _Converter:
         text = str(node.value)
         value: str | int | float | bool | None = text
         if kind != "string":
-            value = self._loader.construct_object(node, deep=True)
+            try:
+                value = self._loader.construct_object(node, deep=True)
+            except ValueError:  # NOTE: int() refuses thousands of decimal digits
+                value = MAX_INT + 1
+        if kind == "int" and isinstance(value, int) and abs(value) > MAX_INT:
+            shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+            self.issues.append(
+                issue_at(
+                    self.file,
+                    _pos(node),
+                    "",
+                    f"expected an integer that fits in 64 bits, found {shown}",
+                )
+            )
         return Scalar(value, kind, _pos(node))

@@ -117,6 +117,8 @@ async def repository_load(request: web.Request) -> web.Response:
             payload = json.loads(body)
         except ValueError as exc:
             raise InvalidRequest(f"load request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidRequest("load request body is not valid JSON: nested too deeply") from None
         parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
         if not isinstance(parameters, dict):
             raise InvalidRequest("load request body must be an object with optional 'parameters'")

@@ -9,6 +9,7 @@ from typing import Any
 
 from repoman.backends import BackendRegistry, BackendSpec
 from repoman.errors import ConfigError, RepomanError
+from repoman.names import path_inside
 from repoman.signature import (
     ModelSignature,
     completion_error,
@@ -45,8 +46,7 @@ def complete(
         if version_dir is None:
             raise completion_error(where, "", "a version folder to read the model from", "none")
         spec = _backend_for(doc, registry, version_dir, where)
-        name = doc.get("default_model_filename") or spec.default_model_filename
-        model_path = version_dir / name if name else version_dir
+        model_path = _model_path(doc, spec, version_dir, where)
         if not model_path.exists():
             raise completion_error(where, "", f"the model file {model_path}", "nothing there")
         try:
@@ -64,6 +64,17 @@ def complete(
         completed["backend"] = spec.name
     log.info("model %s: config auto-completed from %s", model_dir.name, model_path)
     return completed
+
+
+def _model_path(doc: dict[str, Any], spec: BackendSpec, version_dir: Path, where: str) -> Path:
+    name = doc.get("default_model_filename") or spec.default_model_filename
+    if not name:
+        return version_dir
+    try:
+        return path_inside(version_dir, str(name), "default_model_filename")
+    except RepomanError as exc:
+        # NOTE: not a ConfigError: it must never be passed over like a missing model file.
+        raise RepomanError(f"{where}: auto-complete cannot read the model: {exc}") from None
 
 
 def _backend_for(

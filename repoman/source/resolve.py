@@ -7,6 +7,7 @@ model file): the Source calls it per model, off the scan, with a time limit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from repoman.backends import BackendRegistry, BackendSpec
 from repoman.config import CONFIG_FORMATS, Completer, parse_model_config
 from repoman.config.model import ModelConfig, VersionPolicy
 from repoman.errors import ConfigError, ConfigIssue, RepomanError
+from repoman.names import path_inside
 from repoman.signature import (
     Mismatch,
     ModelSignature,
@@ -27,6 +29,9 @@ from repoman.source.complete import complete
 from repoman.source.scan import ConfigFile, ModelFolder, VersionFolder
 
 log = logging.getLogger(__name__)
+
+OVERRIDE_NAME = "<load request config>"
+"""How errors name a config sent with a load request (the load API's override)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,10 @@ class Resolver:
         if cached is not None:
             return cached
         resolved = self._resolve(folder, override, check_all)
+        if override is not None:
+            # NOTE: a load request's config (up to the size limit each, any number of them)
+            # is answered once; kept as a key it would let loads grow the server without end.
+            return resolved
         with self._lock:
             if len(self._resolved) > 4096:  # NOTE: bounded: old folder states are never asked again
                 self._resolved.clear()
@@ -125,8 +134,8 @@ class Resolver:
             if override is not None:
                 config = parse_model_config(
                     override,
-                    filename="<load request config>",
-                    fmt="yaml",  # NOTE: JSON is YAML, and the YAML reader keeps positions
+                    filename=OVERRIDE_NAME,
+                    fmt="json",  # NOTE: as Triton's load API: JSON only
                     model_name=folder.name,
                     default_platform=self._default_platform,
                 )
@@ -199,7 +208,10 @@ class Resolver:
             spec = self._registry.resolve(config)
         except RepomanError:
             return version  # NOTE: the load reports an unknown backend, with the ones there are
-        model_path = _model_path(version.path, config.default_model_filename, spec)
+        try:
+            model_path = _model_path(version.path, config.default_model_filename, spec)
+        except RepomanError as exc:
+            return dataclasses.replace(version, error=exc)
         if spec.describe is None or not model_path.exists():
             return version
         try:
@@ -226,7 +238,9 @@ class Resolver:
     ) -> ModelSignature:
         """What the backend says the model file holds; RepomanError when it cannot read it."""
         assert spec.describe is not None
-        key = (model_path, repr(sorted(parameters.items())), *_stamp(model_path))
+        # NOTE: parameters by digest: a load request's may be large, and differ every time.
+        digest = hashlib.sha256(repr(sorted(parameters.items())).encode()).hexdigest()
+        key = (model_path, digest, *_stamp(model_path))
         with self._lock:
             cached = self._described.get(key)
         if cached is not None:
@@ -236,6 +250,8 @@ class Resolver:
         except Exception as exc:
             raise RepomanError(f"{type(exc).__name__}: {exc}") from None
         with self._lock:
+            if len(self._described) > 4096:  # NOTE: bounded, as the results above
+                self._described.clear()
             self._described[key] = signature
         return signature
 
@@ -251,8 +267,9 @@ def select_versions(policy: VersionPolicy, available: Iterable[int]) -> tuple[in
 
 
 def _model_path(version_dir: Path, filename: str | None, spec: BackendSpec) -> Path:
+    """The model file; RepomanError when it leads out of the version folder (a symlink)."""
     name = filename or spec.default_model_filename
-    return version_dir / name if name else version_dir
+    return path_inside(version_dir, name, "default_model_filename") if name else version_dir
 
 
 def _latest(folder: ModelFolder) -> VersionFolder | None:

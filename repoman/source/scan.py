@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repoman.aspired import Fingerprint
-from repoman.config import CONFIG_FORMATS, find_config_file
+from repoman.config import CONFIG_FORMATS, MAX_CONFIG_BYTES, find_config_file, read_config_text
 from repoman.errors import ConfigError, ConfigIssue, RepomanError
 from repoman.names import valid_model_name, valid_version
 
@@ -90,6 +90,8 @@ class ScanOptions:
     """A version folder whose newest file is younger than this is still settling."""
     ready_marker: str | None = None
     """When set, a version folder counts only once a file of this name exists in it."""
+    max_config_bytes: int = MAX_CONFIG_BYTES
+    """A config file (or a load request's config) larger than this is refused, unread."""
 
 
 def scan_repository(root: Path, options: ScanOptions | None = None, *, now: float) -> Scan:
@@ -157,9 +159,13 @@ def read_model(
             settling.append(number)
             if marker_missing:
                 continue
-        config_file = read_config_file(folder) if _has_config(folder) else None
+        config_file = (
+            read_config_file(folder, path.parent, options.max_config_bytes)
+            if _has_config(folder)
+            else None
+        )
         versions.append(VersionFolder(number, folder, config_file, fingerprint, newest))
-    config_file = read_config_file(path)
+    config_file = read_config_file(path, path.parent, options.max_config_bytes)
     config_age = (
         now - _mtime(config_file.path)
         if config_file is not None and config_file.error is None
@@ -175,23 +181,28 @@ def read_model(
     )
 
 
-def read_config_file(folder: Path) -> ConfigFile | None:
-    """The folder's config file as text; None when it has none."""
+def read_config_file(
+    folder: Path, root: Path, max_bytes: int = MAX_CONFIG_BYTES
+) -> ConfigFile | None:
+    """The folder's config file as text; None when it has none. A config file that is a
+    symlink leading out of the repository ``root``, or larger than ``max_bytes``, is not
+    read: it is recorded as an error."""
     try:
         path = find_config_file(folder)
     except RepomanError as exc:
         return ConfigFile(folder, error=exc)
     if path is None:
         return None
+    if escapes(path, root, deep=False):
+        return _unreadable(path, "leads out of the repository (a symlink); refusing to read it")
     try:
-        return ConfigFile(path, path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        return ConfigFile(
-            path,
-            error=ConfigError(
-                [ConfigIssue(str(path), None, None, "", f"expected a readable UTF-8 file: {error}")]
-            ),
-        )
+        return ConfigFile(path, read_config_text(path, max_bytes=max_bytes))
+    except ConfigError as error:
+        return ConfigFile(path, error=error)
+
+
+def _unreadable(path: Path, message: str) -> ConfigFile:
+    return ConfigFile(path, error=ConfigError([ConfigIssue(str(path), None, None, "", message)]))
 
 
 def _has_config(folder: Path) -> bool:

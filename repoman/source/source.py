@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 from repoman.aspired import Aspired
+from repoman.config import config_too_large
 from repoman.errors import ModelNotFound, RepomanError
 from repoman.names import valid_model_name
-from repoman.source.resolve import Resolver
+from repoman.source.resolve import OVERRIDE_NAME, Resolver
 from repoman.source.scan import ModelFolder, ScanOptions, read_model, scan_repository
 from repoman.source.watcher import RepositoryWatcher
 from repoman.threads import in_thread
@@ -197,10 +198,18 @@ class RepositorySource:
 
     async def load(self, name: str, config_text: str | None = None) -> list[str]:
         """Load or reload one model as the disk has it now (``config_text``: JSON override);
-        returns what failed (empty: every wanted version is served)."""
+        returns what failed (empty: every wanted version is served). An override larger than
+        the config size limit is refused before it is parsed.
+        """
         path = self.root / name
         if not valid_model_name(name) or not path.is_dir():
             raise ModelNotFound(name)
+        limit = self._options.max_config_bytes
+        if config_text is not None and len(config_text) > limit // 4:
+            # NOTE: counted in bytes as a file would be; only a long text needs encoding.
+            size = len(config_text.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                raise config_too_large(OVERRIDE_NAME, size, limit)
         options = dataclasses.replace(self._options, quiet=0.0)
         folder = await asyncio.to_thread(read_model, path, options, now=time.time())
         aspired = await self.aspired(folder, config_text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from repoman.perf.options import concurrency_list
@@ -39,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser, default_repository: Path) -> 
     )
     parser.add_argument(
         "--control-token",
-        default=os.environ.get("REPOMAN_CONTROL_TOKEN"),
+        # NOTE: never a default from the environment: --help prints defaults.
+        default=None,
         metavar="TOKEN",
-        help="bearer token for --url's repository API (default: $REPOMAN_CONTROL_TOKEN)",
+        help="bearer token for --url's repository API (when not given: $REPOMAN_CONTROL_TOKEN)",
     )
     parser.add_argument(
         "--latency-budget-ms",

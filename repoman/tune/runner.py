@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("the model does not batch (max_batch_size 0): tuning instance count only")
         url = args.url
+        token = args.control_token or os.environ.get("REPOMAN_CONTROL_TOKEN")
         if url is None:
             server = TuningServer(
                 args.repo,
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
                 num_batch_threads=args.num_batch_threads,
             )
             server.wait_listening(min(START_TIMEOUT_S, deadline - time.monotonic()))
-            url = server.url
-        asyncio.run(_search(result, url, args, deadline, bar, started))
+            url, token = server.url, server.token
+        asyncio.run(_search(result, url, token, args, deadline, bar, started))
     except KeyboardInterrupt:
         bar.clear()
         print("\nrepoman tune: interrupted; reporting what was measured", file=sys.stderr)
@@ -147,12 +148,13 @@ def _roofline(
 async def _search(
     result: Run,
     url: str,
+    token: str | None,
     args: argparse.Namespace,
     deadline: float,
     bar: ProgressBar,
     started: float,
 ) -> None:
-    async with connect(url, result.model.name, args.control_token) as tuner:
+    async with connect(url, result.model.name, token) as tuner:
         base = result.model.config.as_dict()
         remaining = deadline - time.monotonic() - RESERVE_S
         plan = budget_plan(args.concurrency, remaining / PLANNED_TRIALS - search.LOAD_GUESS_S)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,7 +25,9 @@ class TuningServer:
     It runs in its own process so the load generator (this process) and the server never share
     a GIL or an event loop: what is measured is what ``repoman serve`` does. Explicit model
     control means only the tuner's load requests change what is served; the model files are
-    read from the repository as they are.
+    read from the repository as they are. Its repository API takes a random ``token`` made
+    for it alone (sent through the environment: a command line is visible to every user),
+    so no other process on the machine can load configs into it.
     """
 
     def __init__(
@@ -42,9 +46,11 @@ class TuningServer:
         if num_batch_threads:
             cmd += ["--num-batch-threads", str(num_batch_threads)]
         self.port: int | None = None
+        self.token = secrets.token_urlsafe(32)
         self._tail: collections.deque[str] = collections.deque(maxlen=30)
         self._process = subprocess.Popen(
             cmd,
+            env={**os.environ, "REPOMAN_CONTROL_TOKEN": self.token},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

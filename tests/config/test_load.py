@@ -33,15 +33,18 @@ def test_public_api_is_short() -> None:
         "Completer",
         "DynamicBatching",
         "InstanceGroup",
+        "MAX_CONFIG_BYTES",
         "ModelConfig",
         "QueuePolicy",
         "TensorConfig",
         "VersionPolicy",
         "config_to_pbtxt",
         "config_to_yaml",
+        "config_too_large",
         "find_config_file",
         "load_model_config",
         "parse_model_config",
+        "read_config_text",
     ]
 
 
@@ -108,5 +111,13 @@ def test_errors_name_the_file_of_the_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_format_is_a_caller_error() -> None:
-    with pytest.raises(ValueError, match="expected 'pbtxt' or 'yaml'"):
-        parse_model_config("", filename="c.json", fmt="json")
+    with pytest.raises(ValueError, match="expected 'pbtxt', 'yaml' or 'json'"):
+        parse_model_config("", filename="c.toml", fmt="toml")
+
+
+def test_load_model_config_refuses_a_file_over_the_size_limit(tmp_path) -> None:
+    from repoman.config import MAX_CONFIG_BYTES
+
+    (tmp_path / "config.pbtxt").write_text("#" * (MAX_CONFIG_BYTES + 1))
+    with pytest.raises(ConfigError, match=r"at most 1048576 bytes \(1 MiB\), found 1048577 bytes"):
+        load_model_config(tmp_path)

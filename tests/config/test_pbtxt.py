@@ -117,3 +117,28 @@ def test_a_triton_config_parses_with_its_licence_header() -> None:
     text = "# Copyright\n#\n" + 'name: "x"\nmax_batch_size: 8\ninstance_group [ { gpus: [ 0 ] } ]\n'
     names = [field.name for field in pbtxt.parse(text, filename="c.pbtxt").fields]
     assert names == ["name", "max_batch_size", "instance_group"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: \u0663", r"found the character '\u0663'"),  # ARABIC-INDIC DIGIT THREE
+        ("a: \u00b2", r"found the character '\u00b2'"),  # SUPERSCRIPT TWO
+        ("a: \uff11", r"found the character '\uff11'"),  # FULLWIDTH DIGIT ONE
+        ("a: 4\u0663", r"found the malformed number 4\u0663"),
+        ("a: " + "1" * 5000, r"expected an integer that fits in 64 bits, found 1111"),
+        ("a: 18446744073709551616", r"fits in 64 bits, found 18446744073709551616"),
+        ("a: 0x1" + "0" * 16, r"fits in 64 bits, found 0x10000000000000000"),
+    ],
+    ids=["arabic", "superscript", "fullwidth", "trailing", "5000-digits", "2**64", "hex"],
+)
+def test_numbers_are_ascii_and_fit_in_64_bits(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        pbtxt.parse(text, filename="c.pbtxt")
+    [issue] = info.value.issues
+    assert re.search(message, issue.message), issue.message
+
+
+def test_the_largest_64_bit_integer_parses() -> None:
+    tree = pbtxt.parse("a: 18446744073709551615 b: -9223372036854775808", filename="c.pbtxt")
+    assert plain(tree) == [("a", ("int", 2**64 - 1)), ("b", ("int", -(2**63)))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -155,3 +156,92 @@ def test_yaml_parameters_accept_the_shorthand(parameters: str, expected: dict[st
     text = SEMANTIC_ERROR.replace("[2, 0]", "[2]") + f"parameters: {parameters}\n"
     config = parse_model_config(text, filename="config.yaml", fmt="yaml")
     assert config.normalised["parameters"] == expected
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.timeout(10)
+def test_yaml_anchors_and_aliases_are_refused_before_anything_expands() -> None:
+    assert len(BILLION_LAUGHS) < 400  # 9**9 elements once expanded
+    with pytest.raises(ConfigError) as info:
+        yaml_source.parse(BILLION_LAUGHS, filename="config.yaml")
+    (issue,) = info.value.issues
+    assert (issue.line, issue.column) == (1, 4)
+    assert "expected no YAML anchors (&name) or aliases (*name), found the anchor &a" in str(issue)
+
+
+@pytest.mark.parametrize(
+    ("text", "found", "pos"),
+    [
+        ("max_batch_size: &n 8\n", "the anchor &n", (1, 17)),
+        ("input: []\noutput: *nothing\n", "the alias *nothing", (2, 9)),
+        ("base: &b {max_batch_size: 8}\n<<: *b\n", "the anchor &b", (1, 7)),
+    ],
+)
+def test_every_anchor_or_alias_is_refused_with_its_position(
+    text: str, found: str, pos: tuple[int, int]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        yaml_source.parse(text, filename="config.yaml")
+    (issue,) = info.value.issues
+    assert found in issue.message and (issue.line, issue.column) == pos
+
+
+JSON_CONFIG = (
+    '{"max_batch_size": 8, "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}],'
+    '\n "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [4]}]}'
+)
+
+
+def test_json_configs_parse_with_positions() -> None:
+    config = parse_model_config(JSON_CONFIG, filename="<load>", fmt="json", model_name="m")
+    assert config.max_batch_size == 8 and config.outputs[0].name == "y"
+    with pytest.raises(ConfigError) as info:
+        parse_model_config(
+            JSON_CONFIG.replace('"dims": [4]}]}', '"dims": [0]}]}'),
+            filename="<load>",
+            fmt="json",
+            model_name="m",
+        )
+    assert (info.value.issues[0].line, info.value.issues[0].field) == (2, "output[0].dims[0]")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_batch_size: 8\n", "<load>:1:1: error: expected JSON, found: Expecting value"),
+        ('{"max_batch_size": 8,}', "expected JSON, found: Expecting property name"),
+        ('{"max_batch_size": NaN}', "expected JSON, found: NaN"),
+        ("[" * 100_000 + "]" * 100_000, "expected at most 100 nested blocks"),
+        ('{"a": ' * 50_000 + "1" + "}" * 50_000, "expected at most 100 nested blocks"),
+        ("[1, 2]", "expected a mapping of configuration fields at the top level"),
+    ],
+    ids=["yaml", "trailing-comma", "nan", "deep-lists", "deep-objects", "top-list"],
+)
+def test_a_json_config_must_be_plain_json(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_model_config(text, filename="<load>", fmt="json", model_name="m")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key", ["\u0663", "\u00b2", "1\n", " 1"], ids=["arabic", "superscript", "newline", "space"]
+)
+def test_priority_levels_written_as_yaml_strings_are_ascii_digits(key: str) -> None:
+    text = (
+        "max_batch_size: 8\ninput: [{name: x, data_type: FP32, dims: [4]}]\n"
+        "output: [{name: y, data_type: FP32, dims: [4]}]\n"
+        "dynamic_batching: {priority_levels: 3, default_priority_level: 1, "
+        f"priority_queue_policy: {{{json.dumps(key)}: {{max_queue_size: 1}}}}}}\n"
+    )
+    with pytest.raises(ConfigError, match="expected a non-negative integer key"):
+        parse_model_config(text, filename="config.yaml", fmt="yaml", model_name="m")
+
+
+def test_a_yaml_integer_with_thousands_of_digits_is_a_config_error() -> None:
+    text = "max_batch_size: " + "1" * 5000 + "\n"
+    with pytest.raises(ConfigError, match="expected an integer that fits in 64 bits"):
+        yaml_source.parse(text, filename="config.yaml")

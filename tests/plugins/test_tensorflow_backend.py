@@ -229,6 +229,16 @@ def test_bad_parameter_values_are_refused(saved, registry, name, value, expected
         backend.load()
 
 
+@pytest.mark.parametrize("raw", ["0.5\n", " 0.5", "\u0660.\u0665", "1_0e-1", "0x1p-1"])
+def test_the_memory_fraction_is_a_plain_ascii_number(raw):
+    from repoman_tensorflow.runtime import RuntimeSettings
+
+    with pytest.raises(ValueError, match="per_process_gpu_memory_fraction: expected a number"):
+        RuntimeSettings.from_parameters({"per_process_gpu_memory_fraction": raw})
+    fraction = RuntimeSettings.from_parameters({"per_process_gpu_memory_fraction": ".25"})
+    assert fraction.memory_fraction == 0.25
+
+
 def test_knobs_after_the_runtime_started_warn_and_gpu_knobs_are_accepted(saved, registry, caplog):
     body = AFFINE + params(
         intra_op_thread_count="3", allow_growth="true", per_process_gpu_memory_fraction="0.5"

@@ -3,6 +3,7 @@ wrote) and checked against it before anything loads."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -173,3 +174,45 @@ def test_a_symlink_out_of_the_repository_fails_that_version(tmp_path, completer)
     resolved = resolve(folder, completer)
     assert isinstance(resolved.versions[2].error, RepomanError)
     assert "leads out of the repository" in str(resolved.versions[2].error)
+
+
+def test_a_model_file_linked_from_elsewhere_in_the_repository_is_never_read(tmp_path):
+    # NOTE: python's describe imports model.py: reading it would run it.
+    repo = tmp_path / "repo"
+    marker = tmp_path / "ran"
+    (repo / "shared").mkdir(parents=True)
+    (repo / "shared" / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    folder = repo / "m"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").symlink_to(repo / "shared" / "evil.py")
+    (folder / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+    )
+    pm, report = make_plugin_manager()
+    for auto_complete in (True, False):
+        resolver = Resolver(build_backend_registry(pm, report), auto_complete=auto_complete)
+        resolved = resolve(folder, resolver)
+        assert "'model.py' leads out of" in str(resolved.versions[1].error)
+    (folder / "config.pbtxt").unlink()  # auto-complete reads the model file too
+    resolved = resolve(folder, Resolver(build_backend_registry(pm, report)))
+    assert "'model.py' leads out of" in str(resolved.error)
+    assert not marker.exists()
+
+
+def test_load_overrides_do_not_pile_up_in_the_resolvers_caches(tmp_path):
+    # NOTE: each load request may send a different config of up to 1 MiB; keeping them
+    # as cache keys let anyone who may load grow the server without end.
+    pm, report = make_plugin_manager()
+    resolver = Resolver(build_backend_registry(pm, report))
+    folder = read_model(model_dir(tmp_path, name="digits"), ScanOptions(), now=0.0)
+    own = load(model_dir(tmp_path / "b", name="digits"), resolver)
+    config = json.loads(json.dumps(own.as_dict()))
+    for index in range(3):
+        config["parameters"] = {"pad": {"string_value": "x" * 100_000 + str(index)}}
+        resolved = resolver.resolve(folder, override=json.dumps(config))
+        assert resolved.error is None and resolved.versions[1].error is None
+    assert all(override is None for _, override, _ in resolver._resolved)
+    assert max(len(repr(key)) for key in resolver._described) < 1000
+    assert len(resolver._described) == 4  # the folder's own config, and one per override

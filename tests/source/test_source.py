@@ -7,11 +7,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from repoman.aspired import Aspired
 from repoman.backends import BackendRegistry
 from repoman.config.model import TensorConfig
+from repoman.errors import ConfigError
 from repoman.signature import ModelSignature
 from repoman.source.resolve import Resolver
+from repoman.source.scan import ScanOptions
 from repoman.source.source import RepositorySource
 from repoman.types import DataType
 from tests import fakes
@@ -112,3 +116,27 @@ def test_a_model_folder_removed_is_asked_to_unload(tmp_path: Path) -> None:
         return target.applied["gone"]
 
     assert asyncio.run(go()) == Aspired("gone")
+
+
+def test_a_load_override_over_the_config_size_limit_is_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    model(repo, "m", "echo")
+    target = Recorder()
+    source = RepositorySource(
+        repo,
+        target,
+        Resolver(registry(threading.Event())),
+        mode="explicit",
+        options=ScanOptions(max_config_bytes=4096),
+    )
+    padded = '{"max_batch_size": 0' + " " * 5000 + "}"
+
+    async def go() -> None:
+        try:
+            await source.load("m", padded)
+        finally:
+            await source.stop()
+
+    with pytest.raises(ConfigError, match=r"at most 4096 bytes \(4 KiB\), found 5021 bytes"):
+        asyncio.run(go())
+    assert "m" not in target.applied
