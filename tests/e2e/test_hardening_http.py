@@ -1,0 +1,433 @@
+"""Hostile HTTP input against the real server: slow bodies, bombs, odd headers, leaked paths.
+
+Every request goes to 127.0.0.1 on a fresh connection. While a hostile request is in flight a
+second thread probes ``/v2/health/live``: the event loop must keep answering (under 1 s) and
+the server's peak RSS (``VmHWM``, reset before each request) must stay within a budget.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import math
+import shutil
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED, ROOT
+from tests.fakes import write_model
+from tests.serverproc import ServerProcess, start_server
+
+TOKEN = "t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+KNOWN_GOOD = (ROOT / "examples" / "digits_request.json").read_bytes()
+LIVE_WITHIN_S = 1.0  # the slowest acceptable live probe while a hostile request is served
+RSS_BUDGET = 256 * 1024 * 1024  # the most one hostile request may add to the server's peak RSS
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+# --- talking to the server --------------------------------------------------------------------
+
+
+def send(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str | bytes] | None = None,
+    timeout: float = 60,
+) -> tuple[int, dict, bytes]:
+    """One request on its own connection: status, headers, body (nothing added but the length)."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            connection.putheader(key, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+def error_of(status: int, headers: dict, body: bytes) -> str:
+    """The JSON error message of a 4xx answer (asserting it is one)."""
+    assert 400 <= status < 500, (status, body[:300])
+    assert headers.get("Content-Type", "").startswith("application/json"), (headers, body[:300])
+    message = json.loads(body)["error"]
+    assert isinstance(message, str) and message
+    return message
+
+
+def exchange(server: ServerProcess, data: bytes, *, wait: float) -> tuple[bytes, bool, float]:
+    """Send raw bytes; read until the server closes or ``wait`` s pass.
+
+    Returns what came back, whether the server closed the connection, and when it did.
+    """
+    started = time.monotonic()
+    with socket.create_connection((server.host, server.port), timeout=wait) as sock:
+        sock.sendall(data)
+        received = b""
+        deadline = started + wait
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                return received, True, time.monotonic() - started
+            if not chunk:
+                return received, True, time.monotonic() - started
+            received += chunk
+    return received, False, time.monotonic() - started
+
+
+def _status_field(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@dataclass
+class Watch:
+    """What a hostile request did to the server: the slowest live probe and the RSS it added."""
+
+    base_rss: int
+    slowest_probe_s: float = 0.0
+    probes: int = 0
+    peak_rss: int = 0
+
+    @property
+    def added_rss(self) -> int:
+        return self.peak_rss - self.base_rss
+
+    def check(self) -> None:
+        assert self.probes >= 1
+        assert self.slowest_probe_s < LIVE_WITHIN_S, f"live probe took {self.slowest_probe_s:.2f}s"
+        assert self.added_rss < RSS_BUDGET, f"peak RSS grew by {self.added_rss / 2**20:.0f} MiB"
+
+
+@contextmanager
+def watched(server: ServerProcess) -> Iterator[Watch]:
+    """Probe ``/v2/health/live`` every 20 ms and track peak RSS while the block runs."""
+    pid = server.process.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    watch = Watch(base_rss=_status_field(pid, "VmRSS"))
+    done = threading.Event()
+
+    def probe() -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                status, _, _ = send(server, "GET", "/v2/health/live", timeout=10)
+                assert status == 200
+            except (OSError, AssertionError):
+                watch.slowest_probe_s = math.inf
+            else:
+                watch.slowest_probe_s = max(watch.slowest_probe_s, time.monotonic() - started)
+            watch.probes += 1
+            if done.wait(0.02):
+                return
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        done.set()
+        thread.join(15)
+        watch.peak_rss = _status_field(pid, "VmHWM")
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    """The bundled repository with default limits, the repository API behind a token."""
+    started = start_server(BUNDLED, "--control-token", TOKEN)
+    yield started
+    assert started.stop() == 0, started.log()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def odd_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with broken models (their errors name files) and fake BYTES models."""
+    root = tmp_path_factory.mktemp("hardening")
+    repo = root / "repo"
+    shutil.copytree(BUNDLED / "digits", repo / "digits")
+    bad = repo / "badonnx"
+    (bad / "1").mkdir(parents=True)
+    (bad / "1" / "model.onnx").write_bytes(b"not a protobuf")
+    (bad / "config.pbtxt").write_text(
+        'name: "badonnx"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+    )
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "config.pbtxt").write_text('name: "broken"\nmax_batch_size: [\n')
+    write_model(repo, "words", data_type="TYPE_STRING", dims=(4,), max_batch_size=8)
+    write_model(repo, "texts", data_type="TYPE_STRING", dims=(-1,), max_batch_size=0)
+    write_model(repo, "spare")
+    plugins = root / "plugins"
+    plugins.mkdir()
+    shutil.copy(ROOT / "tests" / "fakes.py", plugins / "fakes.py")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def odd_server(odd_repo: Path) -> Iterator[ServerProcess]:
+    started = start_server(
+        odd_repo,
+        "--plugins-dir",
+        str(odd_repo.parent / "plugins"),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "*",
+        "--control-token",
+        TOKEN,
+    )
+    yield started
+    assert started.stop() == 0, started.log()[-4000:]
+
+
+def assert_healthy(server: ServerProcess) -> None:
+    assert server.process.poll() is None, server.log()[-4000:]
+    status, _, body = send(server, "POST", "/v2/models/digits/infer", KNOWN_GOOD)
+    assert status == 200, body[:300]
+
+
+# --- decoding neither stalls the event loop nor balloons memory -------------------------------
+
+
+def digits_json(data: bytes, shape: str = "[1,64]") -> bytes:
+    return b'{"inputs":[{"name":"pixels","datatype":"FP32","shape":%s,"data":%s}]}' % (
+        shape.encode(),
+        data,
+    )
+
+
+def test_a_gzip_bomb_is_cut_off_while_it_inflates(server):
+    # Just under --max-request-size (64 MiB) once inflated, so only a lower JSON limit stops it.
+    document = digits_json(b"[" + b",".join([b"1"] * (31 * 1024 * 1024)) + b"]")
+    bomb = gzip.compress(document, 9)
+    assert len(bomb) < 100_000 and 60_000_000 < len(document) < 64 * 1024 * 1024
+    with watched(server) as watch:
+        answer = send(server, "POST", "/v2/models/digits/infer", bomb, {"Content-Encoding": "gzip"})
+    assert answer[0] == 413, answer
+    assert "JSON" in error_of(*answer)
+    watch.check()
+    assert_healthy(server)
+
+
+def test_a_long_bytes_tensor_the_config_allows_is_split_off_the_event_loop(odd_server):
+    # `texts` has a variable dimension, so only the element limit bounds it: 10M elements, the
+    # last one lying about its length, take the decoder a second or more, but not the event loop.
+    count = 10_000_000
+    tail = b"\x00" * ((count - 1) * 4) + b"\xff\x00\x00\x00"
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT",
+                    "datatype": "BYTES",
+                    "shape": [count],
+                    "parameters": {"binary_data_size": len(tail)},
+                }
+            ]
+        }
+    ).encode()
+    with watched(odd_server) as watch:
+        answer = send(
+            odd_server,
+            "POST",
+            "/v2/models/texts/infer",
+            header + tail,
+            {HEADER_LENGTH: str(len(header))},
+        )
+    assert f"BYTES element {count - 1} declares 255 bytes" in error_of(*answer)
+    watch.check()
+
+
+def test_the_costliest_json_under_the_limit_leaves_the_event_loop_free(server):
+    # Nested empty arrays are the slowest JSON to parse per byte (and parsing holds the GIL).
+    count = (4 * 1024 * 1024 - 200) // 5
+    body = digits_json(b"[" + b",".join([b"[[]]"] * count) + b"]")
+    assert len(body) < 4 * 1024 * 1024
+    with watched(server) as watch:
+        answer = send(server, "POST", "/v2/models/digits/infer", body)
+    assert "needs 64 elements" in error_of(*answer)
+    watch.check()
+
+
+# --- the client's fault is a 4xx, never a 500 -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b"\x1f\x8b\x08\x00 this is not gzip"),
+        ("gzip", gzip.compress(KNOWN_GOOD)[:40]),  # cut short
+        ("gzip", gzip.compress(KNOWN_GOOD) + b"trailing junk"),
+        ("GZIP", KNOWN_GOOD),
+        ("deflate", b"not deflate either"),
+    ],
+)
+def test_a_corrupt_compressed_body_is_a_400(server, encoding, body):
+    answer = send(server, "POST", "/v2/models/digits/infer", body, {"Content-Encoding": encoding})
+    assert answer[0] == 400 and "content-encoding" in error_of(*answer).lower()
+    assert_healthy(server)
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress", "x-gzip-ish", "gzip, gzip"])
+def test_an_unsupported_content_encoding_is_a_415(server, encoding):
+    body = KNOWN_GOOD if "gzip" not in encoding else gzip.compress(gzip.compress(KNOWN_GOOD))
+    answer = send(server, "POST", "/v2/models/digits/infer", body, {"Content-Encoding": encoding})
+    assert answer[0] == 415 and "gzip" in error_of(*answer)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("identity", lambda body: body)],
+)
+def test_supported_content_encodings_still_work(server, encoding, compress):
+    answer = send(
+        server,
+        "POST",
+        "/v2/models/digits/infer",
+        compress(KNOWN_GOOD),
+        {"Content-Encoding": encoding},
+    )
+    assert answer[0] == 200, answer
+    body = compress(b'{"parameters": {}}')
+    status, _, _ = send(
+        server,
+        "POST",
+        "/v2/repository/models/digits/load",
+        body,
+        {**AUTH, "Content-Encoding": encoding},
+    )
+    assert status == 400  # poll mode: loading needs explicit mode, but the body was read
+
+
+def test_a_deeply_nested_load_body_is_a_400(server):
+    body = b"[" * 100_000 + b"]" * 100_000
+    answer = send(server, "POST", "/v2/repository/models/digits/load", body, AUTH)
+    assert answer[0] == 400 and "nested too deeply" in error_of(*answer)
+
+
+# --- a declared length over the limit is refused before the body is read ----------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "declared"),
+    [
+        ("/v2/models/digits/infer", 1_000_000_000),
+        ("/v2/repository/models/digits/load", 1_000_000_000),
+        ("/v2/models/digits/infer", 5 * 1024 * 1024),  # under --max-request-size, over JSON's
+    ],
+)
+def test_a_declared_length_over_the_limit_is_a_413_at_once(server, path, declared):
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    received, closed, after = exchange(server, head.encode() + b'{"inputs": [', wait=5)
+    assert received.startswith(b"HTTP/1.1 413 "), received[:300]
+    assert closed and after < 3, (closed, after)
+
+
+def test_a_client_expecting_100_continue_gets_the_413_instead(server):
+    head = (
+        b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 1000000000\r\n\r\n"
+    )
+    received, closed, after = exchange(server, head, wait=5)
+    assert received.startswith(b"HTTP/1.1 413 "), received[:300]
+    assert b'"error"' in received and closed and after < 3
+    small = head.replace(b"1000000000", b"%d" % len(KNOWN_GOOD)).replace(
+        b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
+    )
+    received, _, _ = exchange(server, small, wait=1)
+    assert received.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), received[:300]
+
+
+def test_a_client_that_keeps_sending_past_the_limit_is_cut_off(server):
+    head = b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n"
+    chunk = b"\0" * 65536
+    started = time.monotonic()
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(head)
+        with pytest.raises(OSError):  # the server closes: a reset, a broken pipe
+            while time.monotonic() - started < 10:
+                sock.sendall(chunk)
+    assert time.monotonic() - started < 4
+    assert_healthy(server)
+
+
+# --- slow clients are timed out ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def impatient_server() -> Iterator[ServerProcess]:
+    started = start_server(
+        BUNDLED, "--request-read-timeout", "1", "--keepalive-timeout", "1", "--control-token", TOKEN
+    )
+    yield started
+    assert started.stop() == 0, started.log()[-4000:]
+
+
+def trickle(
+    server: ServerProcess, head: bytes, drip: bytes, *, for_s: float
+) -> tuple[bytes, float]:
+    """Send ``head``, then ``drip`` byte by byte every 0.1 s until the server answers or closes."""
+    started = time.monotonic()
+    with socket.create_connection((server.host, server.port), timeout=for_s) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.1)
+        received = b""
+        for byte in drip:
+            if time.monotonic() - started > for_s:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received, time.monotonic() - started
+
+
+@pytest.mark.parametrize("path", ["/v2/models/digits/infer", "/v2/repository/models/digits/load"])
+def test_a_trickling_body_is_a_408_and_closed(impatient_server, path):
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {len(KNOWN_GOOD)}\r\n\r\n"
+    ).encode()
+    received, after = trickle(impatient_server, head, KNOWN_GOOD, for_s=8)
+    assert received.startswith(b"HTTP/1.1 408 "), received[:300]
+    assert b"Connection: close" in received
+    assert after < 4
+
+
+def test_trickling_headers_are_cut_off(impatient_server):
+    head = b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
+    received, after = trickle(impatient_server, head, b"X-Slow: " + b"a" * 200, for_s=8)
+    assert after < 4, "the connection was still open"
+    assert not received.startswith(b"HTTP/1.1 200")
