@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from repoman import __version__
 from repoman.config.model import TensorConfig
-from repoman.dataplane.request_checks import check_request, reshape_outputs
+from repoman.dataplane.request_checks import ExpectedInputs, check_request, reshape_outputs
 from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
@@ -59,16 +59,20 @@ class InferenceService:
     # ---- inference -----------------------------------------------------------------
 
     async def infer(
-        self, name: str, version: int | None, read: Callable[[], Awaitable[InferRequest]]
+        self,
+        name: str,
+        version: int | None,
+        read: Callable[[ExpectedInputs], Awaitable[InferRequest]],
     ) -> tuple[InferRequest, InferResponse]:
         """Route ``name``/``version``, then ``read`` the request (the body), then run it.
 
         Routing comes first so that a request that could not be served (404/503) is
-        answered before its body is read and decoded.
+        answered before its body is read and decoded; ``read`` gets what the routed
+        version's config accepts, to refuse what it rules out before decoding tensors.
         """
         check_model_name(name)
         routed = self._manager.route(name, version)
-        request = await read()
+        request = await read(ExpectedInputs(routed.config))
         if routed.state is not State.READY:
             # NOTE: swapped out while the body arrived: the version now serving takes it.
             routed = self._manager.route(name, version)

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from repoman.dataplane.request_checks import ExpectedInputs
 from repoman.errors import InvalidRequest, UnsupportedMediaType
 from repoman.inference import InferRequest
 from repoman.metrics import CONTENT_TYPE
@@ -71,8 +72,8 @@ async def model_config(request: web.Request) -> web.Response:
 async def infer(request: web.Request) -> web.Response:
     name, version = _target(request)
 
-    async def read() -> InferRequest:
-        return await _read_infer_request(request, name, version)
+    async def read(expected: ExpectedInputs) -> InferRequest:
+        return await _read_infer_request(request, name, version, expected)
 
     infer_request, response = await request.app[SERVICE].infer(name, version, read)
     payload, json_length = encode_infer_response(response, infer_request)
@@ -86,7 +87,7 @@ async def infer(request: web.Request) -> web.Response:
 
 
 async def _read_infer_request(
-    request: web.Request, name: str, version: int | None
+    request: web.Request, name: str, version: int | None, expected: ExpectedInputs
 ) -> InferRequest:
     """Read, inflate and decode an ``/infer`` body within the app's limits."""
     # NOTE: the raw header first: parsing Content-Type costs more than the rest of this.
@@ -123,6 +124,7 @@ async def _read_infer_request(
             header_length=header_length,
             model_name=name,
             model_version=version,
+            expected=expected,
         )
 
     return await decode_off_loop(request.app[DECODER], decode, sent, coding)

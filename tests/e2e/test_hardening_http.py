@@ -232,6 +232,53 @@ def test_a_gzip_bomb_is_cut_off_while_it_inflates(server):
     assert_healthy(server)
 
 
+@pytest.mark.parametrize("count", [400_000, 70_000])
+def test_many_inputs_are_refused_before_any_is_decoded(server, count):
+    # The first input is unknown to digits; 70k inputs fit under the JSON limit, 400k do not.
+    entries = [b'{"name":"nope","datatype":"FP32","shape":[1],"data":[1]}']
+    entries += [
+        b'{"name":"i%d","datatype":"FP32","shape":[1],"data":[1]}' % i for i in range(count)
+    ]
+    body = b'{"inputs":[' + b",".join(entries) + b"]}"
+    with watched(server) as watch:
+        answer = send(server, "POST", "/v2/models/digits/infer", body)
+    message = error_of(*answer)
+    if answer[0] != 413:
+        assert f"{count + 1} inputs" in message and "takes 1" in message, message
+    watch.check()
+
+
+def test_a_bytes_shape_over_the_config_is_refused_before_its_elements_are_split(odd_server):
+    # 8M empty BYTES elements: each is a 4-byte length; `words` takes at most 8 x 4 of them.
+    rows = 2_000_000
+    tail = b"\x00" * (rows * 4 * 4)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT",
+                    "datatype": "BYTES",
+                    "shape": [rows, 4],
+                    "parameters": {"binary_data_size": len(tail)},
+                }
+            ]
+        }
+    ).encode()
+    with watched(odd_server) as watch:
+        started = time.monotonic()
+        answer = send(
+            odd_server,
+            "POST",
+            "/v2/models/words/infer",
+            header + tail,
+            {HEADER_LENGTH: str(len(header))},
+        )
+        took = time.monotonic() - started
+    assert "max_batch_size 8" in error_of(*answer)
+    watch.check()
+    assert took < 0.6, f"{took:.2f}s: were the 8M elements split before the shape was checked?"
+
+
 def test_a_long_bytes_tensor_the_config_allows_is_split_off_the_event_loop(odd_server):
     # `texts` has a variable dimension, so only the element limit bounds it: 10M elements, the
     # last one lying about its length, take the decoder a second or more, but not the event loop.
@@ -326,6 +373,22 @@ def test_a_deeply_nested_load_body_is_a_400(server):
     body = b"[" * 100_000 + b"]" * 100_000
     answer = send(server, "POST", "/v2/repository/models/digits/load", body, AUTH)
     assert answer[0] == 400 and "nested too deeply" in error_of(*answer)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("rank", [33, 70, 10_000])
+def test_a_very_high_rank_shape_is_a_400(server, rank, binary):
+    entry: dict = {"name": "pixels", "datatype": "FP32", "shape": [1] * rank}
+    if binary:
+        entry["parameters"] = {"binary_data_size": 4}
+    else:
+        entry["data"] = [1.0]
+    header = json.dumps({"inputs": [entry]}).encode()
+    body, headers = (
+        (header + b"\0\0\0\0", {HEADER_LENGTH: str(len(header))}) if binary else (header, {})
+    )
+    answer = send(server, "POST", "/v2/models/digits/infer", body, headers)
+    assert answer[0] == 400 and "dimensions" in error_of(*answer)
 
 
 # --- a declared length over the limit is refused before the body is read ----------------------
