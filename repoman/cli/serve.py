@@ -84,6 +84,11 @@ async def serve(args: argparse.Namespace) -> int:
 
     if args.protect_inference and not args.control_token:
         raise RepomanError("--protect-inference needs --control-token (or REPOMAN_CONTROL_TOKEN)")
+    if args.control_token and not _valid_token(args.control_token):
+        raise RepomanError(
+            "the control token must be printable ASCII without spaces (RFC 6750), "
+            "or clients could never present it"
+        )
     access = AccessPolicy(
         control_token=args.control_token or None,
         repository_api=not args.disable_repository_api,
@@ -106,6 +111,10 @@ async def serve(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
     )
     return 0
+
+
+def _valid_token(token: str) -> bool:
+    return token.isascii() and token.isprintable() and " " not in token
 
 
 def _body_limits(args: argparse.Namespace) -> BodyLimits:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -204,5 +205,7 @@ def _int_parameter(request: InferRequest, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequest(f"request parameter '{name}' must be an integer >= 0, found {value!r}")
+        raise InvalidRequest(
+            f"request parameter '{name}' must be an integer >= 0, found {reprlib.repr(value)}"
+        )
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from repoman.server.keys import DECODER, LIMITS, METRICS, SERVICE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BODY_TYPES = frozenset({"application/json", "application/octet-stream"})
+_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -131,13 +133,16 @@ async def _read_infer_request(
 
 
 def _header_length(request: web.Request) -> int | None:
-    raw = request.headers.get(HEADER_LENGTH)
-    if raw is None:
+    given = request.headers.getall(HEADER_LENGTH, [])
+    if not given:
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{HEADER_LENGTH} must be an integer, found '{raw}'") from None
+    raw = ", ".join(given)
+    # NOTE: not int(): it also takes " 12", "1_2", "+12" and Unicode digits such as "١٢".
+    if not _DIGITS.fullmatch(raw):
+        raise InvalidRequest(
+            f"{HEADER_LENGTH} must be a number of bytes (ASCII digits), found {json_preview(raw)}"
+        )
+    return int(raw)
 
 
 async def repository_index(request: web.Request) -> web.Response:

@@ -13,6 +13,8 @@ import json
 import math
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -375,6 +377,28 @@ def test_a_deeply_nested_load_body_is_a_400(server):
     assert answer[0] == 400 and "nested too deeply" in error_of(*answer)
 
 
+@pytest.mark.parametrize(
+    "value", [b"Bearer \xff\xfe", "Bearer t\u00f6ken".encode(), b"Bearer\xa0" + TOKEN.encode()]
+)
+def test_a_non_ascii_authorization_header_is_a_401(server, value):
+    answer = send(server, "POST", "/v2/repository/index", b"", {"Authorization": value})
+    assert answer[0] == 401 and "Bearer" in error_of(*answer)
+
+
+@pytest.mark.parametrize("token", ["t\u00f6ken", "two words", "tab\there"])
+def test_a_token_no_client_could_present_is_refused_at_start(token):
+    command = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(BUNDLED)]
+    done = subprocess.run(
+        [*command, "--http-port", "0", "--control-token", token],
+        capture_output=True,
+        text=True,
+        timeout=20,  # a server that starts would serve until then
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    assert "printable ASCII" in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("rank", [33, 70, 10_000])
 def test_a_very_high_rank_shape_is_a_400(server, rank, binary):
@@ -389,6 +413,18 @@ def test_a_very_high_rank_shape_is_a_400(server, rank, binary):
     )
     answer = send(server, "POST", "/v2/models/digits/infer", body, headers)
     assert answer[0] == 400 and "dimensions" in error_of(*answer)
+
+
+@pytest.mark.parametrize("value", ["\u0661\u0662", "\uff11", "1 2", "1_2", "+12", "0x10", "1e3"])
+def test_inference_header_content_length_takes_ascii_digits_only(server, value):
+    answer = send(
+        server,
+        "POST",
+        "/v2/models/digits/infer",
+        KNOWN_GOOD,
+        {HEADER_LENGTH: value.encode()},
+    )
+    assert answer[0] == 400 and HEADER_LENGTH in error_of(*answer)
 
 
 # --- a declared length over the limit is refused before the body is read ----------------------
