@@ -60,7 +60,9 @@ async def serve(args: argparse.Namespace) -> int:
         resolve_timeout=args.model_load_timeout,
     )
     explicit = args.model_control_mode == "explicit"
-    service = InferenceService(manager, scheduler, source if explicit else None)
+    service = InferenceService(
+        manager, scheduler, source if explicit else None, repository=repository
+    )
     metrics = Metrics(manager, scheduler)
 
     async def models(app: object) -> AsyncIterator[None]:

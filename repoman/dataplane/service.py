@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from repoman import __version__
 from repoman.config.model import TensorConfig
+from repoman.dataplane.redact import Redactor
 from repoman.dataplane.request_checks import ExpectedInputs, check_request, reshape_outputs
 from repoman.errors import InvalidRequest, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
@@ -36,7 +38,9 @@ class InferenceService:
     """What every protocol layer calls; it knows nothing of HTTP.
 
     It is not ready until the first repository pass has finished (whatever its outcome:
-    a model that failed is reported, not waited for), then ready while serving.
+    a model that failed is reported, not waited for), then ready while serving. Given the
+    ``repository`` root, every reason it returns names files relative to it, and ``redact``
+    does the same for the messages of the errors it raises (the transport calls it once).
     """
 
     def __init__(
@@ -44,11 +48,13 @@ class InferenceService:
         manager: ModelManager,
         scheduler: SharedScheduler,
         control: RepositoryControl | None = None,
+        repository: Path | None = None,
     ) -> None:
         self._manager = manager
         self._scheduler = scheduler
         self._control = control
         self._ready = False
+        self.redact = Redactor(repository)
 
     @property
     def ready(self) -> bool:
@@ -141,11 +147,11 @@ class InferenceService:
             versions = self._manager.versions(name)
             error = self._manager.model_error(name)
             if error and not versions:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": error})
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": self.redact(error)})
             for mv in versions:
                 row = {"name": name, "version": str(mv.version), "state": mv.state.value}
                 if mv.reason or error:
-                    row["reason"] = mv.reason or error
+                    row["reason"] = self.redact(mv.reason or error)
                 rows.append(row)
         return rows
 

@@ -12,7 +12,7 @@ from aiohttp import HttpVersion11, hdrs, web
 
 from repoman.errors import RepomanError
 from repoman.server.encode import encode_error
-from repoman.server.keys import LIMITS
+from repoman.server.keys import LIMITS, SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,15 @@ async def _answer_and_close(request: web.Request, response: web.Response) -> web
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """RepomanError -> its status; aiohttp's HTTP errors -> JSON; anything else -> 500, logged."""
+    """RepomanError -> its status; aiohttp's HTTP errors -> JSON; anything else -> 500, logged.
+
+    Messages name files relative to the model repository (the service redacts its root):
+    clients, who may be anyone, learn nothing of the server's directory layout.
+    """
     try:
         return await handler(request)
     except RepomanError as exc:
-        response = error_response(exc.status, exc.message)
+        response = error_response(exc.status, request.app[SERVICE].redact(exc.message))
         return await _answer_and_close(request, response) if exc.status in CLOSING else response
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(exc.status, f"request body too large: {exc.text}")
@@ -62,7 +66,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(exc.status, exc.reason)
     except Exception as exc:
         log.exception("unexpected error serving %s %s", request.method, request.path)
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        # NOTE: the exception's text stays in the log: it may name files or show internals.
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
 @web.middleware

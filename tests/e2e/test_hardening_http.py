@@ -530,3 +530,31 @@ def test_trickling_headers_are_cut_off(impatient_server):
     received, after = trickle(impatient_server, head, b"X-Slow: " + b"a" * 200, for_s=8)
     assert after < 4, "the connection was still open"
     assert not received.startswith(b"HTTP/1.1 200")
+
+
+# --- answers name files relative to the repository --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v2/models/badonnx/infer"),
+        ("POST", "/v2/models/broken/infer"),
+        ("GET", "/v2/models/badonnx"),
+        ("GET", "/v2/models/broken"),
+        ("GET", "/v2/models/badonnx/config"),
+        ("GET", "/v2/models/broken/config"),
+        ("GET", "/v2/models/badonnx/versions/1/config"),
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/repository/models/badonnx/load"),
+        ("POST", "/v2/repository/models/broken/load"),
+    ],
+)
+def test_answers_name_files_relative_to_the_repository(odd_server, odd_repo, method, path):
+    body = KNOWN_GOOD if path.endswith("infer") else b""
+    status, _, answer = send(odd_server, method, path, body, AUTH)
+    text = answer.decode()
+    for root in {str(odd_repo), str(odd_repo.resolve()), str(odd_repo.parent)}:
+        assert root not in text, text
+    if status != 200 or path.endswith("index"):  # a failed version's config is a plain 200
+        assert "badonnx/1/model.onnx" in text or "broken/config.pbtxt" in text, text
