@@ -558,3 +558,49 @@ def test_answers_name_files_relative_to_the_repository(odd_server, odd_repo, met
         assert root not in text, text
     if status != 200 or path.endswith("index"):  # a failed version's config is a plain 200
         assert "badonnx/1/model.onnx" in text or "broken/config.pbtxt" in text, text
+
+
+# --- names and versions in URLs match their ASCII patterns exactly ----------------------------
+
+ODD_NAMES = [
+    "%D9%A1",  # ARABIC-INDIC DIGIT ONE
+    "%EF%BC%91",  # FULLWIDTH DIGIT ONE
+    "digits%0A",
+    "digits%0D%0A",
+    "digits%20",
+    "%C4%B1ris",  # dotless i
+    "a" * 129,
+]
+ODD_VERSIONS = ["%D9%A1", "%EF%BC%91", "1%0A", "%201", "1" * 19, "0", "+1"]
+NAMED_ROUTES = [
+    ("POST", "/v2/models/{}/infer"),
+    ("GET", "/v2/models/{}"),
+    ("GET", "/v2/models/{}/ready"),
+    ("GET", "/v2/models/{}/config"),
+    ("GET", "/v2/models/{}/stats"),
+    ("POST", "/v2/repository/models/{}/load"),
+    ("POST", "/v2/repository/models/{}/unload"),
+]
+VERSIONED_ROUTES = [
+    ("POST", "/v2/models/digits/versions/{}/infer"),
+    ("GET", "/v2/models/digits/versions/{}"),
+    ("GET", "/v2/models/digits/versions/{}/ready"),
+    ("GET", "/v2/models/digits/versions/{}/config"),
+    ("GET", "/v2/models/digits/versions/{}/stats"),
+]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+@pytest.mark.parametrize(("method", "route"), NAMED_ROUTES)
+def test_odd_model_names_are_400s_on_every_route(server, method, route, name):
+    body = KNOWN_GOOD if route.endswith("infer") else b""
+    answer = send(server, method, route.format(name), body, AUTH)
+    assert answer[0] == 400 and "invalid model name" in error_of(*answer)
+
+
+@pytest.mark.parametrize("version", ODD_VERSIONS)
+@pytest.mark.parametrize(("method", "route"), VERSIONED_ROUTES)
+def test_odd_versions_are_400s_on_every_route(server, method, route, version):
+    body = KNOWN_GOOD if route.endswith("infer") else b""
+    answer = send(server, method, route.format(version), body)
+    assert answer[0] == 400 and "invalid model version" in error_of(*answer)
