@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import BUNDLED, ROOT
 from tests.fakes import write_model
@@ -604,3 +607,163 @@ def test_odd_versions_are_400s_on_every_route(server, method, route, version):
     body = KNOWN_GOOD if route.endswith("infer") else b""
     answer = send(server, method, route.format(version), body)
     assert answer[0] == 400 and "invalid model version" in error_of(*answer)
+
+
+# --- a search for other 500s: odd JSON and headers on every endpoint --------------------------
+
+FUZZ_BUDGET_S = 15  # per test, about twice its usual time on two shared cores
+_started: dict[str, float] = {}
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([2**63, -(2**63) - 1, 2**64, 10**30, 0, -1])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=6)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+CONFIG_FIELDS = [
+    "name",
+    "platform",
+    "backend",
+    "max_batch_size",
+    "input",
+    "output",
+    "version_policy",
+    "instance_group",
+    "dynamic_batching",
+    "parameters",
+    "default_model_filename",
+    "model_warmup",
+    "optimization",
+    "sequence_batching",
+    "ensemble_scheduling",
+    "batch_input",
+    "response_cache",
+]
+TENSOR_FIELDS = ["name", "data_type", "dims", "reshape", "optional", "format", "allow_ragged_batch"]
+SPARE = {
+    "name": "spare",
+    "backend": "echo",
+    "max_batch_size": 8,
+    "input": [{"name": "INPUT", "data_type": "TYPE_FP32", "dims": [4]}],
+    "output": [{"name": "OUTPUT", "data_type": "TYPE_FP32", "dims": [4]}],
+}
+
+
+def dumps(value: object) -> bytes:
+    return json.dumps(value).encode()  # NaN and Infinity as Python writes them
+
+
+@st.composite
+def load_bodies(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["any", "parameters", "config-any", "config-field", "tensor"]))
+    if kind == "any":
+        return dumps(draw(json_values))
+    if kind == "parameters":
+        return dumps({"parameters": draw(json_values)})
+    if kind == "config-any":
+        return dumps({"parameters": {"config": dumps(draw(json_values)).decode()}})
+    config = json.loads(json.dumps(SPARE))
+    if kind == "config-field":
+        config[draw(st.sampled_from(CONFIG_FIELDS))] = draw(json_values)
+    else:
+        tensor = config[draw(st.sampled_from(["input", "output"]))][0]
+        tensor[draw(st.sampled_from(TENSOR_FIELDS))] = draw(json_values)
+    return dumps({"parameters": {"config": dumps(config).decode()}})
+
+
+@st.composite
+def infer_bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    document = json.loads(KNOWN_GOOD)
+    where = draw(st.sampled_from(["request", "input", "output", "id", "header"]))
+    key = draw(st.sampled_from(["priority", "timeout", "binary_data_output", "sequence_id"]))
+    if where == "request":
+        document["parameters"] = {key: draw(json_values)}
+    elif where == "input":
+        document["inputs"][0]["parameters"] = draw(json_values)
+    elif where == "output":
+        parameters = draw(
+            st.dictionaries(st.sampled_from(["binary_data", "classification"]), json_values)
+        )
+        document["outputs"] = [{"name": "label", "parameters": parameters}]
+    elif where == "id":
+        document["id"] = draw(json_values)
+    headers = {}
+    if where == "header":
+        headers[draw(st.sampled_from([HEADER_LENGTH, "Content-Type", "Content-Encoding"]))] = draw(
+            st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=12)
+        )
+    return dumps(document), headers
+
+
+def answered_without_a_server_error(server: ServerProcess, test: str, *request) -> None:
+    if time.monotonic() - _started.setdefault(test, time.monotonic()) > FUZZ_BUDGET_S:
+        return  # past the budget the remaining examples send nothing
+    status, headers, body = send(server, *request)
+    assert status < 500, (status, body[:300], request)
+    if status >= 400:
+        error_of(status, headers, body)
+
+
+fuzz = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def test_odd_load_and_config_bodies_get_a_json_4xx_or_load(odd_server):
+    @fuzz
+    @given(body=load_bodies(), path=st.sampled_from(["spare/load", "spare/unload", "nope/load"]))
+    def run(body: bytes, path: str) -> None:
+        answered_without_a_server_error(
+            odd_server, "load", "POST", f"/v2/repository/models/{path}", body, AUTH
+        )
+
+    run()
+    assert_healthy(odd_server)
+
+
+def test_odd_infer_parameters_and_headers_get_a_json_4xx_or_a_200(server):
+    @fuzz
+    @given(request=infer_bodies())
+    def run(request: tuple[bytes, dict[str, str]]) -> None:
+        body, headers = request
+        answered_without_a_server_error(
+            server, "infer", "POST", "/v2/models/digits/infer", body, headers
+        )
+
+    run()
+    assert_healthy(server)
+
+
+def test_odd_urls_and_bodies_on_the_other_endpoints_get_a_json_4xx_or_a_200(odd_server):
+    paths = st.sampled_from(
+        [
+            "/v2/repository/index",
+            "/v2/models/stats",
+            "/v2/models/digits/stats",
+            "/v2/health/ready",
+            "/v2/models/digits/versions/{}/stats",
+            "/v2/models/words/versions/{}",
+            "/v2/models/{}/config",
+        ]
+    )
+
+    @fuzz
+    @given(
+        path=paths,
+        part=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30),
+        method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+        body=json_values.map(dumps),
+    )
+    def run(path: str, part: str, method: str, body: bytes) -> None:
+        target = path.format(urllib.parse.quote(part, safe=""))
+        answered_without_a_server_error(odd_server, "other", method, target, body, AUTH)
+
+    run()
+    assert_healthy(odd_server)
