@@ -22,6 +22,7 @@ CLOSING = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.REQUEST_ENTITY_TOO_L
 """Statuses answered before the body was read in full: the connection cannot carry on."""
 
 LINGER_S = 1.0
+"""How long a 408 or 413 waits for the rest of the body before closing (aiohttp waits 10 s)."""
 
 
 def error_response(status: int, message: str) -> web.Response:
