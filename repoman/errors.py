@@ -35,6 +35,18 @@ class UnsupportedMediaType(RepomanError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
+class PayloadTooLarge(RepomanError):
+    """The request body (or its JSON part, or what it inflates to) is over a size limit."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class BodyTimeout(RepomanError):
+    """The client did not send the whole request body within the read timeout (408)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+
+
 class ModelNotFound(RepomanError):
     """No such model, or no such version of it, is known to the server."""
 

@@ -153,7 +153,33 @@ def _limits_and_security(group: argparse._ArgumentGroup) -> None:
         type=int,
         default=64 * 1024 * 1024,
         metavar="BYTES",
-        help="largest request body accepted; larger ones get 413",
+        help="largest request body accepted, as sent and as inflated from gzip/deflate; "
+        "larger ones get 413 (at once when Content-Length says so)",
+    )
+    group.add_argument(
+        "--max-json-size",
+        type=int,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest JSON part of a request (the whole body without "
+        "Inference-Header-Content-Length); larger ones get 413. Parsed JSON takes 10-30x its "
+        "size in memory; big tensors belong in the binary data extension",
+    )
+    group.add_argument(
+        "--request-read-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a request body that has not fully arrived S seconds after reading began gets "
+        "408 and its connection is closed",
+    )
+    group.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=75.0,
+        metavar="S",
+        help="close a connection idle for S seconds since it opened or since its last "
+        "response; a request whose headers are still arriving counts as idle",
     )
     group.add_argument(
         "--max-config-size",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from repoman.manager import ModelManager, ModelVersion
 from repoman.metrics import Metrics
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.scheduler import SharedScheduler
-from repoman.server import AccessPolicy, make_app, serve_until_stopped
+from repoman.server import AccessPolicy, BodyLimits, make_app, serve_until_stopped
 from repoman.source.resolve import Resolver
 from repoman.source.scan import ScanOptions
 from repoman.source.source import RepositorySource
@@ -35,6 +36,7 @@ async def serve(args: argparse.Namespace) -> int:
         raise RepomanError(f"--max-config-size {args.max_config_size}: must be at least 1")
     if args.switch_interval_us < 1:
         raise RepomanError(f"--switch-interval-us {args.switch_interval_us}: must be at least 1")
+    limits = _body_limits(args)
     # NOTE: backends release the GIL while computing but need it back to return their
     # outputs; with Python's 5 ms default a worker can wait that long behind the event loop
     # (a 3.5 ms onnxruntime batch measured 8.7 ms next to a busy Python thread, 4.0 at 1 ms).
@@ -76,7 +78,9 @@ async def serve(args: argparse.Namespace) -> int:
         resolve_timeout=args.model_load_timeout,
     )
     explicit = args.model_control_mode == "explicit"
-    service = InferenceService(manager, scheduler, source if explicit else None)
+    service = InferenceService(
+        manager, scheduler, source if explicit else None, repository=repository
+    )
     metrics = Metrics(manager, scheduler)
 
     async def models(app: object) -> AsyncIterator[None]:
@@ -109,6 +113,11 @@ async def serve(args: argparse.Namespace) -> int:
     token = args.control_token or os.environ.get(TOKEN_VARIABLE) or None
     if args.protect_inference and not token:
         raise RepomanError(f"--protect-inference needs --control-token (or {TOKEN_VARIABLE})")
+    if token and not _valid_token(token):
+        raise RepomanError(
+            "the control token must be printable ASCII without spaces (RFC 6750), "
+            "or clients could never present it"
+        )
     if explicit and not token and not args.disable_repository_api:
         log.warning(
             "--model-control-mode explicit without a control token: anyone who can reach this "
@@ -126,7 +135,7 @@ async def serve(args: argparse.Namespace) -> int:
         service,
         metrics,
         background=[models],
-        max_request_bytes=args.max_request_size,
+        limits=limits,
         access=access,
     )
     await serve_until_stopped(
@@ -136,8 +145,29 @@ async def serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         shutdown_timeout=args.shutdown_timeout,
         serving_what=f"repository {repository}",
+        keepalive_timeout=args.keepalive_timeout,
     )
     return 0
+
+
+def _valid_token(token: str) -> bool:
+    return token.isascii() and token.isprintable() and " " not in token
+
+
+def _body_limits(args: argparse.Namespace) -> BodyLimits:
+    for option, value in (
+        ("--max-request-size", args.max_request_size),
+        ("--max-json-size", args.max_json_size),
+        ("--request-read-timeout", args.request_read_timeout),
+        ("--keepalive-timeout", args.keepalive_timeout),
+    ):
+        if not 0 < value < math.inf:  # NOTE: also refuses NaN, which float() reads
+            raise RepomanError(f"{option} {value}: must be a number more than 0")
+    return BodyLimits(
+        max_bytes=args.max_request_size,
+        max_json_bytes=min(args.max_json_size, args.max_request_size),
+        read_timeout=args.request_read_timeout,
+    )
 
 
 def _log_table(manager: ModelManager) -> None:

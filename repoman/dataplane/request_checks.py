@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 import numpy as np
 
@@ -31,34 +32,18 @@ def check_request(config: ModelConfig, request: InferRequest) -> dict[str, np.nd
             if wanted.name not in outputs:
                 known = ", ".join(sorted(outputs))
                 raise InvalidRequest(
-                    f"unknown output '{wanted.name}' requested from {_where(config)} "
+                    f"unknown output {_quoted(wanted.name)} requested from {_where(config)} "
                     f"(its outputs: {known})"
                 )
 
-    max_batch_size = config.max_batch_size
     batch_size: int | None = None
     prepared: dict[str, np.ndarray] = {}
     for name, array in inputs.items():
         tensor = declared[name]
         if array.dtype != tensor.data_type.numpy_dtype:
-            _refuse_dtype(config, tensor, array)
-        shape = array.shape
-        if max_batch_size > 0:
-            if len(shape) != len(tensor.dims) + 1:
-                raise InvalidRequest(
-                    f"input '{name}' of {_where(config)}: expected shape [-1] + "
-                    f"{list(tensor.dims)} (batch dimension first), found {list(shape)}"
-                )
-            rows = shape[0]
-            if rows < 1:
-                raise InvalidRequest(
-                    f"input '{name}' of {_where(config)}: the batch dimension is 0"
-                )
-            if rows > max_batch_size:
-                raise InvalidRequest(
-                    f"input '{name}' of {_where(config)}: batch size {rows} exceeds the model's "
-                    f"max_batch_size {max_batch_size}"
-                )
+            _refuse_dtype(config, tensor, _datatype_name(array))
+        rows = _check_shape(config, tensor, array.shape)
+        if rows is not None:
             if batch_size is None:
                 batch_size = rows
             elif rows != batch_size:
@@ -66,26 +51,89 @@ def check_request(config: ModelConfig, request: InferRequest) -> dict[str, np.nd
                     f"inputs of {_where(config)} disagree on the batch size: '{name}' has {rows}, "
                     f"another input has {batch_size}"
                 )
-            _check_dims(config, tensor, shape[1:], shape)
-        else:
-            _check_dims(config, tensor, shape, shape)
         if tensor.reshape is not None:
-            array = _reshape_in(tensor, array, max_batch_size > 0)
+            array = _reshape_in(tensor, array, config.max_batch_size > 0)
         prepared[name] = array
     return prepared
+
+
+class ExpectedInputs:
+    """What a routed version's config accepts, checked per input before its tensor is built.
+
+    A transport decoding a body calls ``check_count`` with the number of inputs, then
+    ``check_input`` for each one as soon as its name, datatype and shape are known, so a body
+    the config rules out costs no tensor decoding. ``check_request`` still checks the whole
+    decoded request (missing inputs, batch sizes that disagree, outputs).
+    """
+
+    __slots__ = ("_config",)
+
+    def __init__(self, config: ModelConfig) -> None:
+        self._config = config
+
+    def check_count(self, count: int) -> None:
+        config = self._config
+        if count > len(config.inputs):
+            names = ", ".join(tensor.name for tensor in config.inputs)
+            raise InvalidRequest(
+                f"the request has {count} inputs; {_where(config)} takes {len(config.inputs)} "
+                f"({names})"
+            )
+
+    def check_input(self, name: str, datatype: DataType, shape: Sequence[int]) -> None:
+        config = self._config
+        tensor = config.inputs_by_name.get(name)
+        if tensor is None:
+            _refuse_name(config, name)
+        if datatype is not tensor.data_type:
+            _refuse_dtype(config, tensor, datatype.value)
+        _check_shape(config, tensor, tuple(shape))
+
+
+def _check_shape(config: ModelConfig, tensor: TensorConfig, shape: tuple[int, ...]) -> int | None:
+    """Refuse ``shape`` unless ``tensor`` takes it; return its batch size (None: no batching)."""
+    max_batch_size = config.max_batch_size
+    if max_batch_size <= 0:
+        _check_dims(config, tensor, shape, shape)
+        return None
+    name = tensor.name
+    if len(shape) != len(tensor.dims) + 1:
+        raise InvalidRequest(
+            f"input '{name}' of {_where(config)}: expected shape [-1] + "
+            f"{list(tensor.dims)} (batch dimension first), found {list(shape)}"
+        )
+    rows = shape[0]
+    if rows < 1:
+        raise InvalidRequest(f"input '{name}' of {_where(config)}: the batch dimension is 0")
+    if rows > max_batch_size:
+        raise InvalidRequest(
+            f"input '{name}' of {_where(config)}: batch size {rows} exceeds the model's "
+            f"max_batch_size {max_batch_size}"
+        )
+    _check_dims(config, tensor, shape[1:], shape)
+    return rows
 
 
 def _check_names(config: ModelConfig, inputs: Mapping[str, np.ndarray]) -> None:
     declared = config.inputs_by_name
     for name in inputs:
         if name not in declared:
-            known = ", ".join(sorted(declared))
-            raise InvalidRequest(
-                f"unexpected input '{name}' for {_where(config)} (its inputs: {known})"
-            )
+            _refuse_name(config, name)
     for tensor in config.inputs:
         if tensor.name not in inputs and not tensor.optional:
             raise InvalidRequest(f"missing input '{tensor.name}' for {_where(config)}")
+
+
+def _refuse_name(config: ModelConfig, name: str) -> NoReturn:
+    known = ", ".join(sorted(config.inputs_by_name))
+    raise InvalidRequest(
+        f"unexpected input {_quoted(name)} for {_where(config)} (its inputs: {known})"
+    )
+
+
+def _quoted(name: str) -> str:
+    """A client's name for an error message, cut short (it may be megabytes long)."""
+    return f"'{name}'" if len(name) <= 100 else f"'{name[:97]}...'"
 
 
 def _where(config: ModelConfig) -> str:
@@ -110,11 +158,14 @@ def reshape_outputs(
     return shaped
 
 
-def _refuse_dtype(config: ModelConfig, tensor: TensorConfig, array: np.ndarray) -> None:
+def _datatype_name(array: np.ndarray) -> str:
     try:
-        found = DataType.from_numpy(array.dtype).value
+        return DataType.from_numpy(array.dtype).value
     except KeyError:
-        found = str(array.dtype)
+        return str(array.dtype)
+
+
+def _refuse_dtype(config: ModelConfig, tensor: TensorConfig, found: str) -> NoReturn:
     raise InvalidRequest(
         f"input '{tensor.name}' of {_where(config)}: expected datatype "
         f"{tensor.data_type.value}, found {found}"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import reprlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from repoman import __version__
 from repoman.config.model import TensorConfig
-from repoman.dataplane.request_checks import check_request, reshape_outputs
+from repoman.dataplane.redact import Redactor
+from repoman.dataplane.request_checks import ExpectedInputs, check_request, reshape_outputs
 from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
@@ -36,7 +39,9 @@ class InferenceService:
     """What every protocol layer calls; it knows nothing of HTTP.
 
     It is not ready until the first repository pass has finished (whatever its outcome:
-    a model that failed is reported, not waited for), then ready while serving.
+    a model that failed is reported, not waited for), then ready while serving. Given the
+    ``repository`` root, every reason it returns names files relative to it, and ``redact``
+    does the same for the messages of the errors it raises (the transport calls it once).
     """
 
     def __init__(
@@ -44,11 +49,13 @@ class InferenceService:
         manager: ModelManager,
         scheduler: SharedScheduler,
         control: RepositoryControl | None = None,
+        repository: Path | None = None,
     ) -> None:
         self._manager = manager
         self._scheduler = scheduler
         self._control = control
         self._ready = False
+        self.redact = Redactor(repository)
 
     @property
     def ready(self) -> bool:
@@ -60,16 +67,20 @@ class InferenceService:
     # ---- inference -----------------------------------------------------------------
 
     async def infer(
-        self, name: str, version: int | None, read: Callable[[], Awaitable[InferRequest]]
+        self,
+        name: str,
+        version: int | None,
+        read: Callable[[ExpectedInputs], Awaitable[InferRequest]],
     ) -> tuple[InferRequest, InferResponse]:
         """Route ``name``/``version``, then ``read`` the request (the body), then run it.
 
         Routing comes first so that a request that could not be served (404/503) is
-        answered before its body is read and decoded.
+        answered before its body is read and decoded; ``read`` gets what the routed
+        version's config accepts, to refuse what it rules out before decoding tensors.
         """
         check_model_name(name)
         routed = self._manager.route(name, version)
-        request = await read()
+        request = await read(ExpectedInputs(routed.config))
         if routed.state is not State.READY:
             # NOTE: swapped out while the body arrived: the version now serving takes it.
             routed = self._manager.route(name, version)
@@ -137,11 +148,11 @@ class InferenceService:
             versions = self._manager.versions(name)
             error = self._manager.model_error(name)
             if error and not versions:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": error})
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": self.redact(error)})
             for mv in versions:
                 row = {"name": name, "version": str(mv.version), "state": mv.state.value}
                 if mv.reason or error:
-                    row["reason"] = mv.reason or error
+                    row["reason"] = self.redact(mv.reason or error)
                 rows.append(row)
         return rows
 
@@ -206,5 +217,7 @@ def _int_parameter(request: InferRequest, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequest(f"request parameter '{name}' must be an integer >= 0, found {value!r}")
+        raise InvalidRequest(
+            f"request parameter '{name}' must be an integer >= 0, found {reprlib.repr(value)}"
+        )
     return value

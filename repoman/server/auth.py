@@ -59,11 +59,14 @@ def _check_token(request: web.Request, token: str | None) -> web.Response | None
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
+    presented = presented.strip()
+    # NOTE: a token is ASCII (RFC 6750); aiohttp hands other header bytes over as lone
+    # surrogates, which cannot even be encoded for the comparison below.
+    if scheme.lower() != "bearer" or not presented or not presented.isascii():
         response = error_response(401, "this endpoint needs 'Authorization: Bearer <token>'")
         response.headers["WWW-Authenticate"] = 'Bearer realm="repoman"'
         return response
     # NOTE: constant-time comparison, so response timing does not leak the token.
-    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    if not hmac.compare_digest(presented.encode(), token.encode()):
         return error_response(403, "the bearer token is not valid for this endpoint")
     return None

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from repoman.dataplane.request_checks import ExpectedInputs
 from repoman.errors import InvalidRequest
 from repoman.inference import InferRequest, RequestedOutput
 from repoman.server.codec_tensors import (
@@ -19,10 +20,13 @@ from repoman.server.codec_tensors import (
 )
 from repoman.types import DataType
 
-__all__ = ["DEFAULT_MAX_ELEMENTS", "decode_infer_request"]
+__all__ = ["DEFAULT_MAX_ELEMENTS", "MAX_RANK", "decode_infer_request"]
 
 DEFAULT_MAX_ELEMENTS = 64 * 1024 * 1024
 """The most elements one input may declare (checked before anything is allocated)."""
+
+MAX_RANK = 32
+"""The most dimensions one input may declare: numpy builds up to 32 (numpy 1) or 64 (numpy 2)."""
 
 _DATATYPE_NAMES = ", ".join(t.value for t in DataType)
 
@@ -34,6 +38,7 @@ def decode_infer_request(
     model_name: str,
     model_version: int | None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    expected: ExpectedInputs | None = None,
 ) -> InferRequest:
     """Decode a v2 ``/infer`` request body.
 
@@ -42,6 +47,8 @@ def decode_infer_request(
     the whole body is JSON. Inputs come back shaped as declared, numpy dtypes as
     ``DataType.numpy_dtype`` (BYTES: object arrays of ``bytes``), all read-only: binary inputs
     are usually views of ``body``. Every malformed body raises InvalidRequest, nothing else.
+    ``expected`` (the routed version's config) refuses inputs it rules out before their
+    tensors are decoded.
     """
     header, binary = _split_body(body, header_length)
     document = json_loads(header)
@@ -60,7 +67,9 @@ def decode_infer_request(
             "request parameter 'binary_data_output' must be true or false, "
             f"found {describe_json(binary_output)}"
         )
-    inputs = _decode_inputs(document.get("inputs"), binary, header_length, max_elements)
+    inputs = _decode_inputs(
+        document.get("inputs"), binary, header_length, max_elements, expected
+    )
     return InferRequest(
         model_name=model_name,
         model_version=model_version,
@@ -98,10 +107,16 @@ def _parameters(holder: dict[str, Any], kind: str, name: str = "") -> dict[str, 
 
 
 def _decode_inputs(
-    entries: Any, binary: memoryview, header_length: int | None, max_elements: int
+    entries: Any,
+    binary: memoryview,
+    header_length: int | None,
+    max_elements: int,
+    expected: ExpectedInputs | None,
 ) -> dict[str, np.ndarray]:
     if not isinstance(entries, list):
         raise InvalidRequest("request must have an 'inputs' array")
+    if expected is not None:
+        expected.check_count(len(entries))
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for position, entry in enumerate(entries):
@@ -116,6 +131,8 @@ def _decode_inputs(
             raise InvalidRequest(f"input '{name}' is given more than once")
         datatype = _datatype(name, entry.get("datatype"))
         shape, count = _shape(name, entry.get("shape"), max_elements)
+        if expected is not None:
+            expected.check_input(name, datatype, shape)
         parameters = _parameters(entry, "input", name)
         size = parameters.get("binary_data_size")
         if size is not None:
@@ -166,6 +183,10 @@ def _datatype(name: str, value: Any) -> DataType:
 
 def _shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
     """The declared shape and its element count, refused when it exceeds ``max_elements``."""
+    if type(value) is list and len(value) > MAX_RANK:
+        raise InvalidRequest(
+            f"input '{name}': 'shape' has {len(value)} dimensions, at most {MAX_RANK} are allowed"
+        )
     # NOTE: ``type(d) is int`` also refuses bools (True is an int, but not of type int).
     if type(value) is not list or not all(type(d) is int and d >= 0 for d in value):
         raise InvalidRequest(

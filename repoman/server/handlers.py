@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
+from repoman.dataplane.request_checks import ExpectedInputs
 from repoman.errors import InvalidRequest, UnsupportedMediaType
 from repoman.inference import InferRequest
 from repoman.metrics import CONTENT_TYPE
 from repoman.names import parse_version
+from repoman.server.body import (
+    content_coding,
+    decode_off_loop,
+    inflate,
+    read_body,
+    read_json_body,
+)
+from repoman.server.codec_tensors import json_preview
 from repoman.server.decode import decode_infer_request
 from repoman.server.encode import encode_infer_response
-from repoman.server.keys import METRICS, SERVICE
+from repoman.server.keys import DECODER, LIMITS, METRICS, SERVICE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BODY_TYPES = frozenset({"application/json", "application/octet-stream"})
+_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -63,28 +74,8 @@ async def model_config(request: web.Request) -> web.Response:
 async def infer(request: web.Request) -> web.Response:
     name, version = _target(request)
 
-    async def read() -> InferRequest:
-        # NOTE: the raw header first: parsing Content-Type costs more than the rest of this.
-        raw_type = request.headers.get("Content-Type")
-        if raw_type and raw_type not in BODY_TYPES and request.content_type not in BODY_TYPES:
-            raise UnsupportedMediaType(
-                f"an inference request body is JSON (application/json), optionally followed "
-                f"by binary tensors (application/octet-stream); found Content-Type "
-                f"'{request.content_type}'"
-            )
-        raw_length = request.headers.get(HEADER_LENGTH)
-        header_length = None
-        if raw_length is not None:
-            try:
-                header_length = int(raw_length)
-            except ValueError:
-                raise InvalidRequest(
-                    f"{HEADER_LENGTH} must be an integer, found '{raw_length}'"
-                ) from None
-        body = await request.read()
-        return decode_infer_request(
-            body, header_length=header_length, model_name=name, model_version=version
-        )
+    async def read(expected: ExpectedInputs) -> InferRequest:
+        return await _read_infer_request(request, name, version, expected)
 
     infer_request, response = await request.app[SERVICE].infer(name, version, read)
     payload, json_length = encode_infer_response(response, infer_request)
@@ -95,6 +86,63 @@ async def infer(request: web.Request) -> web.Response:
         content_type="application/octet-stream",
         headers={HEADER_LENGTH: str(json_length)},
     )
+
+
+async def _read_infer_request(
+    request: web.Request, name: str, version: int | None, expected: ExpectedInputs
+) -> InferRequest:
+    """Read, inflate and decode an ``/infer`` body within the app's limits."""
+    # NOTE: the raw header first: parsing Content-Type costs more than the rest of this.
+    raw_type = request.headers.get("Content-Type")
+    if raw_type and raw_type not in BODY_TYPES and request.content_type not in BODY_TYPES:
+        raise UnsupportedMediaType(
+            f"an inference request body is JSON (application/json), optionally followed "
+            f"by binary tensors (application/octet-stream); found Content-Type "
+            f"'{request.content_type}'"
+        )
+    header_length = _header_length(request)
+    limits = request.app[LIMITS]
+    if header_length is not None and header_length > limits.max_json_bytes:
+        raise limits.json_too_large(header_length)
+    coding = content_coding(request)
+    # Without Inference-Header-Content-Length the whole body is JSON, and the JSON limit holds.
+    all_json = header_length is None
+    if all_json and coding is None:
+        sent = await read_body(
+            request, limits.max_json_bytes, limits.read_timeout, limits.json_too_large
+        )
+    else:
+        sent = await read_body(request, limits.max_bytes, limits.read_timeout, limits.too_large)
+
+    def decode() -> InferRequest:
+        body = sent
+        if coding is not None:
+            if all_json:
+                body = inflate(sent, coding, limits.max_json_bytes, limits.json_too_large(None))
+            else:
+                body = inflate(sent, coding, limits.max_bytes, limits.too_large(None))
+        return decode_infer_request(
+            body,
+            header_length=header_length,
+            model_name=name,
+            model_version=version,
+            expected=expected,
+        )
+
+    return await decode_off_loop(request.app[DECODER], decode, sent, coding)
+
+
+def _header_length(request: web.Request) -> int | None:
+    given = request.headers.getall(HEADER_LENGTH, [])
+    if not given:
+        return None
+    raw = ", ".join(given)
+    # NOTE: not int(): it also takes " 12", "1_2", "+12" and Unicode digits such as "١٢".
+    if not _DIGITS.fullmatch(raw):
+        raise InvalidRequest(
+            f"{HEADER_LENGTH} must be a number of bytes (ASCII digits), found {json_preview(raw)}"
+        )
+    return int(raw)
 
 
 async def repository_index(request: web.Request) -> web.Response:
@@ -111,21 +159,16 @@ async def statistics(request: web.Request) -> web.Response:
 async def repository_load(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     config_text = None
-    body = await request.read()
-    if body.strip():
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise InvalidRequest(f"load request body is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise InvalidRequest("load request body is not valid JSON: nested too deeply") from None
+    payload = await read_json_body(request, request.app[LIMITS], request.app[DECODER])
+    if payload is not None:
         parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
         if not isinstance(parameters, dict):
             raise InvalidRequest("load request body must be an object with optional 'parameters'")
         unknown = sorted(set(parameters) - {"config"})
         if unknown:
             raise InvalidRequest(
-                f"unsupported load parameter(s): {', '.join(unknown)} (repoman accepts 'config')"
+                f"unsupported load parameter(s): {json_preview(unknown)} "
+                "(repoman accepts 'config')"
             )
         config_text = parameters.get("config")
         if config_text is not None and not isinstance(config_text, str):

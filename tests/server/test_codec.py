@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from repoman.config.model import ModelConfig, TensorConfig
+from repoman.dataplane.request_checks import ExpectedInputs
 from repoman.errors import BackendError, InvalidRequest
 from repoman.inference import InferRequest, InferResponse, RequestedOutput
 from repoman.server.decode import decode_infer_request
@@ -386,6 +388,8 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
     ("bool dim", body_of(json_input("FP32", [1], [True])), "non-negative integers"),
     ("string shape", body_of(json_input("FP32", [1], "1")), "non-negative integers"),
     ("huge shape", body_of(json_input("FP32", [], [2**40])), "too large"),
+    ("rank 33", body_of(json_input("FP32", [1], [1] * 33)), "33 dimensions, at most 32"),
+    ("rank 10000", body_of(json_input("FP32", [1], [1] * 10_000)), "10000 dimensions"),
     ("huge dim of empty", body_of(json_input("FP32", [], [0, 2**62])), "too large"),
     ("too few elements", body_of(json_input("FP32", [1.0], [2])), "needs 2 elements, 'data' has 1"),
     ("too many nested", body_of(json_input("INT32", [[1, 2], [3]], [2])), "needs 2 elements"),
@@ -567,3 +571,37 @@ def test_damaged_bodies_raise_only_invalid_request(
         decode_infer_request(
             damaged, header_length=json_size + header_shift, model_name="m", model_version=1
         )
+
+
+def test_a_rank_32_shape_decodes() -> None:
+    body, length = body_of(json_input("FP32", [1.5], [1] * 32))
+    request = decode_infer_request(body, header_length=length, model_name="m", model_version=None)
+    assert request.inputs["x"].shape == (1,) * 32
+
+
+def test_what_the_config_rules_out_is_refused_before_its_data_is_decoded() -> None:
+    config = ModelConfig(
+        name="m",
+        platform="",
+        backend="fake",
+        max_batch_size=2,
+        inputs=(TensorConfig("x", DataType.FP32, (2,)),),
+        outputs=(TensorConfig("y", DataType.FP32, (2,)),),
+    )
+    expected = ExpectedInputs(config)
+
+    def refusal(document: Any) -> str:
+        body, length = body_of(document)
+        with pytest.raises(InvalidRequest) as caught:
+            decode_infer_request(
+                body, header_length=length, model_name="m", model_version=None, expected=expected
+            )
+        return caught.value.message
+
+    # The data is malformed each time: the config's refusal comes first.
+    assert "unexpected input 'z'" in refusal(
+        {"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 2], "data": "junk"}]}
+    )
+    assert "takes 1 (x)" in refusal({"inputs": [{"name": "x"}, {}, {}]})
+    assert "max_batch_size 2" in refusal(json_input("FP32", "junk", [3, 2]))
+    assert "found INT64" in refusal(json_input("INT64", "junk", [1, 2]))
