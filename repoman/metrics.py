@@ -141,5 +141,5 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self._collector)
 
-    def exposition(self) -> bytes:
+    async def exposition(self) -> bytes:
         return self._collector.triton_counters().encode() + generate_latest(self.registry)

@@ -113,11 +113,11 @@ class InferenceService:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
-    def model_ready(self, name: str, version: int | None = None) -> bool:
+    async def model_ready(self, name: str, version: int | None = None) -> bool:
         self._known(name, version)
         return self._manager.is_ready(name, version)
 
-    def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+    async def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
         mv = self._resolve(name, version)
         config = mv.config
         batch = [-1] if config.max_batch_size > 0 else []
@@ -138,10 +138,10 @@ class InferenceService:
             "outputs": describe(config.outputs),
         }
 
-    def model_config(self, name: str, version: int | None = None) -> dict[str, Any]:
+    async def model_config(self, name: str, version: int | None = None) -> dict[str, Any]:
         return self._resolve(name, version).config.as_dict()
 
-    def repository_index(self) -> list[dict[str, Any]]:
+    async def repository_index(self) -> list[dict[str, Any]]:
         """Every model and version with its state (and reason), Triton's index shape."""
         rows: list[dict[str, Any]] = []
         for name in self._manager.model_names():
@@ -156,7 +156,9 @@ class InferenceService:
                 rows.append(row)
         return rows
 
-    def statistics(self, name: str | None = None, version: int | None = None) -> dict[str, Any]:
+    async def statistics(
+        self, name: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
         """Triton's statistics extension: every loaded version, or those of one model/version."""
         if name is not None:
             self._known(name, version)

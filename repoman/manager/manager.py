@@ -10,9 +10,10 @@ from typing import Protocol
 
 from repoman.aspired import Aspired, AspiredVersion
 from repoman.backends import BackendRegistry
-from repoman.errors import ModelNotFound, ModelNotReady, RepomanError
+from repoman.errors import RepomanError
 from repoman.instances import instance_contexts, load_instances, unload_instances
 from repoman.manager.policy import Held, Identity, Load, plan
+from repoman.manager.routing import choose
 from repoman.manager.version import ModelVersion, State
 from repoman.threads import in_thread
 
@@ -75,26 +76,9 @@ class ModelManager:
 
     def route(self, model: str, version: int | None = None) -> ModelVersion:
         """The version that serves a request: the one named, else the newest READY one."""
-        versions = self._versions.get(model)
-        if not versions:
-            if model in self._model_errors:
-                raise ModelNotReady(model, version, self._model_errors[model])
-            raise ModelNotFound(model, version)
-        if version is not None:
-            found = versions.get(version)
-            if found is None:
-                raise ModelNotFound(model, version)
-            if found.state is not State.READY:
-                raise ModelNotReady(model, version, found.reason or found.state.value.lower())
-            return found
-        for number in sorted(versions, reverse=True):
-            if versions[number].state is State.READY:
-                return versions[number]
-        reasons = "; ".join(
-            f"version {v.version} {v.state.value.lower()}" + (f": {v.reason}" if v.reason else "")
-            for v in versions.values()
+        return choose(
+            model, self._versions.get(model) or {}, self._model_errors.get(model), version
         )
-        raise ModelNotReady(model, None, reasons or self._model_errors.get(model, ""))
 
     def is_ready(self, model: str, version: int | None = None) -> bool:
         try:

@@ -6,6 +6,7 @@ import asyncio
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,3 +38,5 @@ class Pending:
     queued: bool = True
     delayed: bool = False
     result: Result | None = None
+    queue: Any = None
+    """The VersionQueue holding it (set on admission), for withdrawing it."""

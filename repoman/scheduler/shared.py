@@ -90,6 +90,26 @@ class SharedScheduler:
         Raises at once when the queue refuses it (closing, full, bad priority); raises
         RequestTimeout when its queue deadline passes before a worker takes it.
         """
+        item = self.enqueue(version, inputs, outputs, priority=priority, timeout_us=timeout_us)
+        try:
+            return await item.future
+        finally:
+            # NOTE: a client that went away cancels this await while its request is still
+            # queued; unqueueing here (not in a done-callback on every future) saves a loop
+            # callback per request on the hot path.
+            self.withdraw(item)
+
+    def enqueue(
+        self,
+        version: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        priority: int = 0,
+        timeout_us: int | None = None,
+    ) -> Pending:
+        """:meth:`submit` without the waiting: the queued request, whose ``future`` gets the
+        outputs (or the error). A caller that gives up calls :meth:`withdraw`."""
         queue = self._queues.get(version)
         if queue is None or queue.state is not QueueState.OPEN:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
@@ -106,16 +126,16 @@ class SharedScheduler:
         except ServerBusy:
             queue.stats.record_rejection("queue_full")
             raise
+        item.queue = queue
         if item.deadline is not None:
             item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
         self._kick()
-        try:
-            return await item.future
-        finally:
-            # NOTE: a client that went away cancels this await while its request is still
-            # queued; unqueueing here (not in a done-callback on every future) saves a loop
-            # callback per request on the hot path.
-            queue.unqueue(item)
+        return item
+
+    def withdraw(self, item: Pending) -> None:
+        """Take ``item`` out of its queue if it is still waiting (its client went away)."""
+        if item.queue is not None:
+            item.queue.unqueue(item)
 
     def stats(self, version: ModelVersion) -> VersionStats:
         """The version's statistics (empty ones for a version without a queue)."""

@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from repoman.dataplane.service import InferenceService
-from repoman.metrics import Metrics
+from repoman.dataplane.api import DataPlane, MetricsSource
 from repoman.server import handlers
 from repoman.server.auth import AccessPolicy, access_middleware
 from repoman.server.body import BodyLimits
@@ -28,8 +27,8 @@ Background = Callable[[web.Application], AsyncIterator[None]]
 
 
 def make_app(
-    service: InferenceService,
-    metrics: Metrics,
+    service: DataPlane,
+    metrics: MetricsSource,
     *,
     background: Iterable[Background] = (),
     limits: BodyLimits | None = None,

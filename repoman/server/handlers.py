@@ -57,18 +57,18 @@ async def server_metadata(request: web.Request) -> web.Response:
 
 async def model_metadata(request: web.Request) -> web.Response:
     name, version = _target(request)
-    return _json(request.app[SERVICE].model_metadata(name, version))
+    return _json(await request.app[SERVICE].model_metadata(name, version))
 
 
 async def model_ready(request: web.Request) -> web.Response:
     name, version = _target(request)
-    is_ready = request.app[SERVICE].model_ready(name, version)
+    is_ready = await request.app[SERVICE].model_ready(name, version)
     return _json({"name": name, "ready": is_ready}, 200 if is_ready else 503)
 
 
 async def model_config(request: web.Request) -> web.Response:
     name, version = _target(request)
-    return _json(request.app[SERVICE].model_config(name, version))
+    return _json(await request.app[SERVICE].model_config(name, version))
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -146,14 +146,14 @@ def _header_length(request: web.Request) -> int | None:
 
 
 async def repository_index(request: web.Request) -> web.Response:
-    return _json(request.app[SERVICE].repository_index())
+    return _json(await request.app[SERVICE].repository_index())
 
 
 async def statistics(request: web.Request) -> web.Response:
     if "model" not in request.match_info:
-        return _json(request.app[SERVICE].statistics())
+        return _json(await request.app[SERVICE].statistics())
     name, version = _target(request)
-    return _json(request.app[SERVICE].statistics(name, version))
+    return _json(await request.app[SERVICE].statistics(name, version))
 
 
 async def repository_load(request: web.Request) -> web.Response:
@@ -183,5 +183,5 @@ async def repository_unload(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
+    body = await request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

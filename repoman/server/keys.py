@@ -4,12 +4,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from repoman.dataplane.service import InferenceService
-from repoman.metrics import Metrics
+from repoman.dataplane.api import DataPlane, MetricsSource
 from repoman.server.body import BodyLimits
 
-SERVICE = web.AppKey("service", InferenceService)
-METRICS = web.AppKey("metrics", Metrics)
+SERVICE = web.AppKey("service", DataPlane)
+METRICS = web.AppKey("metrics", MetricsSource)
 LIMITS = web.AppKey("limits", BodyLimits)
 DECODER = web.AppKey("decoder", ThreadPoolExecutor)
 """The worker threads that decode big request bodies, so the event loop keeps serving."""

@@ -1,0 +1,138 @@
+"""Messages between two processes: length-prefixed frames over a Unix socket, on an event loop.
+
+Each message is one frame: 4 bytes of length (little-endian), then the message pickled.
+Only small descriptors travel here (tensors go through an :class:`~repoman.ipc.arena.Arena`);
+both ends are processes of one server, so pickle is safe. Sends are buffered and flushed
+once per loop iteration, so a burst of messages costs one system call; a send that the
+socket only partly takes keeps the rest, in order, until the socket is writable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+_LENGTH = struct.Struct("<I")
+MAX_FRAME = 64 * 1024 * 1024
+"""A frame longer than this means the stream is corrupt: the connection is closed."""
+
+
+class ConnectionLost(ConnectionError):
+    """The peer closed the connection or died (possibly in the middle of a message)."""
+
+
+class Connection:
+    """One end of a message stream. Every method runs on the event loop thread.
+
+    ``on_message`` gets each message in the order it was sent; ``on_close`` gets called
+    once, with the reason, when the peer goes away or :meth:`close` is called.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_message: Callable[[Any], None],
+        on_close: Callable[[BaseException | None], None],
+    ) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._on_message = on_message
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self._inbox = bytearray()
+        self._outbox = bytearray()
+        self._flush_scheduled = False
+        self._writing = False
+        self.closed = False
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def send(self, message: Any) -> None:
+        """Queue ``message``; it goes out at the end of this loop iteration."""
+        if self.closed:
+            raise ConnectionLost("the connection is closed")
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._outbox += _LENGTH.pack(len(payload))
+        self._outbox += payload
+        if not self._flush_scheduled and not self._writing:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def close(self, reason: BaseException | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        fileno = self._sock.fileno()
+        if fileno >= 0:
+            self._loop.remove_reader(fileno)
+            if self._writing:
+                self._loop.remove_writer(fileno)
+        self._sock.close()
+        self._on_close(reason)
+
+    # ---- the loop's callbacks ---------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or not self._outbox:
+            return
+        try:
+            sent = self._sock.send(self._outbox)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.close(ConnectionLost(f"sending failed: {exc}"))
+            return
+        del self._outbox[:sent]
+        if self._outbox and not self._writing:
+            # NOTE: a partial write: the rest goes out, in order, when the socket can take it.
+            self._writing = True
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        self._flush()
+        if not self._outbox and self._writing and not self.closed:
+            self._writing = False
+            self._loop.remove_writer(self._sock.fileno())
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.close(ConnectionLost(f"receiving failed: {exc}"))
+            return
+        if not data:
+            partial = bool(self._inbox)
+            self.close(
+                ConnectionLost("the peer closed in the middle of a message")
+                if partial
+                else ConnectionLost("the peer closed the connection")
+            )
+            return
+        self._inbox += data
+        self._deliver()
+
+    def _deliver(self) -> None:
+        inbox = self._inbox
+        start = 0
+        try:
+            while len(inbox) - start >= 4:
+                (length,) = _LENGTH.unpack_from(inbox, start)
+                if length > MAX_FRAME:
+                    self.close(ConnectionLost(f"a frame of {length} bytes: the stream is corrupt"))
+                    return
+                if len(inbox) - start - 4 < length:
+                    break
+                message = pickle.loads(memoryview(inbox)[start + 4 : start + 4 + length])
+                start += 4 + length
+                self._on_message(message)
+                if self.closed:
+                    return
+        finally:
+            if start:
+                del inbox[:start]

@@ -1,0 +1,79 @@
+"""Tensors through an arena: an array written once into shared memory, read back without a copy.
+
+A descriptor is a small tuple that travels in a message: ``(dtype, shape, offset, nbytes)``
+for a block of the writer's arena, or ``(dtype, shape, None, data)`` carrying the bytes
+inline when the arena has no room (rare: the arena is sized for many requests in flight).
+BYTES tensors (numpy object arrays of bytes) travel as their length-prefixed serialisation,
+the binary protocol's own layout.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from repoman.ipc.arena import Arena
+
+Descriptor = tuple[str, tuple[int, ...], int | None, Any]
+
+_BYTES = "BYTES"
+_LEN = struct.Struct("<I")
+
+
+def put(arena: Arena, array: np.ndarray, blocks: list[int]) -> Descriptor:
+    """Write ``array`` for the peer; the blocks used are appended to ``blocks`` (to free once
+    the peer says it is done with them)."""
+    if array.dtype == object:
+        data = b"".join(_LEN.pack(len(v)) + bytes(v) for v in array.reshape(-1))
+        dtype = _BYTES
+    else:
+        array = np.ascontiguousarray(array)
+        data = None
+        dtype = array.dtype.str
+    nbytes = len(data) if data is not None else array.nbytes
+    offset = arena.alloc(nbytes) if nbytes else None
+    if offset is None:
+        inline = data if data is not None else array.tobytes()
+        return dtype, array.shape, None, inline
+    target = arena.view(offset, nbytes)
+    if data is not None:
+        target[:] = data
+    else:
+        np.frombuffer(target, dtype=np.uint8)[:] = array.reshape(-1).view(np.uint8)
+    blocks.append(offset)
+    return dtype, array.shape, offset, nbytes
+
+
+def get(arena: Arena, descriptor: Descriptor) -> np.ndarray:
+    """The array a descriptor names: a view of the peer's arena (no copy) for numbers."""
+    dtype, shape, offset, payload = descriptor
+    buffer = payload if offset is None else arena.view(offset, payload)
+    if dtype == _BYTES:
+        return _split_bytes(buffer, shape)
+    return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def put_all(
+    arena: Arena, arrays: Mapping[str, np.ndarray], blocks: list[int]
+) -> dict[str, Descriptor]:
+    return {name: put(arena, array, blocks) for name, array in arrays.items()}
+
+
+def get_all(arena: Arena, descriptors: Mapping[str, Descriptor]) -> dict[str, np.ndarray]:
+    return {name: get(arena, descriptor) for name, descriptor in descriptors.items()}
+
+
+def _split_bytes(buffer: Any, shape: tuple[int, ...]) -> np.ndarray:
+    raw = bytes(buffer)
+    values = []
+    at = 0
+    while at < len(raw):
+        (length,) = _LEN.unpack_from(raw, at)
+        values.append(raw[at + 4 : at + 4 + length])
+        at += 4 + length
+    result = np.empty(len(values), dtype=object)
+    result[:] = values
+    return result.reshape(shape)
