@@ -115,6 +115,15 @@ def _repository_options(group: argparse._ArgumentGroup) -> None:
 
 def _execution_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
+        "--http-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="front-end processes sharing the HTTP port: each parses, checks and answers "
+        "requests, and hands them to the one core process that owns the models and the one "
+        "scheduler (1: a single process does it all)",
+    )
+    group.add_argument(
         "--num-batch-threads",
         type=int,
         default=os.cpu_count() or 1,

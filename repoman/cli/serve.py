@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -15,6 +16,8 @@ from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
 from repoman.manager import ModelManager, ModelVersion
 from repoman.metrics import Metrics
+from repoman.multiproc.core import FrontendOptions, serve_with_frontends
+from repoman.multiproc.hub import FrontendHub
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.scheduler import SharedScheduler
 from repoman.server import AccessPolicy, BodyLimits, make_app, serve_until_stopped
@@ -55,10 +58,14 @@ async def serve(args: argparse.Namespace) -> int:
         args.num_batch_threads, execution_timeout=args.execution_timeout, on_hung=on_hung
     )
 
+    hubs: list[FrontendHub] = []  # NOTE: the front-ends' hub, when there are front-ends
+
     def on_state(model: str, version: int, state: str, reason: str) -> None:
         pm.hook.repoman_version_state_changed(
             model=model, version=version, state=state, reason=reason
         )
+        for hub in hubs:
+            hub.routes_changed()
 
     manager = ModelManager(
         registry, scheduler, on_state=on_state, load_timeout=args.model_load_timeout
@@ -91,6 +98,8 @@ async def serve(args: argparse.Namespace) -> int:
                 log.exception("the first pass over the repository failed")
                 raise
             service.set_ready(True)
+            for hub in hubs:
+                hub.routes_changed()
             _log_table(manager)
 
         task = asyncio.create_task(first_load())
@@ -131,6 +140,29 @@ async def serve(args: argparse.Namespace) -> int:
         repository_api=not args.disable_repository_api,
         protect_inference=args.protect_inference,
     )
+    if args.http_workers > 1:
+        await serve_with_frontends(
+            args.http_workers,
+            args.host,
+            args.http_port,
+            service=service,
+            manager=manager,
+            scheduler=scheduler,
+            metrics=metrics,
+            models=models,
+            options=FrontendOptions(
+                limits=dataclasses.asdict(limits),
+                access=dataclasses.asdict(access),
+                keepalive_timeout=args.keepalive_timeout,
+                shutdown_timeout=args.shutdown_timeout,
+                access_log=args.access_log,
+                log_level=args.log_level,
+                log_format=args.log_format,
+            ),
+            serving_what=f"repository {repository}",
+            hub_ready=hubs.append,
+        )
+        return 0
     app = make_app(
         service,
         metrics,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
@@ -195,3 +197,40 @@ def _reshape_in(tensor: TensorConfig, array: np.ndarray, batching: bool) -> np.n
             f"input '{tensor.name}': shape {list(array.shape)} cannot be reshaped to "
             f"{list(target)} as the config's reshape asks"
         ) from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request made ready for the scheduler: inputs as the model wants them, the outputs
+    to compute, and its priority and queue timeout."""
+
+    inputs: dict[str, np.ndarray]
+    wanted: tuple[str, ...]
+    priority: int = 0
+    timeout_us: int | None = None
+
+
+def prepare(config: ModelConfig, request: InferRequest) -> Prepared:
+    """Check ``request`` against ``config`` and gather what the scheduler needs."""
+    inputs = check_request(config, request)
+    if request.outputs is None:
+        wanted = config.output_names
+    else:
+        wanted = tuple(output.name for output in request.outputs)
+    priority = timeout_us = None
+    if request.parameters:
+        priority = _int_parameter(request, "priority")
+        timeout_us = _int_parameter(request, "timeout")
+    return Prepared(inputs, wanted, priority or 0, timeout_us)
+
+
+def _int_parameter(request: InferRequest, name: str) -> int | None:
+    """A request-level integer parameter (``priority``, ``timeout`` in microseconds)."""
+    value = request.parameters.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest(
+            f"request parameter '{name}' must be an integer >= 0, found {reprlib.repr(value)}"
+        )
+    return value

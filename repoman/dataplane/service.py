@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import reprlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,7 +10,7 @@ from typing import Any, Protocol
 from repoman import __version__
 from repoman.config.model import TensorConfig
 from repoman.dataplane.redact import Redactor
-from repoman.dataplane.request_checks import ExpectedInputs, check_request, reshape_outputs
+from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
 from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
@@ -88,19 +87,15 @@ class InferenceService:
 
     async def _run(self, version: ModelVersion, request: InferRequest) -> InferResponse:
         config = version.config
-        inputs = check_request(config, request)
-        if request.outputs is None:
-            wanted = config.output_names
-        else:
-            wanted = tuple(output.name for output in request.outputs)
-        priority = timeout_us = None
-        if request.parameters:
-            priority = _int_parameter(request, "priority")
-            timeout_us = _int_parameter(request, "timeout")
+        prepared = prepare(config, request)
         outputs = await self._scheduler.submit(
-            version, inputs, wanted, priority=priority or 0, timeout_us=timeout_us
+            version,
+            prepared.inputs,
+            prepared.wanted,
+            priority=prepared.priority,
+            timeout_us=prepared.timeout_us,
         )
-        shaped = reshape_outputs(config, {name: outputs[name] for name in wanted})
+        shaped = reshape_outputs(config, {name: outputs[name] for name in prepared.wanted})
         return InferResponse(
             model_name=version.model,
             model_version=version.version,
@@ -211,15 +206,3 @@ class InferenceService:
                 if mv.version == version:
                     return mv
         return self._manager.route(name, None)
-
-
-def _int_parameter(request: InferRequest, name: str) -> int | None:
-    """A request-level integer parameter (``priority``, ``timeout`` in microseconds)."""
-    value = request.parameters.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequest(
-            f"request parameter '{name}' must be an integer >= 0, found {reprlib.repr(value)}"
-        )
-    return value

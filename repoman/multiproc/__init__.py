@@ -1,0 +1,1 @@
+"""Using every core: front-end processes doing the HTTP work for the one core process."""

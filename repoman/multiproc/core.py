@@ -1,0 +1,101 @@
+"""Serving with front-end processes: the core owns the models and the scheduler; N front-ends
+share the HTTP port, do the HTTP work, and hand every request to the core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repoman.dataplane.api import MetricsSource
+from repoman.dataplane.service import InferenceService
+from repoman.manager import ModelManager
+from repoman.multiproc.frontend import Settings
+from repoman.multiproc.hub import FrontendHub
+from repoman.multiproc.supervisor import Supervisor
+from repoman.scheduler import SharedScheduler
+from repoman.server import listen, log_listening, stop_on_signals
+
+log = logging.getLogger("repoman")
+
+ARENA_BYTES = 256 * 1024 * 1024
+"""Each direction's shared memory per front-end (reserved, not touched until used)."""
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    """What every front-end gets: the HTTP limits and policy, the timeouts, the logging."""
+
+    limits: dict[str, Any]
+    access: dict[str, Any]
+    keepalive_timeout: float
+    shutdown_timeout: float
+    access_log: bool
+    log_level: str
+    log_format: str
+
+
+async def serve_with_frontends(
+    count: int,
+    host: str,
+    port: int,
+    *,
+    service: InferenceService,
+    manager: ModelManager,
+    scheduler: SharedScheduler,
+    metrics: MetricsSource,
+    models: Callable[[object], AsyncIterator[None]],
+    options: FrontendOptions,
+    serving_what: str,
+    hub_ready: Callable[[FrontendHub], None],
+) -> None:
+    """Listen on ``host:port``, start ``count`` front-ends on it, serve until SIGTERM/SIGINT,
+    then stop the front-ends (each finishes what it holds), then the models."""
+    listener = listen(host, port)
+    folder = Path(tempfile.mkdtemp(prefix="repoman-"))
+    hub = FrontendHub(service, manager, scheduler, metrics, arena_bytes=ARENA_BYTES)
+    hub_ready(hub)
+    lifecycle = models(None)
+    supervisor: Supervisor | None = None
+    try:
+        await hub.start(folder / "hub.sock")
+        await anext(lifecycle)
+
+        def settings(index: int) -> Settings:
+            return Settings(
+                index=index,
+                hub=str(folder / "hub.sock"),
+                listen_fd=listener.fileno(),
+                arena_bytes=ARENA_BYTES,
+                limits=options.limits,
+                access=options.access,
+                keepalive_timeout=options.keepalive_timeout,
+                shutdown_timeout=options.shutdown_timeout,
+                access_log=options.access_log,
+                log_level=options.log_level,
+                log_format=options.log_format,
+            )
+
+        supervisor = Supervisor(count, settings)
+        await supervisor.start()
+        address = listener.getsockname()
+        log_listening([(address[0], address[1])], f"{serving_what}; {count} front-ends")
+        await stop_on_signals().wait()
+        log.info("stopping: front-ends finish their requests, then the models unload")
+    finally:
+        hub.stopping = True
+        if supervisor is not None:
+            await supervisor.stop(options.shutdown_timeout)
+        listener.close()
+        hub.close()
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(lifecycle)
+        shutil.rmtree(folder, ignore_errors=True)
+        await asyncio.sleep(0)
+        log.info("stopped")

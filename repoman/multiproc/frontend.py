@@ -1,0 +1,140 @@
+"""A front-end process: HTTP on the port it shares with its siblings, the models in the core.
+
+Started by the core (:mod:`repoman.multiproc.supervisor`) as ``python -m
+repoman.multiproc.frontend``; its settings come in the environment (never on the command
+line, where ``ps`` would show the control token) and the listening socket as an inherited
+descriptor. It dies with the core (PR_SET_PDEATHSIG, and the core's connection closing),
+and on SIGTERM stops accepting, finishes what it holds and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from repoman.ipc import Arena, Connection
+from repoman.multiproc import protocol
+from repoman.multiproc.remote import RemoteDataPlane
+from repoman.server import AccessPolicy, BodyLimits, make_app, serve_on_socket
+
+SETTINGS_VARIABLE = "REPOMAN_FRONTEND"
+log = logging.getLogger("repoman.frontend")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a front-end needs, as the core hands it over."""
+
+    index: int
+    hub: str
+    listen_fd: int
+    arena_bytes: int
+    limits: dict[str, Any]
+    access: dict[str, Any]
+    keepalive_timeout: float
+    shutdown_timeout: float
+    access_log: bool
+    log_level: str
+    log_format: str
+
+    def to_env(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(**json.loads(os.environ[SETTINGS_VARIABLE]))
+
+
+def die_with_parent() -> None:
+    """Ask the kernel for SIGKILL when the core exits, however it exits (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # NOTE: the core died before the request reached the kernel
+        os._exit(1)
+
+
+def connect(settings: Settings) -> tuple[socket.socket, Arena, Arena]:
+    """The handshake: our request arena goes to the core, its response arena comes back."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(settings.hub)
+    request_arena = Arena.create(settings.arena_bytes, name=f"repoman-frontend-{settings.index}")
+    socket.send_fds(
+        sock, [protocol.encode_hello(os.getpid(), settings.arena_bytes)], [request_arena.fd]
+    )
+    data, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+    size = protocol.decode_welcome(data)
+    if len(fds) != 1:
+        raise ValueError("the core sent no arena")
+    response_arena = Arena.attach(fds[0], size)
+    sock.settimeout(None)
+    return sock, request_arena, response_arena
+
+
+async def run(settings: Settings) -> int:
+    sock, request_arena, response_arena = connect(settings)
+    stop = asyncio.Event()
+    lost: list[BaseException | None] = []
+
+    def connection(plane: RemoteDataPlane) -> Connection:
+        def closed(reason: BaseException | None) -> None:
+            plane.on_close(reason)
+            lost.append(reason)
+            stop.set()
+
+        return Connection(sock, plane.on_message, closed)
+
+    plane = RemoteDataPlane(connection)
+    plane.request_arena, plane.response_arena = request_arena, response_arena
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = make_app(
+        plane,
+        plane,
+        limits=BodyLimits(**settings.limits),
+        access=AccessPolicy(**settings.access),
+    )
+    listener = socket.socket(fileno=settings.listen_fd)
+    await serve_on_socket(
+        app,
+        listener,
+        stop,
+        access_log=settings.access_log,
+        shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
+    if lost:
+        log.error("front-end %d: the core went away; exiting", settings.index)
+        return 1
+    plane.connection.close()
+    return 0
+
+
+def main() -> int:
+    die_with_parent()
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)-7s %(name)s[{settings.index}]: %(message)s",
+    )
+    try:
+        return asyncio.run(run(settings))
+    except (OSError, ValueError) as exc:
+        log.error("front-end %d could not start: %s", settings.index, exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

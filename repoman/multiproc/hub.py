@@ -1,0 +1,302 @@
+"""The core's side of the front-end processes: their requests on the one scheduler, their calls
+answered by the one data plane, and the routing table pushed to them whenever it changes.
+
+Messages (tuples; see :mod:`repoman.multiproc.protocol`) travel on one
+:class:`~repoman.ipc.Connection` per front-end; tensors travel through two arenas per
+front-end, one written by each side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from repoman.dataplane.api import MetricsSource
+from repoman.dataplane.service import InferenceService
+from repoman.errors import RepomanError
+from repoman.ipc import Arena, Connection, ConnectionLost, tensors
+from repoman.manager import ModelManager, ModelVersion, State
+from repoman.multiproc import protocol
+from repoman.scheduler import SharedScheduler
+from repoman.scheduler.pending import Pending
+
+log = logging.getLogger(__name__)
+
+CALLS = frozenset(
+    {
+        "model_ready",
+        "model_metadata",
+        "model_config",
+        "repository_index",
+        "statistics",
+        "load_model",
+        "unload_model",
+    }
+)
+
+
+class FrontendHub:
+    """Accepts front-end connections on a Unix socket and serves them. Loop thread only."""
+
+    def __init__(
+        self,
+        service: InferenceService,
+        manager: ModelManager,
+        scheduler: SharedScheduler,
+        metrics: MetricsSource,
+        *,
+        arena_bytes: int,
+    ) -> None:
+        self._service = service
+        self._manager = manager
+        self._scheduler = scheduler
+        self._metrics = metrics
+        self._arena_bytes = arena_bytes
+        self._peers: set[_Peer] = set()
+        self._listener: socket.socket | None = None
+        self._generations: dict[int, Any] = {}  # generation -> config, for recent versions
+        self._generation_of: dict[int, int] = {}  # id(ModelVersion) -> generation
+        self._push_scheduled = False
+        self.stopping = False
+        """Set while the front-ends are being stopped: their going away is expected."""
+        self.connected: Callable[[int], None] | None = None
+        """Told the pid of each front-end that finished its handshake."""
+
+    async def start(self, path: Path) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(64)
+        listener.setblocking(False)
+        self._listener = listener
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        for peer in list(self._peers):
+            peer.connection.close()
+
+    def routes_changed(self) -> None:
+        """The routing table changed (a state, readiness): push it, once per loop iteration."""
+        if not self._push_scheduled:
+            self._push_scheduled = True
+            asyncio.get_running_loop().call_soon(self._push)
+
+    # ---- connections ------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            sock, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        asyncio.get_running_loop().create_task(self._welcome(sock))
+
+    async def _welcome(self, sock: socket.socket) -> None:
+        # NOTE: the handshake passes the two arenas' descriptors (SCM_RIGHTS): blocking
+        # calls, bounded by a timeout, on a thread.
+        try:
+            hello, request_arena, response_arena = await asyncio.to_thread(self._handshake, sock)
+        except (OSError, ValueError) as exc:
+            log.error("a front-end's handshake failed: %s", exc)
+            sock.close()
+            return
+        peer = _Peer(self, hello[1], request_arena, response_arena)
+        peer.connection = Connection(sock, peer.on_message, peer.on_close)
+        self._peers.add(peer)
+        peer.connection.send(("routes", self._snapshot()))
+        if self.connected is not None:
+            self.connected(peer.pid)
+
+    def _handshake(self, sock: socket.socket) -> tuple[tuple[Any, ...], Arena, Arena]:
+        sock.settimeout(10)
+        data, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+        hello = protocol.decode_hello(data)
+        if len(fds) != 1:
+            raise ValueError("expected the front-end's arena")
+        request_arena = Arena.attach(fds[0], hello[2])
+        response_arena = Arena.create(self._arena_bytes)
+        socket.send_fds(sock, [protocol.encode_welcome(self._arena_bytes)], [response_arena.fd])
+        os.close(response_arena.fd)  # NOTE: the mapping stays; the peer holds its own copy
+        sock.settimeout(None)
+        return hello, request_arena, response_arena
+
+    # ---- the routing table ------------------------------------------------------------
+
+    def _generation(self, mv: ModelVersion) -> int:
+        generation = self._generation_of.get(id(mv))
+        if generation is None:
+            generation = len(self._generations) + 1
+            self._generation_of[id(mv)] = generation
+            self._generations[generation] = mv.config
+        return generation
+
+    def config_of(self, generation: int) -> Any:
+        return self._generations.get(generation)
+
+    def _snapshot(self) -> dict[str, Any]:
+        redact = self._service.redact
+        models = {}
+        for name in self._manager.model_names():
+            error = self._manager.model_error(name)
+            versions = {
+                mv.version: (
+                    mv.state.value,
+                    redact(mv.reason),
+                    self._generation(mv) if mv.state is State.READY else 0,
+                    mv.config if mv.state is State.READY else None,
+                )
+                for mv in self._manager.versions(name)
+            }
+            models[name] = (redact(error) if error else None, versions)
+        return {"ready": self._service.ready, "models": models}
+
+    def _push(self) -> None:
+        self._push_scheduled = False
+        snapshot = self._snapshot()
+        for peer in list(self._peers):
+            with contextlib.suppress(ConnectionLost):
+                peer.connection.send(("routes", snapshot))
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def route(self, model: str, asked: int | None, routed: int, generation: int) -> ModelVersion:
+        """The version that runs a request the front-end routed to ``routed``: that one while
+        it is READY, else (for an unversioned request) the one serving now, if its config is
+        the one the front-end checked the request against; else protocol.Retry."""
+        try:
+            return self._manager.route(model, routed)
+        except RepomanError:
+            if asked is not None:
+                raise
+        mv = self._manager.route(model, None)
+        if mv.config != self.config_of(generation):
+            raise protocol.Retry()
+        return mv
+
+    async def call(self, method: str, args: tuple[Any, ...]) -> Any:
+        if method == "metrics":
+            return await self._metrics.exposition()
+        if method not in CALLS:
+            raise RepomanError(f"no such call: {method}")
+        return await getattr(self._service, method)(*args)
+
+
+class _Peer:
+    """One front-end: its arenas and its requests in flight."""
+
+    connection: Connection
+
+    def __init__(
+        self, hub: FrontendHub, pid: int, request_arena: Arena, response_arena: Arena
+    ) -> None:
+        self.hub = hub
+        self.pid = pid
+        self.request_arena = request_arena
+        self.response_arena = response_arena
+        self.pending: dict[int, Pending] = {}
+
+    def on_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "infer":
+            self._infer(*message[1:])
+        elif kind == "free":
+            for offset in message[1]:
+                self.response_arena.free(offset)
+        elif kind == "cancel":
+            item = self.pending.get(message[1])
+            if item is not None:
+                self.hub._scheduler.withdraw(item)
+                if not item.future.done():
+                    item.future.cancel()
+        elif kind == "call":
+            asyncio.get_running_loop().create_task(self._call(*message[1:]))
+        else:
+            log.error("front-end %d sent an unknown message %r", self.pid, kind)
+
+    def on_close(self, reason: BaseException | None) -> None:
+        self.hub._peers.discard(self)
+        for item in list(self.pending.values()):
+            self.hub._scheduler.withdraw(item)
+            if not item.future.done():
+                item.future.cancel()
+        if reason is not None:
+            level = logging.INFO if self.hub.stopping else logging.WARNING
+            log.log(level, "front-end %d went away (%s)", self.pid, reason)
+
+    def _infer(
+        self,
+        rid: int,
+        model: str,
+        asked: int | None,
+        routed: int,
+        generation: int,
+        inputs: dict[str, tensors.Descriptor],
+        wanted: tuple[str, ...],
+        priority: int,
+        timeout_us: int | None,
+    ) -> None:
+        try:
+            mv = self.hub.route(model, asked, routed, generation)
+            arrays = tensors.get_all(self.request_arena, inputs)
+            item = self.hub._scheduler.enqueue(
+                mv, arrays, wanted, priority=priority, timeout_us=timeout_us
+            )
+        except protocol.Retry:
+            self.connection.send(("retry", rid))
+            return
+        except RepomanError as exc:
+            self.connection.send(
+                ("failed", rid, int(exc.status), self.hub._service.redact(str(exc)))
+            )
+            return
+        self.pending[rid] = item
+        item.future.add_done_callback(partial(self._done, rid, mv))
+
+    def _done(self, rid: int, mv: ModelVersion, future: asyncio.Future[Any]) -> None:
+        self.pending.pop(rid, None)
+        if self.connection.closed:
+            return
+        if future.cancelled():
+            self.connection.send(("cancelled", rid))
+            return
+        error = future.exception()
+        if error is not None:
+            status = int(error.status) if isinstance(error, RepomanError) else 500
+            self.connection.send(("failed", rid, status, self.hub._service.redact(str(error))))
+            return
+        blocks: list[int] = []
+        outputs = tensors.put_all(self.response_arena, future.result(), blocks)
+        self.connection.send(("result", rid, mv.version, outputs))
+
+    async def _call(self, cid: int, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            value = await self.hub.call(method, args)
+        except RepomanError as exc:
+            reply: tuple[Any, ...] = (
+                "raise",
+                cid,
+                int(exc.status),
+                self.hub._service.redact(str(exc)),
+            )
+        except Exception as exc:  # a bug: the front-end answers 500, the log says why
+            log.exception("front-end call %s failed", method)
+            reply = (
+                "raise",
+                cid,
+                500,
+                f"internal error ({type(exc).__name__}); see the server log",
+            )
+        else:
+            reply = ("reply", cid, value)
+        if not self.connection.closed:
+            self.connection.send(reply)

@@ -1,0 +1,234 @@
+"""The data plane as a front-end process sees it: requests decoded, checked and answered here,
+computed by the core's one scheduler; everything else asked of the core."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from repoman.config.model import ModelConfig
+from repoman.dataplane.api import ReadRequest
+from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
+from repoman.dataplane.service import EXTENSIONS, SERVER_NAME
+from repoman.errors import RepomanError
+from repoman.inference import InferRequest, InferResponse
+from repoman.ipc import Arena, Connection, ConnectionLost, tensors
+from repoman.manager.routing import choose
+from repoman.manager.version import State
+from repoman.names import check_model_name
+
+RETRIES = 3
+"""How often a request whose version was swapped under it is checked again and resent."""
+
+
+class RemoteError(RepomanError):
+    """An error the core answered with: its status and message, as the core gave them."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = HTTPStatus(status)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A version as the routing table shows it (what ``choose`` needs, and its config)."""
+
+    version: int
+    state: State
+    reason: str
+    generation: int
+    config: ModelConfig | None
+
+
+class RemoteDataPlane:
+    """Implements :class:`~repoman.dataplane.api.DataPlane` over a connection to the core."""
+
+    def __init__(self, connection_factory: Callable[[RemoteDataPlane], Connection]) -> None:
+        self._routes: dict[str, tuple[str | None, dict[int, Route]]] = {}
+        self._ready = False
+        self._waiting: dict[int, tuple[asyncio.Future[Any], list[int]]] = {}
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self.request_arena: Arena | None = None
+        self.response_arena: Arena | None = None
+        self.connection = connection_factory(self)
+
+    def redact(self, text: str) -> str:
+        return text  # NOTE: the core redacts what it sends
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and not self.connection.closed
+
+    def server_metadata(self) -> dict[str, Any]:
+        from repoman import __version__
+
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    # ---- inference ----------------------------------------------------------------------
+
+    async def infer(
+        self, name: str, version: int | None, read: ReadRequest
+    ) -> tuple[InferRequest, InferResponse]:
+        check_model_name(name)
+        route = self._route(name, version)
+        assert route.config is not None
+        request = await read(ExpectedInputs(route.config))
+        for _ in range(RETRIES):
+            route = self._route(name, version)
+            assert route.config is not None
+            prepared = prepare(route.config, request)
+            answer = await self._compute(name, version, route, prepared)
+            if answer[0] == "retry":
+                continue
+            number, outputs = answer[1], answer[2]
+            wanted = {output: outputs[output] for output in prepared.wanted}
+            shaped = reshape_outputs(route.config, wanted)
+            return request, InferResponse(
+                model_name=name, model_version=number, id=request.id, outputs=shaped
+            )
+        raise RemoteError(503, f"model '{name}' was swapped repeatedly while being asked; retry")
+
+    def _route(self, name: str, version: int | None) -> Route:
+        error, versions = self._routes.get(name, (None, {}))
+        return choose(name, versions, error, version)
+
+    async def _compute(self, name: str, asked: int | None, route: Route, prepared: Any) -> tuple:
+        assert self.request_arena is not None
+        rid = next(self._ids)
+        blocks: list[int] = []
+        inputs = tensors.put_all(self.request_arena, prepared.inputs, blocks)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = (future, blocks)
+        self.connection.send(
+            (
+                "infer",
+                rid,
+                name,
+                asked,
+                route.version,
+                route.generation,
+                inputs,
+                prepared.wanted,
+                prepared.priority,
+                prepared.timeout_us,
+            )
+        )
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # NOTE: the client went away: the core drops the request if it is still queued;
+            # its blocks are freed when the core's answer comes.
+            if not self.connection.closed:
+                self.connection.send(("cancel", rid))
+            raise
+
+    # ---- everything else, asked of the core ----------------------------------------------
+
+    async def _ask(self, method: str, *args: Any) -> Any:
+        cid = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[cid] = future
+        self.connection.send(("call", cid, method, args))
+        return await future
+
+    async def model_ready(self, name: str, version: int | None = None) -> bool:
+        return bool(await self._ask("model_ready", name, version))
+
+    async def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        return dict(await self._ask("model_metadata", name, version))
+
+    async def model_config(self, name: str, version: int | None = None) -> dict[str, Any]:
+        return dict(await self._ask("model_config", name, version))
+
+    async def repository_index(self) -> list[dict[str, Any]]:
+        return list(await self._ask("repository_index"))
+
+    async def statistics(
+        self, name: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        return dict(await self._ask("statistics", name, version))
+
+    async def load_model(self, name: str, config_text: str | None = None) -> None:
+        await self._ask("load_model", name, config_text)
+
+    async def unload_model(self, name: str) -> None:
+        await self._ask("unload_model", name)
+
+    async def exposition(self) -> bytes:
+        return bytes(await self._ask("metrics"))
+
+    # ---- messages from the core -----------------------------------------------------------
+
+    def on_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "routes":
+            self._take_routes(message[1])
+        elif kind in ("result", "failed", "cancelled", "retry"):
+            self._answer(message)
+        elif kind in ("reply", "raise"):
+            future = self._calls.pop(message[1], None)
+            if future is not None and not future.done():
+                if kind == "reply":
+                    future.set_result(message[2])
+                else:
+                    future.set_exception(RemoteError(message[2], message[3]))
+
+    def on_close(self, reason: BaseException | None) -> None:
+        lost = ConnectionLost(f"the core went away ({reason})")
+        for future, _ in self._waiting.values():
+            if not future.done():
+                future.set_exception(RemoteError(503, str(lost)))
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(RemoteError(503, str(lost)))
+        self._waiting.clear()
+        self._calls.clear()
+
+    def _take_routes(self, snapshot: dict[str, Any]) -> None:
+        self._ready = bool(snapshot["ready"])
+        self._routes = {
+            name: (
+                error,
+                {
+                    number: Route(number, State(state), reason, generation, config)
+                    for number, (state, reason, generation, config) in versions.items()
+                },
+            )
+            for name, (error, versions) in snapshot["models"].items()
+        }
+
+    def _answer(self, message: tuple[Any, ...]) -> None:
+        kind, rid = message[0], message[1]
+        waiting = self._waiting.pop(rid, None)
+        if waiting is None:
+            return
+        future, blocks = waiting
+        assert self.request_arena is not None and self.response_arena is not None
+        for offset in blocks:
+            self.request_arena.free(offset)
+        if kind == "result":
+            descriptors = message[3]
+            # NOTE: copied out so the core's blocks can be freed at once (the response is
+            # encoded later, after this returns).
+            outputs = {
+                name: array.copy()
+                for name, array in tensors.get_all(self.response_arena, descriptors).items()
+            }
+            used = [d[2] for d in descriptors.values() if d[2] is not None]
+            if used:
+                self.connection.send(("free", used))
+            if not future.done():
+                future.set_result(("result", message[2], outputs))
+        elif future.done():
+            return
+        elif kind == "failed":
+            future.set_exception(RemoteError(message[2], message[3]))
+        elif kind == "retry":
+            future.set_result(("retry",))
+        else:
+            future.set_exception(RemoteError(503, "the request was cancelled"))
