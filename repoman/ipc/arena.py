@@ -23,11 +23,14 @@ class Arena:
     both sides read and write the bytes of a block through :meth:`view`."""
 
     def __init__(self, fd: int, size: int, *, owner: bool) -> None:
-        self.fd = fd
         self.size = size
-        self._map = mmap.mmap(fd, size)
+        self._map = mmap.mmap(fd, size)  # NOTE: the mapping holds a descriptor of its own
         self._view = memoryview(self._map)
         self._owner = owner
+        self.fd: int | None = fd
+        """The memfd, to pass to the peer (the writer's side); None once released."""
+        if not owner:
+            self.release_fd()
         self._head = 0  # next free byte
         self._tail = 0  # start of the oldest block in use
         self._used: OrderedDict[int, int] = OrderedDict()  # offset -> end, in allocation order
@@ -94,7 +97,16 @@ class Arena:
     def view(self, offset: int, nbytes: int) -> memoryview:
         return self._view[offset : offset + nbytes]
 
+    def release_fd(self) -> None:
+        """Close the descriptor once the peer has its own: the mapping alone keeps the memory,
+        and it goes when the last process mapping it does. Safe to call again."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
     def close(self) -> None:
-        self._view.release()
-        self._map.close()
-        os.close(self.fd)
+        """Unmap now (BufferError while arrays over it are alive). Safe to call again."""
+        self.release_fd()
+        if not self._map.closed:
+            self._view.release()
+            self._map.close()

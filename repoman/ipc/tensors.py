@@ -30,7 +30,9 @@ def put(arena: Arena, array: np.ndarray, blocks: list[int]) -> Descriptor:
         data = b"".join(_LEN.pack(len(v)) + bytes(v) for v in array.reshape(-1))
         dtype = _BYTES
     else:
-        array = np.ascontiguousarray(array)
+        # NOTE: ascontiguousarray makes a 0-d array 1-d: the shape sent is the original's.
+        shape = array.shape
+        array = np.ascontiguousarray(array).reshape(shape)
         data = None
         dtype = array.dtype.str
     nbytes = len(data) if data is not None else array.nbytes

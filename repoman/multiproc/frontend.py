@@ -70,9 +70,11 @@ def connect(settings: Settings) -> tuple[socket.socket, Arena, Arena]:
     sock.settimeout(30)
     sock.connect(settings.hub)
     request_arena = Arena.create(settings.arena_bytes, name=f"repoman-frontend-{settings.index}")
+    assert request_arena.fd is not None
     socket.send_fds(
         sock, [protocol.encode_hello(os.getpid(), settings.arena_bytes)], [request_arena.fd]
     )
+    request_arena.release_fd()
     data, fds, _, _ = socket.recv_fds(sock, 4096, 1)
     size = protocol.decode_welcome(data)
     if len(fds) != 1:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -125,8 +124,9 @@ class FrontendHub:
             raise ValueError("expected the front-end's arena")
         request_arena = Arena.attach(fds[0], hello[2])
         response_arena = Arena.create(self._arena_bytes)
+        assert response_arena.fd is not None
         socket.send_fds(sock, [protocol.encode_welcome(self._arena_bytes)], [response_arena.fd])
-        os.close(response_arena.fd)  # NOTE: the mapping stays; the peer holds its own copy
+        response_arena.release_fd()
         sock.settimeout(None)
         return hello, request_arena, response_arena
 
@@ -224,6 +224,9 @@ class _Peer:
             log.error("front-end %d sent an unknown message %r", self.pid, kind)
 
     def on_close(self, reason: BaseException | None) -> None:
+        # NOTE: the arenas are not unmapped here: a batch still running may read a view of
+        # this front-end's inputs. Dropped with this peer, they are unmapped (and the memfd
+        # freed by the kernel) once the last such view is gone.
         self.hub._peers.discard(self)
         for item in list(self.pending.values()):
             self.hub._scheduler.withdraw(item)

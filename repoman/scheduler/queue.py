@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from repoman.manager.version import ModelVersion
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
+
+SOLO_RUN = 8
+"""Most requests of a model without dynamic batching handed to one worker in one go."""
 
 
 @dataclass(eq=False)
@@ -145,6 +149,23 @@ class VersionQueue:
             return oldest.arrived  # NOTE: nothing more will arrive; waiting only adds latency
         return oldest.arrived + self.delay
 
+    def take_run(self) -> tuple[Backend, list[tuple[list[Pending], Batch]]]:
+        """Reserve an instance and what it runs in one go: the next batch; or, without
+        dynamic batching, up to SOLO_RUN waiting requests (a fair share of them per free
+        instance), each executed alone, so that one hand-off to a worker serves them all.
+        Call only when ``ready_at`` is due."""
+        if self.dynamic:
+            instance, taken, batch = self.take_batch()
+            return instance, [(taken, batch)]
+        share = -(-sum(self.level_counts) // len(self.free))
+        taken = list(itertools.islice(self._candidates(), max(1, min(SOLO_RUN, share))))
+        # NOTE: in flight before unqueueing: unqueueing the last request of a closing queue
+        # must not look like "drained" (the unload would follow).
+        self.in_flight += 1
+        for item in taken:
+            self.unqueue(item)
+        return self.free.pop(), [([item], self._batch([item])) for item in taken]
+
     def take_batch(self) -> tuple[Backend, list[Pending], Batch]:
         """Cut the next batch and reserve an instance for it. Call only when ``ready_at`` is due."""
         candidates = self._candidates()
@@ -164,16 +185,18 @@ class VersionQueue:
         self.in_flight += 1
         for item in taken:
             self.unqueue(item)
+        return self.free.pop(), taken, self._batch(taken)
+
+    def _batch(self, taken: list[Pending]) -> Batch:
         wanted = set().union(*(item.outputs for item in taken))
-        batch = Batch(
+        return Batch(
             requests=[item.inputs for item in taken],
             output_names=tuple(name for name in self.output_order if name in wanted),
-            input_names=tuple(name for name in self.input_names if name in first.inputs),
+            input_names=tuple(name for name in self.input_names if name in taken[0].inputs),
             batching=self.batching,
             pad_to=self._padded(sum(item.rows for item in taken)),
             row_counts=[item.rows for item in taken],
         )
-        return self.free.pop(), taken, batch
 
     def deliver(self, item: Pending, result: Result) -> list[tuple[Pending, Result]]:
         """Results that may be answered now: this one, or (preserve_ordering) every one

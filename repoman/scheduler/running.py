@@ -14,26 +14,43 @@ from repoman.scheduler.clock import Cancellable
 from repoman.scheduler.pending import Pending
 from repoman.scheduler.queue import VersionQueue
 
+Part = tuple[list[Pending], Batch]
+"""The requests of one execution and the batch they form."""
+
+Outcome = tuple[Sequence[Result] | BaseException, int, int]
+"""One execution's results (or what it raised), and when it started and ended."""
+
 
 @dataclass(eq=False, slots=True)
 class Running:
-    """One batch on a worker: what to answer when it returns (or is written off)."""
+    """Work handed to a worker in one go: one batch, or (a model without dynamic batching)
+    several requests executed one after the other, so that one hand-off to the worker and
+    one back serve them all. What to answer when it returns (or is written off)."""
 
     queue: VersionQueue
     instance: Backend
-    taken: list[Pending]
-    batch: Batch
+    parts: list[Part]
     handed: int
-    work: Future[tuple[Sequence[Result], int, int]] | None = None
+    work: Future[list[Outcome]] | None = None
     watchdog: Cancellable | None = None
     written_off: bool = False
 
+    @property
+    def taken(self) -> list[Pending]:
+        return [item for taken, _ in self.parts for item in taken]
 
-def execute(instance: Backend, batch: Batch) -> tuple[Sequence[Result], int, int]:
-    """Run on a worker thread: the results, and when execution started and ended."""
-    started = time.perf_counter_ns()
-    results = instance.execute(batch)
-    return results, started, time.perf_counter_ns()
+
+def execute(instance: Backend, batches: list[Batch]) -> list[Outcome]:
+    """Run on a worker thread: each batch in turn; one that raises fails alone."""
+    outcomes: list[Outcome] = []
+    for batch in batches:
+        started = time.perf_counter_ns()
+        try:
+            results: Sequence[Result] | BaseException = instance.execute(batch)
+        except Exception as exc:
+            results = exc
+        outcomes.append((results, started, time.perf_counter_ns()))
+    return outcomes
 
 
 def request_error(version: ModelVersion, error: Exception) -> RepomanError:

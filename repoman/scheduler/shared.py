@@ -16,7 +16,7 @@ from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import VersionQueue
-from repoman.scheduler.running import Running, execute, request_error
+from repoman.scheduler.running import Outcome, Running, execute, request_error
 from repoman.scheduler.stats import VersionStats
 from repoman.scheduler.workers import WorkerPool
 
@@ -211,12 +211,13 @@ class SharedScheduler:
         self._kick()
 
     def _run(self, queue: VersionQueue, now: float) -> None:
-        instance, taken, batch = queue.take_batch()
+        instance, parts = queue.take_run()
         self._idle -= 1
-        for item in taken:
-            queue.stats.record_queued(now - item.arrived)
-        running = Running(queue, instance, taken, batch, time.perf_counter_ns())
-        running.work = self._pool.submit(execute, instance, batch)
+        for taken, _ in parts:
+            for item in taken:
+                queue.stats.record_queued(now - item.arrived)
+        running = Running(queue, instance, parts, time.perf_counter_ns())
+        running.work = self._pool.submit(execute, instance, [batch for _, batch in parts])
         done = asyncio.wrap_future(running.work)
         done.add_done_callback(lambda fut: self._finished(running, fut))
         if self._execution_timeout is not None:
@@ -224,10 +225,8 @@ class SharedScheduler:
                 now + self._execution_timeout, self._write_off, running
             )
 
-    def _finished(
-        self, running: Running, fut: asyncio.Future[tuple[Sequence[Result], int, int]]
-    ) -> None:
-        queue, taken, batch = running.queue, running.taken, running.batch
+    def _finished(self, running: Running, fut: asyncio.Future[list[Outcome]]) -> None:
+        queue = running.queue
         version = queue.version
         if running.written_off:
             log.warning(
@@ -241,34 +240,41 @@ class SharedScheduler:
         self._idle += 1
         queue.finish(running.instance)
         error = fut.exception()
-        results: Sequence[Result] = ()
-        if error is None:
-            results, started, ended = fut.result()
-            queue.used_ns += ended - started
-            queue.stats.record_batch(
-                batch.size,
-                len(taken),
-                input_ns=started - running.handed,
-                infer_ns=ended - started,
-                output_ns=time.perf_counter_ns() - ended,
-            )
-            if len(results) != len(taken):
-                error = BackendError(
-                    f"backend of model '{version.model}' version {version.version} returned "
-                    f"{len(results)} results for a batch of {len(taken)} requests"
-                )
-        if error is not None:
-            if not isinstance(error, RepomanError):
-                error = BackendError(
-                    f"model '{version.model}' version {version.version} failed: "
-                    f"{type(error).__name__}: {error}"
-                )
-            log.error("%s", error)
-            results = [error] * len(taken)
+        outcomes: list[Outcome] = [] if error is not None else fut.result()
         now = self._clock.time()
-        for item, result in zip(taken, results, strict=True):
-            for ready, outcome in queue.deliver(item, result):
-                self._answer(queue, ready, outcome, now)
+        handed = running.handed
+        for index, (taken, batch) in enumerate(running.parts):
+            results: Sequence[Result] | BaseException = (
+                error if error is not None else outcomes[index][0]
+            )
+            if not isinstance(results, BaseException):
+                _, started, ended = outcomes[index]
+                queue.used_ns += ended - started
+                queue.stats.record_batch(
+                    batch.size,
+                    len(taken),
+                    input_ns=max(0, started - handed),
+                    infer_ns=ended - started,
+                    output_ns=time.perf_counter_ns() - ended,
+                )
+                handed = ended
+                if len(results) != len(taken):
+                    results = BackendError(
+                        f"backend of model '{version.model}' version {version.version} "
+                        f"returned {len(results)} results for a batch of {len(taken)} requests"
+                    )
+            if isinstance(results, BaseException):
+                failure = results
+                if not isinstance(failure, RepomanError):
+                    failure = BackendError(
+                        f"model '{version.model}' version {version.version} failed: "
+                        f"{type(failure).__name__}: {failure}"
+                    )
+                log.error("%s", failure)
+                results = [failure] * len(taken)
+            for item, result in zip(taken, results, strict=True):
+                for ready, outcome in queue.deliver(item, result):
+                    self._answer(queue, ready, outcome, now)
         self._dispatch()
 
     def _write_off(self, running: Running) -> None:

@@ -1,0 +1,157 @@
+"""Plumbing for bench/scaling.py: process CPU from /proc, a server's front-end children,
+the stats endpoint, a time-bounded perf_analyzer step, and the counting bare handler.
+
+Run as a script it is the bare handler (bench/bare_server.py, unchanged) with one counting
+middleware and ``GET /bench/served`` (POSTs answered so far), so its CPU per request can be
+computed like repoman's: ``python bench/_scaling_load.py MODEL_DIR PORT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _load import PERF_ANALYZER, TICKS, Server, http_get, log
+
+
+class LoggedServer(Server):
+    """A Server that also keeps every error line its process (and its children) printed."""
+
+    def __init__(self, name: str, cmd: list[str]) -> None:
+        self.errors: list[str] = []
+        super().__init__(name, cmd)
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip()
+            self.tail.append(line)
+            if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line):
+                self.errors.append(line)
+            match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if match and self.port is None:
+                self.port = int(match.group(1))
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads), or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (the core's front-ends), from every thread's list."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(p) for p in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
+def cpu_snapshot(pids: list[int]) -> dict[int, float]:
+    return {pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None}
+
+
+def model_stats(port: int, model: str) -> dict[str, int] | None:
+    """Counters of version 1 from the stats endpoint, or None if unavailable."""
+    status, body = http_get(port, f"/v2/models/{model}/versions/1/stats")
+    try:
+        stats = json.loads(body)["model_stats"][0] if status == 200 else None
+        if not stats:
+            return None
+        infer = stats["inference_stats"]
+        return {
+            "inferences": int(stats["inference_count"]),
+            "executions": int(stats["execution_count"]),
+            "success": int(infer["success"]["count"]),
+            "fail": int(infer["fail"]["count"]),
+        }
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def served(port: int) -> int | None:
+    """Requests the counting bare handler answered so far."""
+    status, body = http_get(port, "/bench/served")
+    try:
+        return int(json.loads(body)["served"]) if status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def perf(port: int, model: str, conc: int, window_ms: int, timeout: float) -> dict:
+    """One closed-loop perf_analyzer step in time windows (3 of ``window_ms``; -s 1000 never
+    gives up as "unstable" on this noisy machine), binary tensors both ways."""
+    cmd = [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "http"]
+    cmd += f"--concurrency-range {conc} --measurement-mode time_windows -p {window_ms}".split()
+    cmd += ["-s", "1000", "--max-trials", "3"]
+    cmd += ["--input-tensor-format", "binary", "--output-tensor-format", "binary"]
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out, rc = run.stdout + run.stderr, run.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout
+        out, rc = out or "", "timeout"
+    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - t0
+    pa_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    report = out.rsplit("Request concurrency:", 1)[-1]
+    found = {
+        k: re.search(rf"{k}: ([0-9.]+)", report)
+        for k in ("Throughput", "p50 latency", "p99 latency")
+    }
+    if not all(found.values()):
+        log(f"  perf_analyzer failed (rc={rc}):\n{out[-2000:]}")
+        return {"error": f"rc={rc}", "wall_s": wall}
+    if rc != 0:
+        why = re.search(r"what\(\):\s*(.*)", out)
+        log(f"  perf_analyzer exit {rc} after its client report ({why and why.group(1)})")
+    tput, p50, p99 = (float(m.group(1)) for m in found.values() if m)
+    return {
+        "infer_s": tput,
+        "p50_ms": p50 / 1e3,
+        "p99_ms": p99 / 1e3,
+        "pa_rc": rc,
+        "pa_cpu_pct": 100 * pa_cpu / wall,
+        "wall_s": wall,
+    }
+
+
+def counting_bare() -> None:
+    """bench/bare_server.py with a request counter (one middleware: about 1 µs a request)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bare_server
+    from aiohttp import web
+
+    run_app, count = web.run_app, [0]
+
+    @web.middleware
+    async def counting(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == "POST":
+            count[0] += 1
+        return await handler(request)
+
+    def patched(app: web.Application, **kwargs: Any) -> None:
+        app.middlewares.append(counting)
+        app.router.add_get("/bench/served", lambda r: web.json_response({"served": count[0]}))
+        run_app(app, **kwargs)
+
+    web.run_app = patched
+    bare_server.main()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    counting_bare()
