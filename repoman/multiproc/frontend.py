@@ -20,6 +20,7 @@ import socket
 import sys
 from typing import Any
 
+from repoman import logs
 from repoman.ipc import Arena, Connection
 from repoman.multiproc import protocol
 from repoman.multiproc.remote import RemoteDataPlane
@@ -127,9 +128,10 @@ async def run(settings: Settings) -> int:
 def main() -> int:
     die_with_parent()
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)-7s %(name)s[{settings.index}]: %(message)s",
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        f"%(asctime)s %(levelname)-7s %(name)s[{settings.index}]: %(message)s",
     )
     try:
         return asyncio.run(run(settings))

@@ -17,8 +17,9 @@ from repoman.scheduler.queue import VersionQueue
 Part = tuple[list[Pending], Batch]
 """The requests of one execution and the batch they form."""
 
-Outcome = tuple[Sequence[Result] | BaseException, int, int]
-"""One execution's results (or what it raised), and when it started and ended."""
+Outcome = tuple[Sequence[Result] | BaseException | None, int, int]
+"""One execution's results (or what it raised; None: skipped, every client of it gone), and
+when it started and ended."""
 
 
 @dataclass(eq=False, slots=True)
@@ -40,11 +41,17 @@ class Running:
         return [item for taken, _ in self.parts for item in taken]
 
 
-def execute(instance: Backend, batches: list[Batch]) -> list[Outcome]:
-    """Run on a worker thread: each batch in turn; one that raises fails alone."""
+def execute(instance: Backend, parts: list[Part]) -> list[Outcome]:
+    """Run on a worker thread: each batch in turn; one that raises fails alone; one whose
+    every client went away meanwhile is skipped."""
     outcomes: list[Outcome] = []
-    for batch in batches:
+    for taken, batch in parts:
         started = time.perf_counter_ns()
+        # NOTE: a racy read of another thread's future is fine here: at worst a request
+        # cancelled this instant still runs, as it would have without the check.
+        if len(parts) > 1 and all(item.future.done() for item in taken):
+            outcomes.append((None, started, started))
+            continue
         try:
             results: Sequence[Result] | BaseException = instance.execute(batch)
         except Exception as exc:

@@ -217,7 +217,7 @@ class SharedScheduler:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
         running = Running(queue, instance, parts, time.perf_counter_ns())
-        running.work = self._pool.submit(execute, instance, [batch for _, batch in parts])
+        running.work = self._pool.submit(execute, instance, parts)
         done = asyncio.wrap_future(running.work)
         done.add_done_callback(lambda fut: self._finished(running, fut))
         if self._execution_timeout is not None:
@@ -244,9 +244,11 @@ class SharedScheduler:
         now = self._clock.time()
         handed = running.handed
         for index, (taken, batch) in enumerate(running.parts):
-            results: Sequence[Result] | BaseException = (
+            results: Sequence[Result] | BaseException | None = (
                 error if error is not None else outcomes[index][0]
             )
+            if results is None:
+                continue  # NOTE: skipped: every client of it went away
             if not isinstance(results, BaseException):
                 _, started, ended = outcomes[index]
                 queue.used_ns += ended - started

@@ -110,7 +110,7 @@ def test_requests_whose_clients_went_away_are_dropped_from_the_queue(
     for sock in clients:  # 20 x 400 ms of work
         sock.sendall(request)
     deadline = time.monotonic() + 10
-    while pending() < 15:  # queued, waiting for the one worker
+    while pending() < 10:  # queued, waiting for the one worker (which holds up to 8 more)
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.05)
     ran_before = executed()
@@ -120,4 +120,5 @@ def test_requests_whose_clients_went_away_are_dropped_from_the_queue(
     while pending() > 0:
         assert time.monotonic() < deadline, "abandoned requests stayed queued"
         time.sleep(0.05)
+    time.sleep(1.0)  # NOTE: what the worker holds but has not started is skipped too
     assert executed() <= ran_before + 2  # what was running (or being handed over) finished
