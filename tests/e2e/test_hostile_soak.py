@@ -166,7 +166,10 @@ def test_hostile_inputs_leave_valid_traffic_unharmed(tmp_path: Path, plugins_dir
     watcher = threading.Thread(target=watch, daemon=True)
     for thread in [*valid, watcher]:
         thread.start()
-    time.sleep(0.5)  # valid traffic under way before the first hostile request
+    deadline = time.monotonic() + 30
+    while sum(thread.ok for thread in valid) < 20:  # valid traffic under way first
+        assert time.monotonic() < deadline, "no valid traffic"
+        time.sleep(0.05)
     base_rss = max(rss)
     outcomes: list[tuple[str, int]] = []
     deadline = time.monotonic() + SOAK_DEADLINE_S
