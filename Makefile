@@ -29,9 +29,11 @@ $(PERF):
 	  "$(SHARED)/tools/install-perf-analyzer" "$(PERF_VENV)"; \
 	else echo "==> $(SHARED)/tools/install-perf-analyzer not found: perf_analyzer tests will skip"; fi
 
-## lint, layering check, then the whole test suite
+## lint, layering check, the whole test suite, then the end-to-end tests again with every
+## server running two front-end processes (--http-workers 2): a client must see no difference
 test: $(STAMP) $(PERF) lint
 	$(BIN)/pytest
+	REPOMAN_TEST_HTTP_WORKERS=2 $(BIN)/pytest tests/e2e -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check repoman plugins tests bench tools

@@ -94,6 +94,11 @@ def start_server(
         "0",
         *args,
     ]
+    # NOTE: REPOMAN_TEST_HTTP_WORKERS=N runs every test server with N front-end processes:
+    # the whole end-to-end suite then checks that front-ends change nothing a client sees.
+    workers = os.environ.get("REPOMAN_TEST_HTTP_WORKERS")
+    if workers and "--http-workers" not in args:
+        command += ["--http-workers", workers]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
