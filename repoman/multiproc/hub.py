@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,6 +30,9 @@ from repoman.scheduler import SharedScheduler
 from repoman.scheduler.pending import Pending
 
 log = logging.getLogger(__name__)
+
+KEPT_GENERATIONS = 1024
+"""Configs of this many recent versions are kept for requests routed before a swap."""
 
 CALLS = frozenset(
     {
@@ -60,8 +66,13 @@ class FrontendHub:
         self._arena_bytes = arena_bytes
         self._peers: set[_Peer] = set()
         self._listener: socket.socket | None = None
-        self._generations: dict[int, Any] = {}  # generation -> config, for recent versions
-        self._generation_of: dict[int, int] = {}  # id(ModelVersion) -> generation
+        # NOTE: a generation names one ModelVersion object (a reload is a new one); the
+        # configs of the latest few are kept to judge requests routed before a swap.
+        self._generations: OrderedDict[int, Any] = OrderedDict()
+        self._generation_of: weakref.WeakKeyDictionary[ModelVersion, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._next_generation = itertools.count(1)
         self._push_scheduled = False
         self.stopping = False
         """Set while the front-ends are being stopped: their going away is expected."""
@@ -133,11 +144,13 @@ class FrontendHub:
     # ---- the routing table ------------------------------------------------------------
 
     def _generation(self, mv: ModelVersion) -> int:
-        generation = self._generation_of.get(id(mv))
+        generation = self._generation_of.get(mv)
         if generation is None:
-            generation = len(self._generations) + 1
-            self._generation_of[id(mv)] = generation
+            generation = next(self._next_generation)
+            self._generation_of[mv] = generation
             self._generations[generation] = mv.config
+            while len(self._generations) > KEPT_GENERATIONS:
+                self._generations.popitem(last=False)
         return generation
 
     def config_of(self, generation: int) -> Any:
