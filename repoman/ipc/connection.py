@@ -10,11 +10,14 @@ socket only partly takes keeps the rest, in order, until the socket is writable 
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import socket
 import struct
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("<I")
 MAX_FRAME = 64 * 1024 * 1024
@@ -130,7 +133,11 @@ class Connection:
                     break
                 message = pickle.loads(memoryview(inbox)[start + 4 : start + 4 + length])
                 start += 4 + length
-                self._on_message(message)
+                try:
+                    self._on_message(message)
+                except Exception:
+                    # NOTE: one bad message must not stall the ones behind it.
+                    log.exception("handling a message failed")
                 if self.closed:
                     return
         finally:

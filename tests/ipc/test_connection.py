@@ -401,3 +401,31 @@ def test_closing_from_inside_on_message_stops_delivery_and_calls_on_close_once(p
         assert end.reasons == [None]
 
     run(scenario)
+
+
+def test_a_message_whose_handler_raises_does_not_hold_up_the_next() -> None:
+    """Two frames in one read: the first one's handler raises; the second still arrives."""
+
+    async def main() -> list[object]:
+        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        got: list[object] = []
+
+        def handle(message: object) -> None:
+            got.append(message)
+            if message == "first":
+                raise ValueError("a bug in a handler")
+
+        receiver = Connection(right, handle, lambda reason: None)
+        frames = b"".join(
+            struct.pack("<I", len(p)) + p for p in (pickle.dumps("first"), pickle.dumps("second"))
+        )
+        left.sendall(frames)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(got) == 2:
+                break
+        receiver.close()
+        left.close()
+        return got
+
+    assert asyncio.run(main()) == ["first", "second"]
