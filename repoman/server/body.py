@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -107,8 +108,11 @@ async def read_body(
         raise too_large(declared)
     chunks: list[bytes] = []
     size = 0
+    # NOTE: a small body usually arrives with its headers: then nothing can wait, and the
+    # timer (created and cancelled for every request otherwise) is not needed.
+    complete = declared is not None and request.content.is_eof()
     try:
-        async with asyncio.timeout(timeout):
+        async with contextlib.nullcontext() if complete else asyncio.timeout(timeout):
             while chunk := await request.content.readany():
                 size += len(chunk)
                 if size > limit:
