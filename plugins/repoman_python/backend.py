@@ -28,6 +28,7 @@ from repoman import (
     Result,
     TensorConfig,
 )
+from repoman_python import pb_utils, triton_compat
 from repoman_python.api import Request, Response
 
 log = logging.getLogger(__name__)
@@ -53,24 +54,36 @@ class PythonBackend(Backend):
         super().__init__(context)
         self._model: Any = None
         self._module_name = ""
+        self._triton = False  # the model speaks Triton's pb_utils API
+        self._log_name = triton_compat.logger_name(context)
         # NOTE: messages clients see name the file within the repository, not its server path.
         self._where = f"{context.config.name}/{context.version}/{context.model_path.name}"
         self._label = f"model '{context.config.name}' version {context.version}"
 
     def load(self) -> None:
         path = self.context.model_path
+        for key, why in triton_compat.NOT_APPLICABLE.items():
+            if key in self.context.config.parameters:
+                log.warning("%s: config parameter %s is ignored: %s", self._label, key, why)
         tag = f"{self.context.config.name}_{self.context.version}_{self.context.instance_name}"
         module = import_model_file(path, tag)
         self._module_name = module.__name__
         step = "Model()"
         try:
             model_type = model_class(module, path)
+            self._triton = triton_compat.is_triton_model(path, model_type)
             step = f"{model_type.__name__}()"
-            model = model_type()
-            initialize = getattr(model, "initialize", None)
-            if initialize is not None:
-                step = "initialize"
-                initialize(self._initialize_args())
+            with pb_utils._logging_as(self._log_name):
+                model = model_type()
+                initialize = getattr(model, "initialize", None)
+                if initialize is not None:
+                    step = "initialize"
+                    args = (
+                        triton_compat.initialize_args(self.context)
+                        if self._triton
+                        else self._initialize_args()
+                    )
+                    initialize(args)
         except RepomanError:
             _forget(self._module_name)
             raise
@@ -94,9 +107,12 @@ class PythonBackend(Backend):
 
     def execute(self, batch: Batch) -> Sequence[Result]:
         assert self._model is not None, "execute before load"
+        if self._triton:
+            return self._execute_triton(batch)
         requests = [Request(inputs, batch.output_names) for inputs in batch.requests]
         try:
-            responses = self._model.execute(requests)
+            with pb_utils._logging_as(self._log_name):
+                responses = self._model.execute(requests)
         except RepomanError:
             raise
         except Exception as exc:
@@ -113,23 +129,49 @@ class PythonBackend(Backend):
             raise BackendError(f"{self._where}: execute returned a {wrong[0]} for a Response")
         return [self._result(response, batch.output_names) for response in responses]
 
+    def _execute_triton(self, batch: Batch) -> Sequence[Result]:
+        """Triton's contract: pb_utils requests in, one InferenceResponse per request out."""
+        requests = triton_compat.requests_of(batch)
+        try:
+            with pb_utils._logging_as(self._log_name):
+                responses = self._model.execute(requests)
+        except RepomanError:
+            raise
+        except Exception as exc:
+            raise _failed(self._where, "execute", exc) from exc
+        checked = triton_compat.check_responses(responses, len(requests), self._where)
+        declared = self.context.config.output_names
+        results: list[Result] = []
+        for response in checked:
+            outputs = triton_compat.outputs_of(response, declared, self._where, self._label)
+            if isinstance(outputs, Exception):
+                results.append(outputs)
+            else:
+                results.append(self._outputs(outputs, batch.output_names))
+        return results
+
     def _result(self, response: Response, output_names: Sequence[str]) -> Result:
         """A request's outputs, converted to the configured data types, or its error."""
         if isinstance(response.error, Exception):
             return response.error
         if response.error is not None:
             return BackendError(f"{self._label}: {response.error}")
+        return self._outputs(response.outputs, output_names)
+
+    def _outputs(self, produced: Mapping[str, Any], output_names: Sequence[str]) -> Result:
+        """The asked-for outputs, checked and converted to the config, or the request's error."""
         outputs: dict[str, np.ndarray] = {}
+        batching = self.context.config.max_batch_size > 0
         for name in output_names:
-            if name not in response.outputs:
-                present = ", ".join(response.outputs) or "none"
+            if name not in produced:
+                present = ", ".join(produced) or "none"
                 return BackendError(
                     f"{self._where}: the response has no output '{name}' (it has: {present})"
                 )
             tensor = self.context.config.output(name)
             assert tensor is not None, "the core only asks for configured outputs"
             try:
-                outputs[name] = as_output(tensor, response.outputs[name])
+                outputs[name] = as_output(tensor, produced[name], batching)
             except (TypeError, ValueError) as exc:
                 return BackendError(f"{self._where}: {exc}")
         return outputs
@@ -139,7 +181,8 @@ class PythonBackend(Backend):
         try:
             finalize = getattr(model, "finalize", None)
             if finalize is not None:
-                finalize()
+                with pb_utils._logging_as(self._log_name):
+                    finalize()
         except Exception as exc:
             raise _failed(self.context.model_path, "finalize", exc) from exc
         finally:
@@ -152,9 +195,24 @@ def _failed(where: object, step: str, exc: Exception) -> BackendError:
     return BackendError(f"{where}: {step} failed: {type(exc).__name__}: {exc}")
 
 
-def as_output(tensor: TensorConfig, value: Any) -> np.ndarray:
-    """``value`` as an array of the output's configured type; ValueError when that would
-    change its kind (float to int, numbers to strings, ...)."""
+def as_output(tensor: TensorConfig, value: Any, batching: bool = False) -> np.ndarray:
+    """``value`` as an array of the output's configured type and shape; ValueError when
+    that would change its kind (float to int, numbers to strings, ...) or its shape is not
+    the config's (the batch dimension first when ``batching``)."""
+    array = _converted(tensor, value)
+    dims = tensor.reshape if tensor.reshape is not None else tensor.dims
+    want = ((-1,) if batching else ()) + tuple(dims)
+    if len(array.shape) != len(want) or any(
+        w >= 0 and h != w for h, w in zip(array.shape, want, strict=True)
+    ):
+        raise ValueError(
+            f"output '{tensor.name}' has shape {list(array.shape)}; the config expects "
+            f"{list(want)} (-1: any size)"
+        )
+    return array
+
+
+def _converted(tensor: TensorConfig, value: Any) -> np.ndarray:
     if tensor.data_type is DataType.BYTES:
         array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
         if array.dtype.kind in ("S", "U"):
@@ -191,6 +249,7 @@ def import_model_file(path: Path, tag: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=[folder])
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    triton_compat.install()
     with _import_lock:
         before = set(sys.modules)
         sys.path.insert(0, folder)
@@ -252,7 +311,12 @@ def describe_model(model_path: Path, parameters: Mapping[str, str]) -> ModelSign
         # NOTE: bound through the descriptor: a staticmethod and a classmethod both work.
         auto_complete = hook.__get__(None, model_type)
         try:
-            completed = auto_complete({})
+            if triton_compat.is_triton_model(model_path, model_type):
+                completed = triton_compat.auto_complete(auto_complete, parameters, model_path)
+            else:
+                completed = auto_complete({})
+        except RepomanError:
+            raise
         except Exception as exc:
             raise _failed(model_path, "auto_complete_config", exc) from exc
         return signature_of(completed, model_path)

@@ -454,3 +454,98 @@ def test_served_over_http_with_a_per_request_error(tmp_path, server_factory):
         [[2]],
     ]
     assert stats["execution_count"] == 2  # the single request, then the three together
+
+
+# ---- Triton-style models (triton_python_backend_utils) --------------------------------
+
+TRITON_ECHO = """
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.args = args
+
+    def execute(self, requests):
+        {body}
+"""
+
+
+def test_a_triton_model_gets_string_args(tmp_path):
+    code = TRITON_ECHO.format(body="return []")
+    backend = loaded(tmp_path / "tri", code)
+    args = backend._model.args
+    assert all(isinstance(value, str) for value in args.values())
+    assert json.loads(args["model_config"]) == backend.context.config.as_dict()
+    assert args["model_instance_device_id"] == "0" and args["model_version"] == "1"
+    assert set(args) == {
+        "model_config",
+        "model_instance_kind",
+        "model_instance_name",
+        "model_instance_device_id",
+        "model_repository",
+        "model_version",
+        "model_name",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return []", "returned 0 responses for 2 requests"),
+        ("return None", "returned a NoneType for 2 requests"),
+        ("return [{}, {}]", "returned a dict for a pb_utils.InferenceResponse"),
+        (
+            "return [pb_utils.InferenceResponse(error='x') for r in requests]",
+            "execute failed: TritonModelException: InferenceResponse error must be",
+        ),
+    ],
+)
+def test_a_wrong_triton_reply_fails_the_batch(tmp_path, body, message):
+    backend = loaded(tmp_path / "tri", TRITON_ECHO.format(body=body))
+    with pytest.raises(BackendError) as caught:
+        run(backend, floats([1, 2]), floats([3, 4]))
+    assert str(caught.value).startswith("tri/1/model.py: ")
+    assert message in str(caught.value)
+
+
+def test_a_wrong_shape_is_refused_for_repoman_models_too(tmp_path):
+    code = """
+    import numpy as np
+    from repoman_python import Response
+
+    class Model:
+        def execute(self, requests):
+            return [Response({"OUT": np.zeros((7, 3, 5), np.float32)}) for r in requests]
+    """
+    [result] = run(loaded(tmp_path / "shaped", code), floats([1, 2]))
+    assert str(result) == (
+        "shaped/1/model.py: output 'OUT' has shape [7, 3, 5]; the config expects [-1, 2] "
+        "(-1: any size)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return None", "must return the auto_complete_model_config it was given, got NoneType"),
+        (
+            "config.set_model_transaction_policy({'decoupled': True})\n        return config",
+            "decoupled models are not supported by repoman yet",
+        ),
+    ],
+)
+def test_triton_auto_complete_config_says_what_is_wrong(tmp_path, body, message):
+    code = f"""
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        {body}
+
+    def execute(self, requests):
+        return []
+"""
+    path = write_version(tmp_path / "auto", code)
+    with pytest.raises(BackendError, match=message):
+        registry().specs()[0].describe(path, {})

@@ -1,0 +1,312 @@
+"""Models written for Triton's Python backend (pb_utils), served for real by repoman."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.serverproc import ServerProcess, start_server
+
+ADD_SUB_CONFIG = """
+backend: "python"
+max_batch_size: 8
+input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+       { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] }]
+output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+        { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] }]
+parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/env.tar.gz" } }
+"""
+
+# NOTE: written as Triton's documentation teaches: config parsed from the args, dtypes
+# looked up by name, pb_utils tensors in and out.
+ADD_SUB = """
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        assert all(isinstance(v, str) for v in args.values()), args
+        self.model_config = config = json.loads(args["model_config"])
+        self.dtypes = [
+            pb_utils.triton_string_to_numpy(
+                pb_utils.get_output_config_by_name(config, name)["data_type"]
+            )
+            for name in ("OUTPUT0", "OUTPUT1")
+        ]
+        pb_utils.Logger.log_info(
+            f"add_sub initialized: {args['model_name']} v{args['model_version']} "
+            f"{args['model_instance_kind']} device {args['model_instance_device_id']}"
+        )
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            in0 = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            in1 = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
+            assert pb_utils.get_input_tensor_by_name(request, "MISSING") is None
+            out0 = pb_utils.Tensor("OUTPUT0", (in0 + in1).astype(self.dtypes[0]))
+            out1 = pb_utils.Tensor("OUTPUT1", (in0 - in1).astype(self.dtypes[1]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out0, out1]))
+        return responses
+
+    def finalize(self):
+        pb_utils.Logger.log_info("add_sub finalized")
+"""
+
+SHOUT_CONFIG = """
+backend: "python"
+input [{ name: "TEXT" data_type: TYPE_STRING dims: [ -1 ] }]
+output [{ name: "UPPER" data_type: TYPE_STRING dims: [ -1 ] }]
+"""
+
+SHOUT = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            texts = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            upper = np.array([t.decode().upper().encode() for t in texts], dtype=np.object_)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("UPPER", upper)]))
+        return responses
+"""
+
+# No config file at all: the tensors come from auto_complete_config.
+SELF_DESCRIBED = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        auto_complete_model_config.set_max_batch_size(4)
+        auto_complete_model_config.add_input({"name": "X", "data_type": "TYPE_INT32", "dims": [2]})
+        auto_complete_model_config.add_output({"name": "Y", "data_type": "TYPE_INT32", "dims": [2]})
+        auto_complete_model_config.set_dynamic_batching()
+        return auto_complete_model_config
+
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy() * 2)]
+            )
+            for r in requests
+        ]
+"""
+
+INT_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [{ name: "X" data_type: TYPE_INT32 dims: [ 2 ] }]
+output [{ name: "Y" data_type: TYPE_INT32 dims: [ 2 ] }]
+"""
+
+# Batches of 3 requests, so one bad request shares its batch with two good ones.
+PICKY_CONFIG = (
+    INT_CONFIG
+    + "dynamic_batching { preferred_batch_size: [ 3 ] max_queue_delay_microseconds: 2000000 }\n"
+)
+
+PICKY = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            if (x < 0).any():
+                error = pb_utils.TritonError("negative X", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+            else:
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 1)]))
+        return responses
+"""
+
+RAISES = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        raise pb_utils.TritonModelException("the GPU caught fire")
+"""
+
+MISSHAPEN = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            if x[0, 0] == 0:
+                tensors = [pb_utils.Tensor("Y", np.zeros((7, 3, 5), np.int32))]
+            else:
+                tensors = [pb_utils.Tensor("Y", x), pb_utils.Tensor("EXTRA", x)]
+            responses.append(pb_utils.InferenceResponse(tensors))
+        return responses
+"""
+
+HELPED = """
+import triton_python_backend_utils as pb_utils
+{importer}
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor("Y", helper.add_ten(pb_utils.get_input_tensor_by_name(r, "X").as_numpy()))]
+            )
+            for r in requests
+        ]
+"""
+
+HELPER = """
+def add_ten(x):
+    return x + 10
+"""
+
+
+def add_model(repo: Path, name: str, code: str, config: str | None, **files: str) -> None:
+    version = repo / name / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(textwrap.dedent(code))
+    for filename, text in files.items():
+        (version / f"{filename}.py").write_text(textwrap.dedent(text))
+    if config is not None:
+        (repo / name / "config.pbtxt").write_text(textwrap.dedent(config))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[ServerProcess]:
+    repo = tmp_path_factory.mktemp("triton_python")
+    add_model(repo, "add_sub", ADD_SUB, ADD_SUB_CONFIG)
+    add_model(repo, "shout", SHOUT, SHOUT_CONFIG)
+    add_model(repo, "self_described", SELF_DESCRIBED, None)
+    add_model(repo, "picky", PICKY, PICKY_CONFIG)
+    add_model(repo, "raises", RAISES, INT_CONFIG)
+    add_model(repo, "misshapen", MISSHAPEN, INT_CONFIG)
+    add_model(
+        repo, "helped_plain", HELPED.format(importer="import helper"), INT_CONFIG, helper=HELPER
+    )
+    add_model(
+        repo,
+        "helped_relative",
+        HELPED.format(importer="from . import helper"),
+        INT_CONFIG,
+        helper=HELPER,
+    )
+    process = start_server(repo)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Iterator[httpclient.InferenceServerClient]:
+    with httpclient.InferenceServerClient(server.address, concurrency=3) as c:
+        yield c
+
+
+def tensor(name: str, data: np.ndarray, datatype: str) -> httpclient.InferInput:
+    one = httpclient.InferInput(name, list(data.shape), datatype)
+    one.set_data_from_numpy(data)
+    return one
+
+
+def ints(*rows: list[int]) -> httpclient.InferInput:
+    return tensor("X", np.array(rows, dtype=np.int32), "INT32")
+
+
+def failure(client, model: str, *inputs) -> str:
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(model, list(inputs))
+    return caught.value.message()
+
+
+def test_add_sub_with_two_inputs_and_two_outputs(client, server):
+    a = np.array([[1, 2, 3, 4], [0, 0, 0, 0]], dtype=np.float32)
+    b = np.array([[1, 1, 1, 1], [2, 2, 2, 2]], dtype=np.float32)
+    result = client.infer("add_sub", [tensor("INPUT0", a, "FP32"), tensor("INPUT1", b, "FP32")])
+    assert result.as_numpy("OUTPUT0").tolist() == (a + b).tolist()
+    assert result.as_numpy("OUTPUT1").tolist() == (a - b).tolist()
+    assert result.as_numpy("OUTPUT0").dtype == np.float32
+    # initialize got Triton's string args; the model's Logger writes into the server's log
+    assert "add_sub initialized: add_sub v1 KIND_CPU device 0" in server.log()
+    assert "EXECUTION_ENV_PATH is ignored" in server.log()
+
+
+def test_bytes_in_bytes_out(client):
+    words = np.array([b"hello", "wörld".encode()], dtype=np.object_)
+    result = client.infer("shout", [tensor("TEXT", words, "BYTES")])
+    assert result.as_numpy("UPPER").tolist() == [b"HELLO", "WÖRLD".encode()]
+
+
+def test_a_model_without_a_config_is_described_by_auto_complete_config(client):
+    config = client.get_model_config("self_described")
+    assert config["max_batch_size"] == 4
+    assert config["input"][0]["name"] == "X" and config["input"][0]["dims"] == [2]
+    assert config["output"][0]["data_type"] == "TYPE_INT32"
+    result = client.infer("self_described", [ints([1, 2], [3, 4])])
+    assert result.as_numpy("Y").tolist() == [[2, 4], [6, 8]]
+
+
+def test_a_triton_error_fails_only_its_request_in_a_batch(client):
+    pending = [client.async_infer("picky", [ints(row)]) for row in ([1, 2], [-1, 0], [5, 6])]
+    outcomes = []
+    for request in pending:
+        try:
+            outcomes.append(request.get_result().as_numpy("Y").tolist())
+        except InferenceServerException as error:
+            outcomes.append(error.message())
+    assert outcomes == [[[2, 3]], "model 'picky' version 1: negative X", [[6, 7]]]
+    stats = client.get_inference_statistics("picky", "1")["model_stats"][0]
+    assert stats["execution_count"] == 1  # the three ran as one batch
+
+
+def test_an_exception_in_execute_fails_the_batch_naming_the_model(client):
+    message = failure(client, "raises", ints([1, 2]))
+    assert message == (
+        "raises/1/model.py: execute failed: TritonModelException: the GPU caught fire"
+    )
+
+
+def test_a_wrong_output_shape_or_an_undeclared_output_is_refused(client):
+    assert failure(client, "misshapen", ints([0, 1])) == (
+        "misshapen/1/model.py: output 'Y' has shape [7, 3, 5]; "
+        "the config expects [-1, 2] (-1: any size)"
+    )
+    assert failure(client, "misshapen", ints([1, 1])) == (
+        "misshapen/1/model.py: output 'EXTRA' is not in the model's config (it declares: Y)"
+    )
+
+
+@pytest.mark.parametrize("model", ["helped_plain", "helped_relative"])
+def test_a_sibling_helper_module_is_importable(client, model):
+    assert client.infer(model, [ints([1, 2])]).as_numpy("Y").tolist() == [[11, 12]]
+
+
+def test_finalize_runs_on_unload(server):
+    # NOTE: last in the module: it stops the server, which unloads every model.
+    assert server.stop() == 0
+    deadline = time.monotonic() + 5
+    while "add_sub finalized" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "add_sub finalized" in server.log()
