@@ -37,6 +37,8 @@ async def serve(args: argparse.Namespace) -> int:
         raise RepomanError(f"model repository {repository} is not a folder")
     if args.max_config_size < 1:
         raise RepomanError(f"--max-config-size {args.max_config_size}: must be at least 1")
+    if args.http_workers < 1:
+        raise RepomanError(f"--http-workers {args.http_workers}: must be at least 1")
     if args.switch_interval_us < 1:
         raise RepomanError(f"--switch-interval-us {args.switch_interval_us}: must be at least 1")
     limits = _body_limits(args)
