@@ -1,7 +1,9 @@
 """repoman: a model repository manager and KServe v2 inference server.
 
 This module is the public API for plugin authors: the backend contract, the registry
-their hook fills, the hook marker, data types and errors.
+their hook fills, the hook marker, data types and errors; and the shared-memory pieces
+(``Arena`` and the tensor descriptors written through it) for a plugin that runs models in
+processes of its own.
 """
 
 __version__ = "0.1.0"
@@ -16,11 +18,18 @@ from repoman.backends import (
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import BackendError, ConfigError, RepomanError
 from repoman.hookspecs import hookimpl
+from repoman.ipc import Arena
+from repoman.ipc.tensors import Descriptor as TensorDescriptor
+from repoman.ipc.tensors import get as get_tensor
+from repoman.ipc.tensors import get_all as get_tensors
+from repoman.ipc.tensors import put as put_tensor
+from repoman.ipc.tensors import put_all as put_tensors
 from repoman.parameters import bool_parameter, int_parameter
 from repoman.signature import ModelSignature
 from repoman.types import DataType
 
 __all__ = [
+    "Arena",
     "Backend",
     "BackendContext",
     "BackendError",
@@ -33,8 +42,13 @@ __all__ = [
     "RepomanError",
     "Result",
     "TensorConfig",
+    "TensorDescriptor",
     "__version__",
     "bool_parameter",
+    "get_tensor",
+    "get_tensors",
     "hookimpl",
     "int_parameter",
+    "put_tensor",
+    "put_tensors",
 ]

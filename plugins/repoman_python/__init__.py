@@ -12,10 +12,10 @@ __all__ = ["Request", "Response", "Tensor", "repoman_register_backends"]
 def repoman_register_backends(registry: BackendRegistry) -> None:
     # NOTE: named by reference, so the backend module is imported only when a python model
     # is described or loaded, as the other built-in backends do; model.py files import only
-    # the small api module.
+    # the small api module. Each instance runs in a process of its own (isolated.py).
     registry.register(
         "python",
-        "repoman_python.backend:PythonBackend",
+        "repoman_python.isolated:IsolatedPythonBackend",
         default_model_filename="model.py",
         describe="repoman_python.backend:describe_model",
     )

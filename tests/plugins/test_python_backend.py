@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import repoman_python
 import tritonclient.http as httpclient
+from repoman_python.backend import PythonBackend
 from tritonclient.utils import InferenceServerException
 
 from repoman import Backend, BackendError, BackendRegistry, Batch
@@ -472,7 +473,11 @@ class TritonPythonModel:
 
 def test_a_triton_model_gets_string_args(tmp_path):
     code = TRITON_ECHO.format(body="return []")
-    backend = loaded(tmp_path / "tri", code)
+    write_version(tmp_path / "tri", code)
+    [proxy] = backends(tmp_path / "tri", ADD_ONE_CONFIG)
+    # NOTE: in process, to look at the model object (the served backend runs it in a stub).
+    backend = PythonBackend(proxy.context)
+    backend.load()
     args = backend._model.args
     assert all(isinstance(value, str) for value in args.values())
     assert json.loads(args["model_config"]) == backend.context.config.as_dict()

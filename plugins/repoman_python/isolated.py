@@ -1,0 +1,339 @@
+"""The ``python`` backend as the server builds it: each instance's model runs in a process of
+its own (a stub, :mod:`repoman_python.stub`), so the server outlives whatever the model does.
+
+A model that exits, crashes or hangs fails only the batch it was running (a clear 500 naming
+the model); its stub is started again, and the model loaded again, for the next batch. Other
+models never notice. ``parameters { key: "isolation" value: { string_value: "none" } }``
+runs a model in the server's process instead (no hop, no protection).
+"""
+
+from __future__ import annotations
+
+import builtins
+import concurrent.futures
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import numpy as np
+
+from repoman import (
+    Arena,
+    Backend,
+    BackendContext,
+    BackendError,
+    Batch,
+    RepomanError,
+    Result,
+    get_tensors,
+    int_parameter,
+    put_tensors,
+)
+from repoman_python import wire
+from repoman_python.backend import PythonBackend
+from repoman_python.stub import FD_VARIABLE, LOG_LEVEL_VARIABLE, ErrorInfo
+
+log = logging.getLogger(__name__)
+
+LOAD_TIMEOUT = 120
+"""Seconds a stub may take to start and run the model's import and ``initialize``."""
+EXECUTE_TIMEOUT = 60
+"""Seconds one batch may take in the model's ``execute`` before its stub is killed."""
+UNLOAD_GRACE = 10
+"""Seconds ``finalize`` may take before the stub is killed anyway."""
+ARENA_BYTES = 64 << 20
+"""Each of the two arenas (inputs, outputs): virtual size; pages cost only once written."""
+
+
+def default_memory_limit() -> int:
+    """Half the machine's physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (OSError, ValueError):
+        return 8 << 30
+
+
+T = TypeVar("T")
+
+# NOTE: PR_SET_PDEATHSIG signals a stub when the *thread* that started it exits; the core's
+# worker threads can be retired, so every stub is started from this one thread, which lives
+# as long as the server.
+_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="repoman-stub-spawner")
+
+
+def _on_spawner(call: Callable[[], T]) -> T:
+    return _spawner.submit(call).result()
+
+
+class StubDied(BackendError):
+    """The model's process exited, was killed, or stopped answering."""
+
+
+class IsolatedPythonBackend(Backend):
+    """A proxy: ``load`` starts a stub and loads the model in it, ``execute`` sends each batch
+    there through shared memory, ``unload`` finalizes the model and reaps the stub.
+
+    ``execute`` is called on one worker thread at a time and blocks; ``unload`` may come
+    from another thread while a batch is stuck (it then kills the stub)."""
+
+    def __init__(self, context: BackendContext) -> None:
+        super().__init__(context)
+        self._label = f"model '{context.config.name}' version {context.version}"
+        self._local: PythonBackend | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._inputs: Arena | None = None
+        self._outputs: Arena | None = None
+        self._lock = threading.Lock()  # one conversation with the stub at a time
+        self._restart = False  # the stub died: start it again before the next batch
+        self._closed = False
+        self._timeouts = (LOAD_TIMEOUT, EXECUTE_TIMEOUT)
+        self._memory_limit = 0
+
+    # ---- settings ------------------------------------------------------------------
+
+    def _settings(self) -> tuple[bool, int, int, int]:
+        params = self.context.config.parameters
+        isolation = (params.get("isolation") or "process").strip().lower()
+        if isolation not in ("process", "none"):
+            raise BackendError(
+                f"{self._label}: parameter isolation: expected process or none, found '{isolation}'"
+            )
+        try:
+            load = _seconds(params, "load_timeout_seconds", LOAD_TIMEOUT)
+            execute = _seconds(params, "execute_timeout_seconds", EXECUTE_TIMEOUT)
+            memory = int_parameter(params, "memory_limit_bytes", default_memory_limit())
+        except ValueError as exc:
+            raise BackendError(f"{self._label}: {exc}") from None
+        assert memory is not None
+        return isolation == "process", load, execute, memory
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def load(self) -> None:
+        isolated, load, execute, memory = self._settings()
+        self._timeouts, self._memory_limit = (load, execute), memory
+        if not isolated:
+            self._local = PythonBackend(self.context)
+            self._local.load()
+            return
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        """Start a stub and load the model in it; BackendError (and no stub) on failure."""
+        load_timeout, memory = self._timeouts[0], self._memory_limit
+        inputs = Arena.create(ARENA_BYTES, name="repoman-python-inputs")
+        outputs = Arena.create(ARENA_BYTES, name="repoman-python-outputs")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env[FD_VARIABLE] = str(theirs.fileno())
+        env[LOG_LEVEL_VARIABLE] = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        # NOTE: the stub imports exactly what the server imports (plugins dirs included).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        command = [sys.executable, "-m", "repoman_python.stub"]
+        try:
+            process = _on_spawner(
+                lambda: subprocess.Popen(
+                    command, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL
+                )
+            )
+        finally:
+            theirs.close()
+        self._process, self._sock = process, ours
+        self._inputs, self._outputs = inputs, outputs
+        assert inputs.fd is not None and outputs.fd is not None
+        body = {
+            "context": self.context,
+            "input_bytes": inputs.size,
+            "output_bytes": outputs.size,
+            "memory_limit_bytes": memory,
+        }
+        try:
+            ours.settimeout(load_timeout)
+            wire.send(ours, ("load", body), [inputs.fd, outputs.fd])
+            inputs.release_fd()
+            outputs.release_fd()
+            kind, detail = self._receive()
+        except TimeoutError:
+            self._stop(kill=True)
+            raise StubDied(
+                f"{self._label}: the model did not load within {load_timeout:g} s "
+                "(load_timeout_seconds); its process was killed"
+            ) from None
+        except (wire.Closed, OSError) as exc:
+            code = self._stop(kill=True)
+            raise StubDied(f"{self._label}: loading failed: {_exited(code, exc)}") from None
+        if kind != "ok":
+            self._stop(kill=False)
+            raise _error(detail, self._label)
+        self._restart = False
+        log.debug("%s: stub pid %d loaded", self._label, process.pid)
+
+    def unload(self) -> None:
+        if self._local is not None:
+            local, self._local = self._local, None
+            local.unload()
+            return
+        self._closed = True
+        # NOTE: a batch stuck in the model holds the lock: then there is no asking nicely.
+        if not self._lock.acquire(timeout=UNLOAD_GRACE):
+            self._stop(kill=True)
+            return
+        try:
+            if self._process is None or self._restart:
+                self._stop(kill=True)
+                return
+            failure: RepomanError | None = None
+            try:
+                assert self._sock is not None
+                self._sock.settimeout(UNLOAD_GRACE)
+                wire.send(self._sock, ("unload", None))
+                kind, detail = self._receive()
+                if kind != "ok":
+                    failure = _error(detail, self._label)
+            except (TimeoutError, wire.Closed, OSError) as exc:
+                log.warning("%s: finalize did not finish cleanly: %s", self._label, exc)
+            self._stop(kill=False)
+            if failure is not None:
+                raise failure
+        finally:
+            self._lock.release()
+
+    def _stop(self, *, kill: bool) -> int | None:
+        """Reap the stub (SIGKILL now when ``kill``, else after a grace period); its exit
+        code. The arenas go with it (memfds: nothing is left in /dev/shm)."""
+        process, self._process = self._process, None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        code = None
+        if process is not None:
+            if kill:
+                process.kill()
+            try:
+                code = process.wait(UNLOAD_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+        for arena in (self._inputs, self._outputs):
+            if arena is not None:
+                arena.close()
+        self._inputs = self._outputs = None
+        return code
+
+    # ---- execute -------------------------------------------------------------------
+
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        if self._local is not None:
+            return self._local.execute(batch)
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"{self._label}: unloaded")
+            if self._restart or self._process is None:
+                log.warning("%s: starting its process again", self._label)
+                self._start()
+            return self._execute(batch)
+
+    def _execute(self, batch: Batch) -> Sequence[Result]:
+        execute_timeout = self._timeouts[1]
+        assert self._sock is not None and self._inputs is not None and self._outputs is not None
+        blocks: list[int] = []
+        try:
+            requests = [put_tensors(self._inputs, dict(r), blocks) for r in batch.requests]
+            body = {
+                "requests": requests,
+                "output_names": batch.output_names,
+                "input_names": batch.input_names,
+                "batching": batch.batching,
+            }
+            self._sock.settimeout(execute_timeout)
+            wire.send(self._sock, ("execute", body))
+            kind, detail = self._receive()
+        except TimeoutError:
+            self._stop(kill=True)
+            self._restart = True
+            raise StubDied(
+                f"{self._label}: execute did not return within {execute_timeout:g} s "
+                "(execute_timeout_seconds); its process was killed and is started again "
+                "for the next batch"
+            ) from None
+        except (wire.Closed, OSError) as exc:
+            code = self._stop(kill=True)
+            self._restart = True
+            raise StubDied(
+                f"{self._label}: {_exited(code, exc)} while executing a batch; it is "
+                "started again for the next batch"
+            ) from None
+        finally:
+            if self._inputs is not None:
+                for offset in blocks:
+                    self._inputs.free(offset)
+        if kind != "ok":
+            raise _error(detail, self._label)
+        return [self._result(item) for item in detail]
+
+    def _result(self, item: tuple[str, Any]) -> Result:
+        kind, detail = item
+        if kind == "error":
+            return _error(detail, self._label)
+        assert self._outputs is not None
+        # NOTE: copied out: the stub reuses the blocks once it gets the next message.
+        return {
+            name: np.array(array, copy=True)
+            for name, array in get_tensors(self._outputs, detail).items()
+        }
+
+    def _receive(self) -> tuple[str, Any]:
+        assert self._sock is not None
+        message, _ = wire.receive(self._sock, trusted=False)
+        kind, detail = message
+        return kind, detail
+
+
+def _seconds(params: Mapping[str, str], name: str, default: int) -> int:
+    value = int_parameter(params, name, default)
+    assert value is not None
+    if value == 0:
+        raise ValueError(f"parameter {name}: expected an integer > 0, found 0")
+    return value
+
+
+def _exited(code: int | None, exc: BaseException) -> str:
+    if code is None:
+        return f"its process stopped answering ({exc})"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"its process was killed by {name}"
+    return f"its process exited with {code}"
+
+
+class _Reported(RepomanError):
+    """A RepomanError raised in the stub, with its message and HTTP status."""
+
+
+def _error(info: ErrorInfo, label: str) -> Exception:
+    """The exception the stub reported, rebuilt: a RepomanError keeps its message and status;
+    a built-in exception is rebuilt as itself; another reads as the core would report it."""
+    is_repoman, type_name, status, message = info
+    if is_repoman:
+        error = BackendError(message) if status == 500 else _Reported(message)
+        error.status = HTTPStatus(status)
+        return error
+    builtin = getattr(builtins, type_name, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(message)
+        except Exception:
+            pass
+    return BackendError(f"{label}: {type_name}: {message}")

@@ -1,0 +1,178 @@
+"""The process one python model instance runs in: ``python -m repoman_python.stub``.
+
+Started by :class:`repoman_python.isolated.IsolatedPythonBackend`, which hands it one end of
+a socketpair (its number in ``REPOMAN_STUB_FD``) and then, in the first message, the model's
+BackendContext and two memfd arenas: inputs (the server writes) and outputs (the stub
+writes). The model itself is served by the in-process :class:`PythonBackend`, unchanged, so
+every message a model's mistakes produce is the same in both modes. The stub answers one
+message at a time, dies with the server (PR_SET_PDEATHSIG, and a watch on its parent), and
+exits after ``unload`` or when the server closes its end.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from repoman import (
+    Arena,
+    BackendContext,
+    Batch,
+    RepomanError,
+    TensorDescriptor,
+    get_tensors,
+    put_tensors,
+)
+from repoman_python import wire
+from repoman_python.backend import PythonBackend
+
+FD_VARIABLE = "REPOMAN_STUB_FD"
+LOG_LEVEL_VARIABLE = "REPOMAN_STUB_LOG_LEVEL"
+log = logging.getLogger("repoman_python.stub")
+
+ErrorInfo = tuple[bool, str, int, str]
+"""An exception as plain data: (is a RepomanError, type name, HTTP status, message)."""
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, RepomanError):
+        return True, type(exc).__name__, int(exc.status), str(exc)
+    return False, type(exc).__name__, 500, str(exc)
+
+
+def die_with_parent() -> None:
+    """SIGKILL when the server exits, however it exits (Linux); a watch thread as a backstop."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    # NOTE: PR_SET_PDEATHSIG fires when the parent *thread* that forked us exits; the server
+    # forks from one long-lived thread, and this watch covers what the kernel call cannot.
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if parent == 1:
+        os._exit(1)
+    threading.Thread(target=watch, name="stub-parent-watch", daemon=True).start()
+
+
+def limit_memory(limit: int) -> None:
+    """Cap the stub's private memory (RLIMIT_DATA: heap and private mappings; the shared
+    arenas do not count), so a model that grows without bound gets MemoryError."""
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+class Stub:
+    """The model side of the conversation: load once, execute batches, unload, exit."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.backend: PythonBackend | None = None
+        self.inputs: Arena | None = None
+        self.outputs: Arena | None = None
+        self.output_blocks: list[int] = []
+
+    def serve(self) -> int:
+        message, fds = wire.receive(self.sock, trusted=True, with_fds=2)
+        kind, body = message
+        assert kind == "load" and len(fds) == 2, "the first message loads the model"
+        self.inputs = Arena.attach(fds[0], body["input_bytes"])
+        self.outputs = Arena.attach(fds[1], body["output_bytes"])
+        limit_memory(body["memory_limit_bytes"])
+        context: BackendContext = body["context"]
+        self.backend = PythonBackend(context)
+        if not self._reply(self.backend.load):
+            return 1
+        while True:
+            try:
+                (kind, body), _ = wire.receive(self.sock, trusted=True)
+            except wire.Closed:
+                return 0
+            if kind == "execute":
+                self._release_outputs()
+                wire.send(self.sock, self._execute(body))
+            elif kind == "unload":
+                self._reply(self.backend.unload)
+                return 0
+            else:
+                raise ValueError(f"unknown message {kind!r}")
+
+    def _reply(self, step: Any) -> bool:
+        try:
+            step()
+        except Exception as exc:
+            wire.send(self.sock, ("error", error_info(exc)))
+            return False
+        wire.send(self.sock, ("ok", None))
+        return True
+
+    def _execute(self, body: dict[str, Any]) -> tuple[str, Any]:
+        assert self.backend is not None and self.inputs is not None
+        requests = [get_tensors(self.inputs, request) for request in body["requests"]]
+        batch = Batch(
+            requests, tuple(body["output_names"]), tuple(body["input_names"]), body["batching"]
+        )
+        try:
+            results = self.backend.execute(batch)
+        except Exception as exc:
+            return "error", error_info(exc)
+        return "ok", [self._result(result) for result in results]
+
+    def _result(self, result: Any) -> tuple[str, Any]:
+        if isinstance(result, Exception):
+            return "error", error_info(result)
+        assert self.outputs is not None
+        arrays = {name: _as_bytes(array) for name, array in result.items()}
+        descriptors: dict[str, TensorDescriptor] = put_tensors(
+            self.outputs, arrays, self.output_blocks
+        )
+        return "outputs", descriptors
+
+    def _release_outputs(self) -> None:
+        """The server copied the last batch's outputs out before sending this message."""
+        assert self.outputs is not None
+        for offset in self.output_blocks:
+            self.outputs.free(offset)
+        self.output_blocks.clear()
+
+
+def _as_bytes(array: np.ndarray) -> np.ndarray:
+    """A BYTES output may hold str (the server encodes them as UTF-8): encode them here."""
+    if array.dtype != object:
+        return array
+    encoded = np.empty(array.shape, dtype=object)
+    encoded.reshape(-1)[:] = [v.encode() if isinstance(v, str) else v for v in array.reshape(-1)]
+    return encoded
+
+
+def main() -> int:
+    die_with_parent()
+    logging.basicConfig(
+        level=os.environ.get(LOG_LEVEL_VARIABLE, "INFO"),
+        format=f"%(asctime)s %(levelname)-7s %(name)s[stub {os.getpid()}]: %(message)s",
+    )
+    sock = socket.socket(fileno=int(os.environ[FD_VARIABLE]))
+    try:
+        return Stub(sock).serve()
+    except (wire.Closed, BrokenPipeError, ConnectionResetError):
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

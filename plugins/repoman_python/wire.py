@@ -1,0 +1,71 @@
+"""Messages between the server and a python model's stub process: blocking, length-prefixed.
+
+A message is a 4-byte big-endian length and a pickle. The server trusts what it sends (a
+ModelConfig, paths); what comes back from the stub is read with :func:`loads_plain`, which
+refuses every class (only dicts, lists, tuples, strings, bytes, numbers, None), so model
+code cannot make the server run anything by what it answers.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import socket
+import struct
+from typing import Any
+
+_LENGTH = struct.Struct("!I")
+MAX_MESSAGE = 1 << 31
+
+
+class Closed(EOFError):
+    """The peer closed its end (the stub exited, or the server went away)."""
+
+
+def send(sock: socket.socket, message: Any, fds: list[int] | None = None) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    frame = _LENGTH.pack(len(data)) + data
+    if fds:
+        # NOTE: the descriptors ride on the first bytes; the rest follows as a plain stream.
+        sent = socket.send_fds(sock, [frame[:4096]], fds)
+        frame = frame[sent:]
+    if frame:
+        sock.sendall(frame)
+
+
+def receive(sock: socket.socket, *, trusted: bool, with_fds: int = 0) -> tuple[Any, list[int]]:
+    """One message (and the descriptors sent with it). Raises Closed at end of stream and
+    TimeoutError when the socket's timeout passes first."""
+    fds: list[int] = []
+    if with_fds:
+        head, fds, _, _ = socket.recv_fds(sock, _LENGTH.size, with_fds)
+        if not head:
+            raise Closed("connection closed")
+        head += _exactly(sock, _LENGTH.size - len(head))
+    else:
+        head = _exactly(sock, _LENGTH.size)
+    (length,) = _LENGTH.unpack(head)
+    if length > MAX_MESSAGE:
+        raise ValueError(f"message of {length} bytes is over the limit")
+    data = _exactly(sock, length)
+    return (pickle.loads(data) if trusted else loads_plain(data)), fds
+
+
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    chunks = []
+    while count:
+        chunk = sock.recv(min(count, 1 << 20))
+        if not chunk:
+            raise Closed("connection closed")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused: {module}.{name} (only plain data is accepted)")
+
+
+def loads_plain(data: bytes) -> Any:
+    return _PlainUnpickler(io.BytesIO(data)).load()
