@@ -185,6 +185,39 @@ def add_ten(x):
 """
 
 
+BIASED_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [{ name: "X" data_type: TYPE_INT32 dims: [ 2 ] },
+       { name: "BIAS" data_type: TYPE_INT32 dims: [ 2 ] optional: true }]
+output [{ name: "Y" data_type: TYPE_INT32 dims: [ 2 ] }]
+"""
+
+# NOTE: an optional input the client leaves out is simply absent (None), as in Triton.
+BIASED = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.logger = pb_utils.Logger
+        self.logger.log_info("biased: ready to add a bias when one is sent")
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            bias = pb_utils.get_input_tensor_by_name(request, "BIAS")
+            if bias is None:
+                self.logger.log_warn("biased: no BIAS sent, adding nothing")
+                y = x
+            else:
+                y = x + bias.as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]))
+        return responses
+"""
+
+
 def add_model(repo: Path, name: str, code: str, config: str | None, **files: str) -> None:
     version = repo / name / "1"
     version.mkdir(parents=True)
@@ -204,6 +237,7 @@ def server(tmp_path_factory) -> Iterator[ServerProcess]:
     add_model(repo, "picky", PICKY, PICKY_CONFIG)
     add_model(repo, "raises", RAISES, INT_CONFIG)
     add_model(repo, "misshapen", MISSHAPEN, INT_CONFIG)
+    add_model(repo, "biased", BIASED, BIASED_CONFIG)
     add_model(
         repo, "helped_plain", HELPED.format(importer="import helper"), INT_CONFIG, helper=HELPER
     )
@@ -301,6 +335,21 @@ def test_a_wrong_output_shape_or_an_undeclared_output_is_refused(client):
 @pytest.mark.parametrize("model", ["helped_plain", "helped_relative"])
 def test_a_sibling_helper_module_is_importable(client, model):
     assert client.infer(model, [ints([1, 2])]).as_numpy("Y").tolist() == [[11, 12]]
+
+
+def test_an_optional_input_left_out_is_absent_and_the_model_logs(client, server):
+    x = np.array([[1, 2], [3, 4]], dtype=np.int32)
+    plain = client.infer("biased", [tensor("X", x, "INT32")])
+    assert plain.as_numpy("Y").tolist() == [[1, 2], [3, 4]]
+    both = client.infer(
+        "biased", [tensor("X", x, "INT32"), tensor("BIAS", np.full((2, 2), 10, np.int32), "INT32")]
+    )
+    assert both.as_numpy("Y").tolist() == [[11, 12], [13, 14]]
+    deadline = time.monotonic() + 10
+    while "biased: no BIAS sent, adding nothing" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert "biased: ready to add a bias when one is sent" in server.log()
 
 
 def test_finalize_runs_on_unload(server):
