@@ -109,6 +109,11 @@ def perf(port: int, model: str, conc: int, requests: int, timeout: float) -> dic
     cmd = [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "http"]
     cmd += f"--concurrency-range {conc} --measurement-mode count_windows -s 1000".split()
     cmd += f"--measurement-request-count {requests} --max-trials 3".split()
+    return run_perf(cmd, timeout)
+
+
+def run_perf(cmd: list[str], timeout: float) -> dict:
+    """Run a perf_analyzer command (bounded by ``timeout``); its client numbers and CPU."""
     before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _load import PERF_ANALYZER, TICKS, Server, http_get, log
+from _load import PERF_ANALYZER, TICKS, Server, http_get, run_perf
 
 
 class LoggedServer(Server):
@@ -98,35 +95,7 @@ def perf(port: int, model: str, conc: int, window_ms: int, timeout: float) -> di
     cmd += f"--concurrency-range {conc} --measurement-mode time_windows -p {window_ms}".split()
     cmd += ["-s", "1000", "--max-trials", "3"]
     cmd += ["--input-tensor-format", "binary", "--output-tensor-format", "binary"]
-    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        out, rc = run.stdout + run.stderr, run.returncode
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout
-        out, rc = out or "", "timeout"
-    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - t0
-    pa_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    report = out.rsplit("Request concurrency:", 1)[-1]
-    found = {
-        k: re.search(rf"{k}: ([0-9.]+)", report)
-        for k in ("Throughput", "p50 latency", "p99 latency")
-    }
-    if not all(found.values()):
-        log(f"  perf_analyzer failed (rc={rc}):\n{out[-2000:]}")
-        return {"error": f"rc={rc}", "wall_s": wall}
-    if rc != 0:
-        why = re.search(r"what\(\):\s*(.*)", out)
-        log(f"  perf_analyzer exit {rc} after its client report ({why and why.group(1)})")
-    tput, p50, p99 = (float(m.group(1)) for m in found.values() if m)
-    return {
-        "infer_s": tput,
-        "p50_ms": p50 / 1e3,
-        "p99_ms": p99 / 1e3,
-        "pa_rc": rc,
-        "pa_cpu_pct": 100 * pa_cpu / wall,
-        "wall_s": wall,
-    }
+    return run_perf(cmd, timeout)
 
 
 def counting_bare() -> None:
