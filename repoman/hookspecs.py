@@ -49,3 +49,19 @@ def repoman_version_state_changed(model: str, version: int, state: str, reason: 
 
     Called on the event loop thread; an implementation must not block.
     """
+
+
+# -------------------------------------------------------------------------
+# metrics hooks (observers: called when /metrics is scraped, never on the request path)
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def repoman_metrics_text() -> str:
+    """Return lines to add to ``/metrics``, in the Prometheus text format (``# HELP`` and
+    ``# TYPE`` lines, then samples; "" for none).
+
+    Called on a worker thread each time ``/metrics`` is scraped; keep it to reading values
+    already at hand. An implementation that raises is logged and left out of that scrape.
+    """
+    return ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -16,6 +18,8 @@ from prometheus_client.registry import Collector
 from repoman.manager import ModelManager, ModelVersion, State
 from repoman.scheduler import SharedScheduler
 from repoman.scheduler.stats import Histogram
+
+log = logging.getLogger(__name__)
 
 LABELS = ["model", "version"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -134,12 +138,45 @@ def _buckets(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:
 
 
 class Metrics:
-    """A registry of its own (there is no global one) and its text exposition."""
+    """A registry of its own (there is no global one) and its text exposition.
 
-    def __init__(self, manager: ModelManager, scheduler: SharedScheduler) -> None:
+    ``extra`` (optional) gives more text to append at each scrape, by source: the plugins'
+    ``repoman_metrics_text`` hooks. A source that raises is logged and left out.
+    """
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        scheduler: SharedScheduler,
+        extra: Callable[[], Iterable[tuple[str, Callable[[], object]]]] | None = None,
+    ) -> None:
         self._collector = RepomanCollector(manager, scheduler)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self._collector)
+        self._extra = extra
 
     async def exposition(self) -> bytes:
-        return self._collector.triton_counters().encode() + generate_latest(self.registry)
+        text = self._collector.triton_counters().encode() + generate_latest(self.registry)
+        if self._extra is not None:
+            text += (await asyncio.to_thread(self._extra_text)).encode()
+        return text
+
+    def _extra_text(self) -> str:
+        assert self._extra is not None
+        parts = []
+        for name, source in self._extra():
+            try:
+                part = source()
+            except Exception:
+                log.exception("plugin %s: repoman_metrics_text failed; left out of /metrics", name)
+                continue
+            if not isinstance(part, str):
+                log.error(
+                    "plugin %s: repoman_metrics_text returned a %s, not text; left out",
+                    name,
+                    type(part).__name__,
+                )
+                continue
+            if part.strip():
+                parts.append(part if part.endswith("\n") else part + "\n")
+        return "".join(parts)

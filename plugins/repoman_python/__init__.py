@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from repoman import BackendRegistry, hookimpl
+from repoman_python import custom_metrics
 from repoman_python.api import Request, Response, Tensor
 
-__all__ = ["Request", "Response", "Tensor", "repoman_register_backends"]
+__all__ = [
+    "Request",
+    "Response",
+    "Tensor",
+    "repoman_metrics_text",
+    "repoman_register_backends",
+]
 
 
 @hookimpl
@@ -19,3 +26,9 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
         default_model_filename="model.py",
         describe="repoman_python.backend:describe_model",
     )
+
+
+@hookimpl
+def repoman_metrics_text() -> str:
+    # NOTE: the models' pb_utils.MetricFamily metrics, summed over each version's instances.
+    return custom_metrics.text()

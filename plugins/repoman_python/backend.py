@@ -66,14 +66,15 @@ class PythonBackend(Backend):
             if key in self.context.config.parameters:
                 log.warning("%s: config parameter %s is ignored: %s", self._label, key, why)
         tag = f"{self.context.config.name}_{self.context.version}_{self.context.instance_name}"
-        module = import_model_file(path, tag)
+        with pb_utils._logging_as(self._log_name, self):
+            module = import_model_file(path, tag)
         self._module_name = module.__name__
         step = "Model()"
         try:
             model_type = model_class(module, path)
             self._triton = triton_compat.is_triton_model(path, model_type)
             step = f"{model_type.__name__}()"
-            with pb_utils._logging_as(self._log_name):
+            with pb_utils._logging_as(self._log_name, self):
                 model = model_type()
                 initialize = getattr(model, "initialize", None)
                 if initialize is not None:
@@ -86,11 +87,17 @@ class PythonBackend(Backend):
                     initialize(args)
         except RepomanError:
             _forget(self._module_name)
+            pb_utils._forget_metrics(self)
             raise
         except Exception as exc:
             _forget(self._module_name)
+            pb_utils._forget_metrics(self)
             raise _failed(path, step, exc) from exc
         self._model = model
+
+    def metrics_snapshot(self) -> pb_utils.MetricsSnapshot:
+        """The current values of the custom metrics (pb_utils.MetricFamily) this model made."""
+        return pb_utils._metrics_snapshot(self)
 
     def _initialize_args(self) -> dict[str, Any]:
         context = self.context
@@ -111,7 +118,7 @@ class PythonBackend(Backend):
             return self._execute_triton(batch)
         requests = [Request(inputs, batch.output_names) for inputs in batch.requests]
         try:
-            with pb_utils._logging_as(self._log_name):
+            with pb_utils._logging_as(self._log_name, self):
                 responses = self._model.execute(requests)
         except RepomanError:
             raise
@@ -133,7 +140,7 @@ class PythonBackend(Backend):
         """Triton's contract: pb_utils requests in, one InferenceResponse per request out."""
         requests = triton_compat.requests_of(batch)
         try:
-            with pb_utils._logging_as(self._log_name):
+            with pb_utils._logging_as(self._log_name, self):
                 responses = self._model.execute(requests)
         except RepomanError:
             raise
@@ -181,12 +188,13 @@ class PythonBackend(Backend):
         try:
             finalize = getattr(model, "finalize", None)
             if finalize is not None:
-                with pb_utils._logging_as(self._log_name):
+                with pb_utils._logging_as(self._log_name, self):
                     finalize()
         except Exception as exc:
             raise _failed(self.context.model_path, "finalize", exc) from exc
         finally:
             _forget(self._module_name)
+            pb_utils._forget_metrics(self)
 
 
 def _failed(where: object, step: str, exc: Exception) -> BackendError:

@@ -36,8 +36,9 @@ from repoman import (
     int_parameter,
     put_tensors,
 )
-from repoman_python import wire
+from repoman_python import custom_metrics, wire
 from repoman_python.backend import PythonBackend
+from repoman_python.pb_utils import MetricsSnapshot
 from repoman_python.stub import FD_VARIABLE, LOG_LEVEL_VARIABLE, ErrorInfo
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class IsolatedPythonBackend(Backend):
         self._closed = False
         self._timeouts = (LOAD_TIMEOUT, EXECUTE_TIMEOUT)
         self._memory_limit = 0
+        self._metrics: MetricsSnapshot = []  # the model's custom metrics, as last reported
 
     # ---- settings ------------------------------------------------------------------
 
@@ -123,9 +125,10 @@ class IsolatedPythonBackend(Backend):
         if not isolated:
             self._local = PythonBackend(self.context)
             self._local.load()
-            return
-        with self._lock:
-            self._start()
+        else:
+            with self._lock:
+                self._start()
+        custom_metrics.track(self)
 
     def _start(self) -> None:
         """Start a stub and load the model in it; BackendError (and no stub) on failure."""
@@ -178,6 +181,7 @@ class IsolatedPythonBackend(Backend):
         log.debug("%s: stub pid %d loaded", self._label, process.pid)
 
     def unload(self) -> None:
+        custom_metrics.forget(self)
         if self._local is not None:
             local, self._local = self._local, None
             local.unload()
@@ -294,8 +298,18 @@ class IsolatedPythonBackend(Backend):
     def _receive(self) -> tuple[str, Any]:
         assert self._sock is not None
         message, _ = wire.receive(self._sock, trusted=False)
-        kind, detail = message
+        kind, detail, *rest = message
+        if rest and isinstance(rest[0], list):
+            self._metrics = rest[0]
         return kind, detail
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """The model's custom metrics: the latest values its stub sent (read in place when
+        the model runs in the server's process)."""
+        local = self._local
+        if local is not None:
+            return local.metrics_snapshot()
+        return self._metrics
 
 
 def _seconds(params: Mapping[str, str], name: str, default: int) -> int:

@@ -7,8 +7,12 @@ internals), so a future stub process can import it as it is. The backend registe
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
+import math
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -332,14 +336,15 @@ _scope = threading.local()
 
 
 @contextmanager
-def _logging_as(name: str) -> Iterator[None]:
-    """Within the block, ``Logger`` on this thread logs to the logger called ``name``."""
-    before = getattr(_scope, "name", None)
-    _scope.name = name
+def _logging_as(name: str, owner: object = None) -> Iterator[None]:
+    """Within the block, ``Logger`` on this thread logs to the logger called ``name``, and
+    the ``MetricFamily`` objects created belong to ``owner`` (the model instance)."""
+    before = getattr(_scope, "name", None), getattr(_scope, "owner", None)
+    _scope.name, _scope.owner = name, owner
     try:
         yield
     finally:
-        _scope.name = before
+        _scope.name, _scope.owner = before
 
 
 def _logger() -> logging.Logger:
@@ -364,3 +369,241 @@ class Logger:
     @staticmethod
     def log_verbose(message: str) -> None:
         _logger().debug("%s", message)
+
+
+# ---- custom metrics ------------------------------------------------------------------
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_RESERVED_LABELS = frozenset({"model", "version", "le"})
+_metrics_lock = threading.Lock()
+_families: dict[tuple[int, str], _Family] = {}
+"""Every family in this process, by (id of its owner, name); owner 0: created outside a model
+call (e.g. on a thread the model started)."""
+
+
+class _Family:
+    def __init__(self, name: str, description: str, kind: int, owner: object) -> None:
+        self.name, self.description, self.kind = name, description, kind
+        self.owner = owner
+        self.metrics: dict[tuple[tuple[str, str], ...], Metric] = {}
+
+
+class MetricFamily:
+    """A family of custom metrics (one name, one kind); ``Metric(labels)`` makes its members.
+
+    Created again with the same name in the same model, it is the same family (the kind must
+    match). The server exposes each member on ``/metrics`` with the model's labels plus
+    ``model`` and ``version``.
+    """
+
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+    _KINDS = {COUNTER: "counter", GAUGE: "gauge", HISTOGRAM: "histogram"}
+
+    def __init__(self, name: str, description: str, kind: int) -> None:
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+            raise TritonModelException(
+                f"MetricFamily name {name!r}: expected a Prometheus metric name "
+                "([a-zA-Z_:][a-zA-Z0-9_:]*)"
+            )
+        if not isinstance(description, str):
+            raise TritonModelException(
+                f"MetricFamily {name}: the description must be a string, "
+                f"got {type(description).__name__}"
+            )
+        if kind not in self._KINDS or isinstance(kind, bool):
+            raise TritonModelException(
+                f"MetricFamily {name}: kind {kind!r} is not MetricFamily.COUNTER, GAUGE "
+                "or HISTOGRAM"
+            )
+        owner = getattr(_scope, "owner", None)
+        key = (0 if owner is None else id(owner), name)
+        with _metrics_lock:
+            family = _families.get(key)
+            if family is None:
+                family = _families[key] = _Family(name, description.strip(), kind, owner)
+            elif family.kind != kind:
+                raise TritonModelException(
+                    f"MetricFamily {name} already exists as a {self._KINDS[family.kind]}; "
+                    f"it cannot be made a {self._KINDS[kind]}"
+                )
+        self._family = family
+
+    @property
+    def name(self) -> str:
+        return self._family.name
+
+    @property
+    def kind(self) -> int:
+        return self._family.kind
+
+    def Metric(  # Triton's name
+        self, labels: Mapping[str, str] | None = None, buckets: Sequence[float] | None = None
+    ) -> Metric:
+        """The member with these labels (the same object for the same labels); ``buckets``
+        (upper bounds, increasing) for a histogram, and only for one."""
+        family = self._family
+        key = _labels_key(family.name, labels)
+        bounds: tuple[float, ...] | None = None
+        if family.kind == self.HISTOGRAM:
+            bounds = _bounds(family.name, buckets)
+        elif buckets is not None:
+            raise TritonModelException(
+                f"metric {family.name}: buckets are only for a histogram; this is a "
+                f"{self._KINDS[family.kind]}"
+            )
+        with _metrics_lock:
+            metric = family.metrics.get(key)
+            if metric is None:
+                metric = family.metrics[key] = Metric(family, key, bounds)
+            elif metric._bounds != bounds:
+                raise TritonModelException(
+                    f"metric {family.name}{dict(key)} already exists with buckets "
+                    f"{list(metric._bounds or ())}"
+                )
+        return metric
+
+
+def _labels_key(name: str, labels: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    if labels is None:
+        return ()
+    if not isinstance(labels, Mapping):
+        raise TritonModelException(
+            f"metric {name}: labels must be a dict of str to str, got {type(labels).__name__}"
+        )
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_NAME.fullmatch(key) or key.startswith("__"):
+            raise TritonModelException(f"metric {name}: {key!r} is not a valid label name")
+        if key in _RESERVED_LABELS:
+            raise TritonModelException(
+                f"metric {name}: the label '{key}' is reserved (the server adds model and "
+                "version itself)"
+            )
+        if not isinstance(value, str):
+            raise TritonModelException(
+                f"metric {name}: label {key}'s value must be a string, got "
+                f"{type(value).__name__}"
+            )
+    return tuple(sorted(labels.items()))
+
+
+def _bounds(name: str, buckets: Sequence[float] | None) -> tuple[float, ...]:
+    if buckets is None:
+        raise TritonModelException(f"metric {name}: a histogram needs buckets=[upper bounds]")
+    try:
+        bounds = tuple(float(b) for b in buckets)
+    except (TypeError, ValueError):
+        raise TritonModelException(
+            f"metric {name}: buckets must be a list of numbers, got {buckets!r}"
+        ) from None
+    if any(b != b for b in bounds) or any(a >= b for a, b in itertools.pairwise(bounds)):
+        raise TritonModelException(
+            f"metric {name}: buckets must be increasing numbers, got {list(bounds)}"
+        )
+    if bounds and bounds[-1] == math.inf:
+        bounds = bounds[:-1]  # +Inf is always there
+    return bounds
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TritonModelException(
+            f"metric {name}: expected a number, got {type(value).__name__}"
+        )
+    return float(value)
+
+
+class Metric:
+    """One member of a MetricFamily (made by ``family.Metric(labels, buckets)``)."""
+
+    def __init__(
+        self,
+        family: _Family,
+        labels: tuple[tuple[str, str], ...],
+        bounds: tuple[float, ...] | None,
+    ) -> None:
+        self._family = family
+        self._labels = labels
+        self._bounds = bounds
+        self._value = 0.0  # counter, gauge; a histogram's sum
+        self._counts = [0] * (len(bounds) + 1) if bounds is not None else []
+
+    def _kind(self) -> str:
+        return MetricFamily._KINDS[self._family.kind]
+
+    def _refuse(self, what: str) -> TritonModelException:
+        return TritonModelException(
+            f"metric {self._family.name}: {what} is not for a {self._kind()}"
+        )
+
+    def increment(self, value: float) -> None:
+        """Add ``value`` (a counter's must be >= 0; a gauge's may be negative)."""
+        number = _number(self._family.name, value)
+        kind = self._family.kind
+        if kind == MetricFamily.HISTOGRAM:
+            raise self._refuse("increment (use observe)")
+        if kind == MetricFamily.COUNTER and not number >= 0:
+            raise TritonModelException(
+                f"metric {self._family.name}: a counter only goes up; increment({value!r}) "
+                "refused"
+            )
+        with _metrics_lock:
+            self._value += number
+
+    def set(self, value: float) -> None:
+        """Set a gauge to ``value``."""
+        number = _number(self._family.name, value)
+        if self._family.kind != MetricFamily.GAUGE:
+            raise self._refuse("set (only a gauge can be set)")
+        with _metrics_lock:
+            self._value = number
+
+    def value(self) -> float:
+        """A counter's or gauge's current value."""
+        if self._family.kind == MetricFamily.HISTOGRAM:
+            raise self._refuse("value()")
+        return self._value
+
+    def observe(self, value: float) -> None:
+        """Record one observation in a histogram."""
+        number = _number(self._family.name, value)
+        if self._family.kind != MetricFamily.HISTOGRAM or self._bounds is None:
+            raise self._refuse("observe (only a histogram observes)")
+        index = bisect.bisect_left(self._bounds, number)
+        with _metrics_lock:
+            self._counts[index] += 1
+            self._value += number
+
+    def _payload(self) -> Any:
+        if self._bounds is None:
+            return self._value
+        return self._bounds, tuple(self._counts), self._value
+
+
+MetricsSnapshot = list[tuple[str, str, str, list[tuple[tuple[tuple[str, str], ...], Any]]]]
+"""Plain data: (name, description, kind, [(labels, value)]); a histogram's value is
+(upper bounds, counts per bucket with +Inf last, sum)."""
+
+
+def _metrics_snapshot(owner: object = None) -> MetricsSnapshot:
+    """The current values of ``owner``'s families (every family when ``owner`` is None)."""
+    with _metrics_lock:
+        return [
+            (
+                family.name,
+                family.description,
+                MetricFamily._KINDS[family.kind],
+                [(labels, metric._payload()) for labels, metric in family.metrics.items()],
+            )
+            for family in _families.values()
+            if family.metrics and (owner is None or family.owner is owner)
+        ]
+
+
+def _forget_metrics(owner: object) -> None:
+    """Drop ``owner``'s families (its model was unloaded)."""
+    with _metrics_lock:
+        for key in [k for k, family in _families.items() if family.owner is owner]:
+            del _families[key]

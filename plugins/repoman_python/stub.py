@@ -6,7 +6,8 @@ BackendContext and two memfd arenas: inputs (the server writes) and outputs (the
 writes). The model itself is served by the in-process :class:`PythonBackend`, unchanged, so
 every message a model's mistakes produce is the same in both modes. The stub answers one
 message at a time, dies with the server (PR_SET_PDEATHSIG, and a watch on its parent), and
-exits after ``unload`` or when the server closes its end.
+exits after ``unload`` or when the server closes its end. Each reply to ``load`` and
+``execute`` carries the current values of the model's custom metrics (pb_utils.MetricFamily).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from repoman import (
     get_tensors,
     put_tensors,
 )
-from repoman_python import wire
+from repoman_python import pb_utils, wire
 from repoman_python.backend import PythonBackend
 
 FD_VARIABLE = "REPOMAN_STUB_FD"
@@ -106,7 +107,7 @@ class Stub:
                 return 0
             if kind == "execute":
                 self._release_outputs()
-                wire.send(self.sock, self._execute(body))
+                wire.send(self.sock, (*self._execute(body), _metrics()))
             elif kind == "unload":
                 self._reply(self.backend.unload)
                 return 0
@@ -117,9 +118,9 @@ class Stub:
         try:
             step()
         except Exception as exc:
-            wire.send(self.sock, ("error", error_info(exc)))
+            wire.send(self.sock, ("error", error_info(exc), _metrics()))
             return False
-        wire.send(self.sock, ("ok", None))
+        wire.send(self.sock, ("ok", None, _metrics()))
         return True
 
     def _execute(self, body: dict[str, Any]) -> tuple[str, Any]:
@@ -150,6 +151,12 @@ class Stub:
         for offset in self.output_blocks:
             self.outputs.free(offset)
         self.output_blocks.clear()
+
+
+def _metrics() -> pb_utils.MetricsSnapshot:
+    """The model's custom metrics, sent with each load and execute reply (small: a few
+    numbers per metric); the server keeps the latest for /metrics."""
+    return pb_utils._metrics_snapshot()
 
 
 def _as_bytes(array: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from repoman.dataplane.service import InferenceService
@@ -90,7 +90,15 @@ async def serve(args: argparse.Namespace) -> int:
     service = InferenceService(
         manager, scheduler, source if explicit else None, repository=repository
     )
-    metrics = Metrics(manager, scheduler)
+
+    def metrics_sources() -> list[tuple[str, Callable[[], object]]]:
+        # NOTE: each plugin's hook on its own, so one that fails leaves the others' text.
+        return [
+            (impl.plugin_name, impl.function)
+            for impl in pm.hook.repoman_metrics_text.get_hookimpls()
+        ]
+
+    metrics = Metrics(manager, scheduler, metrics_sources)
 
     async def models(app: object) -> AsyncIterator[None]:
         async def first_load() -> None:

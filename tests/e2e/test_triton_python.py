@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,6 +218,35 @@ class TritonPythonModel:
         return responses
 """
 
+# Custom metrics as Triton's documentation teaches: families made in initialize, members
+# with the model's own labels, updated per request.
+COUNTED = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        requests = pb_utils.MetricFamily(
+            name="counted_requests", description="Requests seen", kind=pb_utils.MetricFamily.COUNTER
+        )
+        self.requests = requests.Metric(labels={"route": "main"})
+        depth = pb_utils.MetricFamily("counted_depth", "Last row count", pb_utils.MetricFamily.GAUGE)
+        self.depth = depth.Metric(labels={"route": "main"})
+        sizes = pb_utils.MetricFamily("counted_sum", "Sum of X", pb_utils.MetricFamily.HISTOGRAM)
+        self.sizes = sizes.Metric(labels={"route": "main"}, buckets=[1, 10, 100])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            self.requests.increment(1)
+            self.depth.set(2.5)
+            self.sizes.observe(float(x.sum()))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x)]))
+        return responses
+"""
+
 
 def add_model(repo: Path, name: str, code: str, config: str | None, **files: str) -> None:
     version = repo / name / "1"
@@ -248,6 +278,9 @@ def server(tmp_path_factory) -> Iterator[ServerProcess]:
         INT_CONFIG,
         helper=HELPER,
     )
+    add_model(repo, "counted", COUNTED, INT_CONFIG)
+    inline = 'parameters { key: "isolation" value: { string_value: "none" } }\n'
+    add_model(repo, "counted_inline", COUNTED, INT_CONFIG + inline)
     process = start_server(repo)
     yield process
     process.stop()
@@ -350,6 +383,26 @@ def test_an_optional_input_left_out_is_absent_and_the_model_logs(client, server)
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.05)
     assert "biased: ready to add a bias when one is sent" in server.log()
+
+
+@pytest.mark.parametrize("model", ["counted", "counted_inline"])
+def test_custom_metrics_show_on_the_metrics_endpoint(client, server, model):
+    for value in (0, 4, 50, 500):  # observed sums: 0, 8, 100, 1000
+        client.infer(model, [ints([value, value])])
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    labels = f'model="{model}",version="1",route="main"'
+    lines = set(text.splitlines())
+    assert "# TYPE counted_requests counter" in lines
+    assert f"counted_requests{{{labels}}} 4.0" in lines, text
+    assert f"counted_depth{{{labels}}} 2.5" in lines
+    assert "# TYPE counted_sum histogram" in lines
+    for bound, count in (("1.0", 1), ("10.0", 2), ("100.0", 3), ("+Inf", 4)):
+        assert f'counted_sum_bucket{{{labels},le="{bound}"}} {count}' in lines, text
+    assert f"counted_sum_count{{{labels}}} 4" in lines
+    assert f"counted_sum_sum{{{labels}}} 1108.0" in lines
+    # the server's own metrics are still there
+    assert f'nv_inference_request_success{{model="{model}",version="1"}} 4' in lines
 
 
 def test_finalize_runs_on_unload(server):

@@ -149,3 +149,84 @@ def test_logger_writes_to_the_models_logger(caplog):
 def test_sequence_flags():
     assert pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START == 1
     assert pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END == 2
+
+
+# ---- custom metrics ------------------------------------------------------------------
+
+
+@pytest.fixture
+def owner():
+    """Families made within a model's scope belong to it; dropped afterwards."""
+    me = object()
+    with pb_utils._logging_as("test", me):
+        yield me
+    pb_utils._forget_metrics(me)
+
+
+def test_a_counter_counts_and_refuses_going_down(owner):
+    family = pb_utils.MetricFamily("reqs", "Requests", pb_utils.MetricFamily.COUNTER)
+    metric = family.Metric(labels={"route": "a"})
+    metric.increment(2)
+    metric.increment(0.5)
+    assert metric.value() == 2.5
+    with pytest.raises(pb_utils.TritonModelException, match="only goes up"):
+        metric.increment(-1)
+    with pytest.raises(pb_utils.TritonModelException, match="only a gauge"):
+        metric.set(3)
+    with pytest.raises(pb_utils.TritonModelException, match="only a histogram"):
+        metric.observe(1)
+    assert family.Metric(labels={"route": "a"}) is metric  # same labels, same metric
+    assert pb_utils._metrics_snapshot(owner) == [("reqs", "Requests", "counter", [((("route", "a"),), 2.5)])]
+
+
+def test_a_gauge_sets_and_moves_both_ways(owner):
+    metric = pb_utils.MetricFamily("depth", "Depth", pb_utils.MetricFamily.GAUGE).Metric()
+    metric.set(5)
+    metric.increment(-2)
+    assert metric.value() == 3.0
+
+
+def test_a_histogram_observes_into_buckets(owner):
+    family = pb_utils.MetricFamily("lat", "Latency", pb_utils.MetricFamily.HISTOGRAM)
+    metric = family.Metric(labels={"k": "v"}, buckets=[1, 10])
+    for value in (0.5, 1, 5, 50):
+        metric.observe(value)
+    [(_, _, kind, [(labels, payload)])] = pb_utils._metrics_snapshot(owner)
+    assert (kind, labels, payload) == ("histogram", (("k", "v"),), ((1.0, 10.0), (2, 1, 1), 56.5))
+    with pytest.raises(pb_utils.TritonModelException, match="use observe"):
+        metric.increment(1)
+    with pytest.raises(pb_utils.TritonModelException, match="value"):
+        metric.value()
+    with pytest.raises(pb_utils.TritonModelException, match="needs buckets"):
+        family.Metric(labels={"k": "w"})
+    with pytest.raises(pb_utils.TritonModelException, match="increasing"):
+        family.Metric(labels={"k": "w"}, buckets=[5, 1])
+
+
+def test_metric_mistakes_are_clear_errors(owner):
+    with pytest.raises(pb_utils.TritonModelException, match="metric name"):
+        pb_utils.MetricFamily("bad name", "", pb_utils.MetricFamily.COUNTER)
+    with pytest.raises(pb_utils.TritonModelException, match="kind"):
+        pb_utils.MetricFamily("ok", "", 7)
+    counter = pb_utils.MetricFamily("ok", "", pb_utils.MetricFamily.COUNTER)
+    with pytest.raises(pb_utils.TritonModelException, match="already exists as a counter"):
+        pb_utils.MetricFamily("ok", "", pb_utils.MetricFamily.GAUGE)
+    with pytest.raises(pb_utils.TritonModelException, match="reserved"):
+        counter.Metric(labels={"model": "x"})
+    with pytest.raises(pb_utils.TritonModelException, match="must be a string"):
+        counter.Metric(labels={"n": 1})
+    with pytest.raises(pb_utils.TritonModelException, match="only for a histogram"):
+        counter.Metric(buckets=[1])
+    with pytest.raises(pb_utils.TritonModelException, match="expected a number"):
+        counter.Metric().increment("1")
+
+
+def test_each_owner_sees_only_its_own_families(owner):
+    pb_utils.MetricFamily("mine", "", pb_utils.MetricFamily.COUNTER).Metric().increment(1)
+    other = object()
+    with pb_utils._logging_as("other", other):
+        pb_utils.MetricFamily("mine", "", pb_utils.MetricFamily.COUNTER).Metric().increment(7)
+    assert [m[3][0][1] for m in pb_utils._metrics_snapshot(owner)] == [1.0]
+    assert [m[3][0][1] for m in pb_utils._metrics_snapshot(other)] == [7.0]
+    pb_utils._forget_metrics(other)
+    assert pb_utils._metrics_snapshot(other) == []
