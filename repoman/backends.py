@@ -6,6 +6,7 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,12 @@ class Batch:
     pad_to: int = 0
     row_counts: list[int] | None = None
     """Rows per request when the caller already knows them (the scheduler does)."""
+    request_ids: list[str] | None = None
+    """Each request's id (``""`` when it has none), when the caller knows them."""
+    request_parameters: list[Mapping[str, Any]] | None = None
+    """Each request's parameters, when the caller knows them."""
+    requested_outputs: list[tuple[str, ...]] | None = None
+    """The outputs each request asked for (``output_names`` is their union)."""
     _merged: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property

@@ -257,6 +257,9 @@ class IsolatedPythonBackend(Backend):
                 "output_names": batch.output_names,
                 "input_names": batch.input_names,
                 "batching": batch.batching,
+                "request_ids": batch.request_ids,
+                "request_parameters": batch.request_parameters,
+                "requested_outputs": batch.requested_outputs,
             }
             self._sock.settimeout(execute_timeout)
             wire.send(self._sock, ("execute", body))

@@ -127,7 +127,13 @@ class Stub:
         assert self.backend is not None and self.inputs is not None
         requests = [get_tensors(self.inputs, request) for request in body["requests"]]
         batch = Batch(
-            requests, tuple(body["output_names"]), tuple(body["input_names"]), body["batching"]
+            requests,
+            tuple(body["output_names"]),
+            tuple(body["input_names"]),
+            body["batching"],
+            request_ids=body.get("request_ids"),
+            request_parameters=body.get("request_parameters"),
+            requested_outputs=body.get("requested_outputs"),
         )
         try:
             results = self.backend.execute(batch)

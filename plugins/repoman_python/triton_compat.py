@@ -58,12 +58,20 @@ def initialize_args(context: BackendContext) -> dict[str, str]:
 
 
 def requests_of(batch: Batch) -> list[pb_utils.InferenceRequest]:
+    count = len(batch.requests)
+    ids = batch.request_ids or [""] * count
+    parameters = batch.request_parameters or [{}] * count
+    outputs = batch.requested_outputs or [batch.output_names] * count
     return [
         pb_utils.InferenceRequest._received(
             [pb_utils.Tensor(name, array) for name, array in inputs.items()],
-            batch.output_names,
+            wanted,
+            request_id=request_id,
+            parameters=params,
         )
-        for inputs in batch.requests
+        for inputs, wanted, request_id, params in zip(
+            batch.requests, outputs, ids, parameters, strict=True
+        )
     ]
 
 

@@ -94,6 +94,8 @@ class InferenceService:
             prepared.wanted,
             priority=prepared.priority,
             timeout_us=prepared.timeout_us,
+            request_id=request.id or "",
+            parameters=request.parameters,
         )
         shaped = reshape_outputs(config, {name: outputs[name] for name in prepared.wanted})
         return InferResponse(

@@ -260,12 +260,20 @@ class _Peer:
         wanted: tuple[str, ...],
         priority: int,
         timeout_us: int | None,
+        request_id: str = "",
+        parameters: dict[str, Any] | None = None,
     ) -> None:
         try:
             mv = self.hub.route(model, asked, routed, generation)
             arrays = tensors.get_all(self.request_arena, inputs)
             item = self.hub._scheduler.enqueue(
-                mv, arrays, wanted, priority=priority, timeout_us=timeout_us
+                mv,
+                arrays,
+                wanted,
+                priority=priority,
+                timeout_us=timeout_us,
+                request_id=request_id,
+                parameters=parameters,
             )
         except protocol.Retry:
             self.connection.send(("retry", rid))

@@ -6,7 +6,7 @@ arena's. Then framed messages (``repoman.ipc.Connection``), as tuples:
 
 front-end -> core
   ("infer", rid, model, asked_version, routed_version, generation, inputs, wanted,
-   priority, timeout_us)                        inputs: {name: tensor descriptor}
+   priority, timeout_us, request_id, parameters)  inputs: {name: tensor descriptor}
   ("cancel", rid)                               its client went away
   ("free", [offsets])                           done with response blocks
   ("call", cid, method, args)                   the rest of the data plane

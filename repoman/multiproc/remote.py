@@ -82,7 +82,7 @@ class RemoteDataPlane:
             route = self._route(name, version)
             assert route.config is not None
             prepared = prepare(route.config, request)
-            answer = await self._compute(name, version, route, prepared)
+            answer = await self._compute(name, version, route, prepared, request)
             if answer[0] == "retry":
                 continue
             number, outputs = answer[1], answer[2]
@@ -97,7 +97,9 @@ class RemoteDataPlane:
         error, versions = self._routes.get(name, (None, {}))
         return choose(name, versions, error, version)
 
-    async def _compute(self, name: str, asked: int | None, route: Route, prepared: Any) -> tuple:
+    async def _compute(
+        self, name: str, asked: int | None, route: Route, prepared: Any, request: InferRequest
+    ) -> tuple:
         assert self.request_arena is not None
         rid = next(self._ids)
         blocks: list[int] = []
@@ -116,6 +118,8 @@ class RemoteDataPlane:
                 prepared.wanted,
                 prepared.priority,
                 prepared.timeout_us,
+                request.id or "",
+                request.parameters,
             )
         )
         try:

@@ -40,3 +40,5 @@ class Pending:
     result: Result | None = None
     queue: Any = None
     """The VersionQueue holding it (set on admission), for withdrawing it."""
+    request_id: str = ""
+    parameters: Mapping[str, Any] | None = None

@@ -196,6 +196,9 @@ class VersionQueue:
             batching=self.batching,
             pad_to=self._padded(sum(item.rows for item in taken)),
             row_counts=[item.rows for item in taken],
+            request_ids=[item.request_id for item in taken],
+            request_parameters=[item.parameters or {} for item in taken],
+            requested_outputs=[item.outputs for item in taken],
         )
 
     def deliver(self, item: Pending, result: Result) -> list[tuple[Pending, Result]]:

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,13 +85,24 @@ class SharedScheduler:
         *,
         priority: int = 0,
         timeout_us: int | None = None,
+        request_id: str = "",
+        parameters: Mapping[str, Any] | None = None,
     ) -> Mapping[str, np.ndarray]:
         """Queue one request for ``version``; return its outputs once its batch has run.
 
         Raises at once when the queue refuses it (closing, full, bad priority); raises
-        RequestTimeout when its queue deadline passes before a worker takes it.
+        RequestTimeout when its queue deadline passes before a worker takes it. The request's
+        id and parameters travel with it to the backend (a Python model sees them).
         """
-        item = self.enqueue(version, inputs, outputs, priority=priority, timeout_us=timeout_us)
+        item = self.enqueue(
+            version,
+            inputs,
+            outputs,
+            priority=priority,
+            timeout_us=timeout_us,
+            request_id=request_id,
+            parameters=parameters,
+        )
         try:
             return await item.future
         finally:
@@ -107,6 +119,8 @@ class SharedScheduler:
         *,
         priority: int = 0,
         timeout_us: int | None = None,
+        request_id: str = "",
+        parameters: Mapping[str, Any] | None = None,
     ) -> Pending:
         """:meth:`submit` without the waiting: the queued request, whose ``future`` gets the
         outputs (or the error). A caller that gives up calls :meth:`withdraw`."""
@@ -127,6 +141,7 @@ class SharedScheduler:
             queue.stats.record_rejection("queue_full")
             raise
         item.queue = queue
+        item.request_id, item.parameters = request_id, parameters
         if item.deadline is not None:
             item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
         self._kick()

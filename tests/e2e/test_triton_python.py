@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 import urllib.request
@@ -248,6 +249,35 @@ class TritonPythonModel:
 """
 
 
+INTROSPECT_CONFIG = """
+backend: "python"
+max_batch_size: 0
+input [{ name: "X" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "ID" data_type: TYPE_STRING dims: [ 1 ] },
+        { name: "PARAMS" data_type: TYPE_STRING dims: [ 1 ] },
+        { name: "ASKED" data_type: TYPE_STRING dims: [ -1 ] }]
+"""
+
+# NOTE: echoes what Triton's API says about each request: its id, parameters, wanted outputs.
+INTROSPECT = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            asked = sorted(request.requested_output_names())
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("ID", np.array([request.request_id().encode()], dtype=object)),
+                pb_utils.Tensor("PARAMS", np.array([request.parameters().encode()], dtype=object)),
+                pb_utils.Tensor("ASKED", np.array([a.encode() for a in asked], dtype=object)),
+            ]))
+        return responses
+"""
+
+
 def add_model(repo: Path, name: str, code: str, config: str | None, **files: str) -> None:
     version = repo / name / "1"
     version.mkdir(parents=True)
@@ -268,6 +298,7 @@ def server(tmp_path_factory) -> Iterator[ServerProcess]:
     add_model(repo, "raises", RAISES, INT_CONFIG)
     add_model(repo, "misshapen", MISSHAPEN, INT_CONFIG)
     add_model(repo, "biased", BIASED, BIASED_CONFIG)
+    add_model(repo, "introspect", INTROSPECT, INTROSPECT_CONFIG)
     add_model(
         repo, "helped_plain", HELPED.format(importer="import helper"), INT_CONFIG, helper=HELPER
     )
@@ -403,6 +434,21 @@ def test_custom_metrics_show_on_the_metrics_endpoint(client, server, model):
     assert f"counted_sum_sum{{{labels}}} 1108.0" in lines
     # the server's own metrics are still there
     assert f'nv_inference_request_success{{model="{model}",version="1"}} 4' in lines
+
+
+def test_a_request_s_id_parameters_and_wanted_outputs_reach_the_model(client):
+    x = tensor("X", np.array([1], dtype=np.int32), "INT32")
+    wanted = [httpclient.InferRequestedOutput(n) for n in ("ID", "PARAMS", "ASKED")]
+    answer = client.infer(
+        "introspect", [x], request_id="req-7", parameters={"color": "red"}, outputs=wanted
+    )
+    assert answer.as_numpy("ID").tolist() == [b"req-7"]
+    assert json.loads(answer.as_numpy("PARAMS")[0])["color"] == "red"
+    assert answer.as_numpy("ASKED").tolist() == [b"ASKED", b"ID", b"PARAMS"]
+    fewer = [httpclient.InferRequestedOutput(n) for n in ("ASKED", "ID")]
+    answer = client.infer("introspect", [x], outputs=fewer)
+    assert answer.as_numpy("ID").tolist() == [b""]
+    assert answer.as_numpy("ASKED").tolist() == [b"ASKED", b"ID"]
 
 
 def test_finalize_runs_on_unload(server):
