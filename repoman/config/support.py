@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from repoman.config.schema import format_path
-from repoman.config.tree import KeyPath, Positions, issue_at
+from repoman.config.tree import KeyPath, Positions, find_paths, issue_at
 from repoman.errors import ConfigIssue
 
 # Fields that only tune speed or bookkeeping: a model behaves the same without them.
@@ -55,7 +54,7 @@ def check(
     """Return (issues for refused fields, warning sentences for ignored fields)."""
     issues: list[ConfigIssue] = []
     for pattern, reason in _REFUSED.items():
-        for path, _value in _find(doc, pattern):
+        for path, _value in find_paths(doc, pattern):
             issues.append(
                 issue_at(
                     file,
@@ -67,7 +66,7 @@ def check(
                 )
             )
     for pattern, reason in _REFUSED_IF_TRUE.items():
-        for path, value in _find(doc, pattern):
+        for path, value in find_paths(doc, pattern):
             if value is True:
                 issues.append(
                     issue_at(
@@ -83,19 +82,6 @@ def check(
         f"`{format_path(path)}` is accepted but ignored: repoman does not implement it, "
         "and it does not change inference results"
         for pattern in _IGNORED
-        for path, _value in _find(doc, pattern)
+        for path, _value in find_paths(doc, pattern)
     ]
     return issues, warnings
-
-
-def _find(value: Any, pattern: KeyPath, prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
-    """Every concrete path in ``value`` matching ``pattern`` ("*" matches any list index)."""
-    if not pattern:
-        yield prefix, value
-        return
-    head, rest = pattern[0], pattern[1:]
-    if head == "*" and isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _find(item, rest, (*prefix, index))
-    elif isinstance(value, dict) and head in value:
-        yield from _find(value[head], rest, (*prefix, head))

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from repoman.errors import ConfigIssue
 
 PathItem: TypeAlias = str | int
 KeyPath: TypeAlias = tuple[PathItem, ...]
+
+ANY_INDEX = "*"
+"""In a pattern for :func:`find_paths`: any index of a list."""
+ANY_KEY = "*key"
+"""In a pattern for :func:`find_paths`: any key of a map."""
+
+
+def find_paths(value: Any, pattern: KeyPath, prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+    """Every concrete path in ``value`` matching ``pattern``, with the value found there."""
+    if not pattern:
+        yield prefix, value
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == ANY_INDEX and isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from find_paths(item, rest, (*prefix, index))
+    elif head == ANY_KEY and isinstance(value, dict):
+        for key, item in value.items():
+            yield from find_paths(item, rest, (*prefix, key))
+    elif isinstance(value, dict) and head in value:
+        yield from find_paths(value[head], rest, (*prefix, head))
 
 
 @dataclass(frozen=True)
