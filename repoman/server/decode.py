@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Container
 from typing import Any
 
 import numpy as np
@@ -120,15 +121,7 @@ def _decode_inputs(
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for position, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise InvalidRequest(
-                f"inputs[{position}] must be a JSON object, found {describe_json(entry)}"
-            )
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"inputs[{position}] needs a non-empty string 'name'")
-        if name in inputs:
-            raise InvalidRequest(f"input '{name}' is given more than once")
+        name = _entry_name(entry, "input", position, inputs, "given")
         datatype = _datatype(name, entry.get("datatype"))
         shape, count = _shape(name, entry.get("shape"), max_elements)
         if expected is not None:
@@ -213,15 +206,7 @@ def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
     outputs: list[RequestedOutput] = []
     seen: set[str] = set()
     for position, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise InvalidRequest(
-                f"outputs[{position}] must be a JSON object, found {describe_json(entry)}"
-            )
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"outputs[{position}] needs a non-empty string 'name'")
-        if name in seen:
-            raise InvalidRequest(f"output '{name}' is requested more than once")
+        name = _entry_name(entry, "output", position, seen, "requested")
         seen.add(name)
         parameters = _parameters(entry, "output", name)
         if parameters.get("classification", 0) != 0:
@@ -236,3 +221,18 @@ def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
             )
         outputs.append(RequestedOutput(name, binary))
     return outputs
+
+
+def _entry_name(entry: Any, kind: str, position: int, seen: Container[str], verb: str) -> str:
+    """The name of ``inputs[position]`` / ``outputs[position]``, checked: an object with a
+    non-empty string name not ``seen`` before."""
+    if not isinstance(entry, dict):
+        raise InvalidRequest(
+            f"{kind}s[{position}] must be a JSON object, found {describe_json(entry)}"
+        )
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"{kind}s[{position}] needs a non-empty string 'name'")
+    if name in seen:
+        raise InvalidRequest(f"{kind} '{name}' is {verb} more than once")
+    return name
