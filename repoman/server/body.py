@@ -171,20 +171,35 @@ async def decode_off_loop(
     return await asyncio.get_running_loop().run_in_executor(decoder, decode)
 
 
+async def read_sent(
+    request: web.Request, limits: BodyLimits, coding: str | None, *, all_json: bool
+) -> bytes:
+    """The body as sent: within the JSON limit when it is all JSON and not compressed (then
+    what is read is what is parsed), else within the request limit."""
+    if all_json and coding is None:
+        return await read_body(
+            request, limits.max_json_bytes, limits.read_timeout, limits.json_too_large
+        )
+    return await read_body(request, limits.max_bytes, limits.read_timeout, limits.too_large)
+
+
+def inflated(sent: bytes, coding: str | None, limits: BodyLimits, *, all_json: bool) -> bytes:
+    """``sent`` inflated from its Content-Encoding ``coding`` (as it is without one), within
+    the JSON limit when it is all JSON, else within the request limit."""
+    if coding is None:
+        return sent
+    if all_json:
+        return inflate(sent, coding, limits.max_json_bytes, limits.json_too_large(None))
+    return inflate(sent, coding, limits.max_bytes, limits.too_large(None))
+
+
 async def read_json_body(request: web.Request, limits: BodyLimits, decoder: Executor) -> Any:
     """A JSON body (the repository API's), inflated if need be; None when it is empty."""
     coding = content_coding(request)
-    if coding is None:
-        sent = await read_body(
-            request, limits.max_json_bytes, limits.read_timeout, limits.json_too_large
-        )
-    else:
-        sent = await read_body(request, limits.max_bytes, limits.read_timeout, limits.too_large)
+    sent = await read_sent(request, limits, coding, all_json=True)
 
     def decode() -> Any:
-        body = sent
-        if coding is not None:
-            body = inflate(sent, coding, limits.max_json_bytes, limits.json_too_large(None))
+        body = inflated(sent, coding, limits, all_json=True)
         return json_loads(body) if body.strip() else None
 
     return await decode_off_loop(decoder, decode, sent, coding)

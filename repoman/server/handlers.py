@@ -16,9 +16,9 @@ from repoman.names import parse_version
 from repoman.server.body import (
     content_coding,
     decode_off_loop,
-    inflate,
-    read_body,
+    inflated,
     read_json_body,
+    read_sent,
 )
 from repoman.server.codec_tensors import json_preview
 from repoman.server.decode import decode_infer_request
@@ -107,22 +107,11 @@ async def _read_infer_request(
     coding = content_coding(request)
     # Without Inference-Header-Content-Length the whole body is JSON, and the JSON limit holds.
     all_json = header_length is None
-    if all_json and coding is None:
-        sent = await read_body(
-            request, limits.max_json_bytes, limits.read_timeout, limits.json_too_large
-        )
-    else:
-        sent = await read_body(request, limits.max_bytes, limits.read_timeout, limits.too_large)
+    sent = await read_sent(request, limits, coding, all_json=all_json)
 
     def decode() -> InferRequest:
-        body = sent
-        if coding is not None:
-            if all_json:
-                body = inflate(sent, coding, limits.max_json_bytes, limits.json_too_large(None))
-            else:
-                body = inflate(sent, coding, limits.max_bytes, limits.too_large(None))
         return decode_infer_request(
-            body,
+            inflated(sent, coding, limits, all_json=all_json),
             header_length=header_length,
             model_name=name,
             model_version=version,
