@@ -117,13 +117,7 @@ class PythonBackend(Backend):
         if self._triton:
             return self._execute_triton(batch)
         requests = [Request(inputs, batch.output_names) for inputs in batch.requests]
-        try:
-            with pb_utils._logging_as(self._log_name, self):
-                responses = self._model.execute(requests)
-        except RepomanError:
-            raise
-        except Exception as exc:
-            raise _failed(self._where, "execute", exc) from exc
+        responses = self._call_execute(requests)
         is_list = isinstance(responses, list | tuple)
         if not is_list or len(responses) != len(requests):
             got = f"{len(responses)} responses" if is_list else f"a {type(responses).__name__}"
@@ -136,16 +130,21 @@ class PythonBackend(Backend):
             raise BackendError(f"{self._where}: execute returned a {wrong[0]} for a Response")
         return [self._result(response, batch.output_names) for response in responses]
 
-    def _execute_triton(self, batch: Batch) -> Sequence[Result]:
-        """Triton's contract: pb_utils requests in, one InferenceResponse per request out."""
-        requests = triton_compat.requests_of(batch)
+    def _call_execute(self, requests: list[Any]) -> Any:
+        """The model's own execute, its logging routed to it; any exception a BackendError
+        naming the file (a RepomanError as it is)."""
         try:
             with pb_utils._logging_as(self._log_name, self):
-                responses = self._model.execute(requests)
+                return self._model.execute(requests)
         except RepomanError:
             raise
         except Exception as exc:
             raise _failed(self._where, "execute", exc) from exc
+
+    def _execute_triton(self, batch: Batch) -> Sequence[Result]:
+        """Triton's contract: pb_utils requests in, one InferenceResponse per request out."""
+        requests = triton_compat.requests_of(batch)
+        responses = self._call_execute(requests)
         checked = triton_compat.check_responses(responses, len(requests), self._where)
         declared = self.context.config.output_names
         results: list[Result] = []
