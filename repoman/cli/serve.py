@@ -16,7 +16,8 @@ from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
 from repoman.manager import ModelManager, ModelVersion
 from repoman.metrics import Metrics
-from repoman.multiproc.core import FrontendOptions, serve_with_frontends
+from repoman.multiproc.core import serve_with_frontends
+from repoman.multiproc.frontend import FrontendOptions
 from repoman.multiproc.hub import FrontendHub
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.scheduler import SharedScheduler

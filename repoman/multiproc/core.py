@@ -9,14 +9,12 @@ import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from repoman.dataplane.api import MetricsSource
 from repoman.dataplane.service import InferenceService
 from repoman.manager import ModelManager
-from repoman.multiproc.frontend import Settings
+from repoman.multiproc.frontend import FrontendOptions, Settings
 from repoman.multiproc.hub import FrontendHub
 from repoman.multiproc.supervisor import Supervisor
 from repoman.scheduler import SharedScheduler
@@ -26,19 +24,6 @@ log = logging.getLogger("repoman")
 
 ARENA_BYTES = 256 * 1024 * 1024
 """Each direction's shared memory per front-end (reserved, not touched until used)."""
-
-
-@dataclass(frozen=True)
-class FrontendOptions:
-    """What every front-end gets: the HTTP limits and policy, the timeouts, the logging."""
-
-    limits: dict[str, Any]
-    access: dict[str, Any]
-    keepalive_timeout: float
-    shutdown_timeout: float
-    access_log: bool
-    log_level: str
-    log_format: str
 
 
 async def serve_with_frontends(
@@ -69,17 +54,7 @@ async def serve_with_frontends(
 
         def settings(index: int) -> Settings:
             return Settings(
-                index=index,
-                hub=str(folder / "hub.sock"),
-                listen_fd=listener.fileno(),
-                arena_bytes=ARENA_BYTES,
-                limits=options.limits,
-                access=options.access,
-                keepalive_timeout=options.keepalive_timeout,
-                shutdown_timeout=options.shutdown_timeout,
-                access_log=options.access_log,
-                log_level=options.log_level,
-                log_format=options.log_format,
+                index, str(folder / "hub.sock"), listener.fileno(), ARENA_BYTES, options
             )
 
         supervisor = Supervisor(count, settings)

@@ -31,13 +31,9 @@ log = logging.getLogger("repoman.frontend")
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything a front-end needs, as the core hands it over."""
+class FrontendOptions:
+    """What every front-end gets alike: the HTTP limits and policy, the timeouts, logging."""
 
-    index: int
-    hub: str
-    listen_fd: int
-    arena_bytes: int
     limits: dict[str, Any]
     access: dict[str, Any]
     keepalive_timeout: float
@@ -46,12 +42,24 @@ class Settings:
     log_level: str
     log_format: str
 
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything one front-end needs, as the core hands it over."""
+
+    index: int
+    hub: str
+    listen_fd: int
+    arena_bytes: int
+    options: FrontendOptions
+
     def to_env(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(**json.loads(os.environ[SETTINGS_VARIABLE]))
+        data = json.loads(os.environ[SETTINGS_VARIABLE])
+        return cls(**{**data, "options": FrontendOptions(**data["options"])})
 
 
 def die_with_parent() -> None:
@@ -106,17 +114,17 @@ async def run(settings: Settings) -> int:
     app = make_app(
         plane,
         plane,
-        limits=BodyLimits(**settings.limits),
-        access=AccessPolicy(**settings.access),
+        limits=BodyLimits(**settings.options.limits),
+        access=AccessPolicy(**settings.options.access),
     )
     listener = socket.socket(fileno=settings.listen_fd)
     await serve_on_socket(
         app,
         listener,
         stop,
-        access_log=settings.access_log,
-        shutdown_timeout=settings.shutdown_timeout,
-        keepalive_timeout=settings.keepalive_timeout,
+        access_log=settings.options.access_log,
+        shutdown_timeout=settings.options.shutdown_timeout,
+        keepalive_timeout=settings.options.keepalive_timeout,
     )
     if lost:
         log.error("front-end %d: the core went away; exiting", settings.index)
@@ -129,8 +137,8 @@ def main() -> int:
     die_with_parent()
     settings = Settings.from_env()
     logs.configure(
-        settings.log_level,
-        settings.log_format,
+        settings.options.log_level,
+        settings.options.log_format,
         f"%(asctime)s %(levelname)-7s %(name)s[{settings.index}]: %(message)s",
     )
     try:
