@@ -16,6 +16,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import BUNDLED
+from tests.e2e.test_hot_reload import Traffic, infer_digits
 from tests.fakes import write_model
 
 STARTED = re.compile(r"front-end (\d+) started \(pid (\d+)\)")
@@ -47,12 +48,14 @@ def wait_for(predicate, timeout: float = 20.0, message: str = "condition") -> No
         time.sleep(0.05)
 
 
-def infer_digits(address: str, version: str = "") -> dict:
+def infer_once(address: str) -> dict:
     # NOTE: a client per call: a new connection, so the kernel spreads calls over front-ends.
     with httpclient.InferenceServerClient(address, network_timeout=30) as client:
-        inp = httpclient.InferInput("pixels", [1, 64], "FP32")
-        inp.set_data_from_numpy(np.zeros((1, 64), dtype=np.float32))
-        return client.infer("digits", [inp], model_version=version).get_response()
+        return infer_digits(client)
+
+
+def spread_traffic(address: str) -> Traffic:
+    return Traffic(address, threads=3, fresh_connections=True, seconds=90)
 
 
 def metric(server, name: str, model: str) -> float:
@@ -61,35 +64,6 @@ def metric(server, name: str, model: str) -> float:
             if line.startswith(f'{name}{{model="{model}"'):
                 return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no {name} for {model}")
-
-
-class Traffic:
-    """Unversioned requests on a few threads until stopped; every outcome recorded."""
-
-    def __init__(self, address: str, threads: int = 3) -> None:
-        self.address = address
-        self.versions: list[str] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 90
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                self.versions.append(infer_digits(self.address)["model_version"])
-            except Exception as exc:
-                self.errors.append(repr(exc))
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 @pytest.fixture
@@ -105,7 +79,7 @@ def test_metrics_and_statistics_count_every_request_once_across_front_ends(
     server = server_factory(digits_repo, *WORKERS)
     assert len(frontend_pids(server)) == 2
     for _ in range(120):
-        assert infer_digits(server.address)["model_version"] == "1"
+        assert infer_once(server.address)["model_version"] == "1"
     assert metric(server, "nv_inference_request_success", "digits") == 120
     _, stats = server.get("/v2/models/digits/stats")
     assert stats["model_stats"][0]["inference_stats"]["success"]["count"] == 120
@@ -115,7 +89,7 @@ def test_a_version_swap_under_load_through_front_ends_fails_no_request(
     digits_repo, server_factory
 ):
     server = server_factory(digits_repo, *WORKERS, "--quiet-period", "0.2")
-    with Traffic(server.address) as traffic:
+    with spread_traffic(server.address) as traffic:
         wait_for(lambda: len(traffic.versions) > 20, message="traffic")
         shutil.copytree(digits_repo / "digits" / "1", digits_repo / "digits" / "2")
         wait_for(lambda: traffic.versions[-5:] == ["2"] * 5, message="version 2 serving")
@@ -132,7 +106,7 @@ def test_a_front_end_that_dies_is_restarted_and_the_others_keep_serving(
 ):
     server = server_factory(digits_repo, *WORKERS)
     before = frontend_pids(server)
-    with Traffic(server.address) as traffic:
+    with spread_traffic(server.address) as traffic:
         wait_for(lambda: len(traffic.versions) > 20, message="traffic")
         os.kill(before[0], signal.SIGKILL)
         wait_for(lambda: frontend_pids(server)[0] != before[0], message="a restart")

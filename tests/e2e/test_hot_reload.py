@@ -49,21 +49,39 @@ def infer_digits(client, version: str = "") -> dict:
 
 
 class Traffic:
-    """Unversioned requests in a loop on a few threads; records every outcome."""
+    """Unversioned requests in a loop on a few threads, for at most ``seconds``; records every
+    outcome. ``fresh_connections``: a connection per request (so that the kernel spreads them
+    over front-end processes)."""
 
-    def __init__(self, address: str, model: str = "digits", threads: int = 4) -> None:
-        self.address, self.model = address, model
+    def __init__(
+        self,
+        address: str,
+        threads: int = 4,
+        *,
+        fresh_connections: bool = False,
+        seconds: float = 60,
+    ) -> None:
+        self.address = address
         self.versions: list[str] = []
         self.errors: list[str] = []
+        self._fresh = fresh_connections
+        self._seconds = seconds
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
-        with httpclient.InferenceServerClient(self.address) as client:
-            deadline = time.monotonic() + 60
+        with httpclient.InferenceServerClient(self.address, network_timeout=30) as client:
+            deadline = time.monotonic() + self._seconds
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
-                    self.versions.append(infer_digits(client)["model_version"])
+                    if self._fresh:
+                        with httpclient.InferenceServerClient(
+                            self.address, network_timeout=30
+                        ) as one:
+                            answer = infer_digits(one)
+                    else:
+                        answer = infer_digits(client)
+                    self.versions.append(answer["model_version"])
                 except Exception as exc:
                     self.errors.append(repr(exc))
 
