@@ -7,7 +7,7 @@ import functools
 import itertools
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import jsonschema
@@ -16,7 +16,10 @@ import jsonschema.validators
 from repoman.config.tree import PathItem, Positions, issue_at
 from repoman.errors import ConfigIssue
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "model_config.schema.json"
+SCHEMA_FILE = "model_config.schema.json"
+"""Shipped inside the package (read with importlib.resources, so a wheel install finds it);
+``schemas/`` at the top of the repository holds the same file for people, and a test keeps
+the two identical."""
 
 # NOTE: JSON Schema counts 1.0 as an integer; a config that writes dims: [1.0] is a mistake.
 _TYPE_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
@@ -38,7 +41,7 @@ _TYPE_WORDS = {
 @functools.cache
 def root() -> dict[str, Any]:
     """The parsed schema document (read once per process)."""
-    with SCHEMA_PATH.open(encoding="utf-8") as handle:
+    with resources.files("repoman.config").joinpath(SCHEMA_FILE).open(encoding="utf-8") as handle:
         schema: dict[str, Any] = json.load(handle)
     return schema
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -99,3 +100,10 @@ def test_validate_reports_every_error_of_a_dict_with_nearest_positions() -> None
         ("input[0].data_type", 2, 1),
     }
     assert all("expected" in issue.message and "found" in issue.message for issue in issues)
+
+
+def test_the_packaged_schema_is_the_one_in_schemas() -> None:
+    """The package reads its own copy (a wheel has no schemas/ folder); the two must agree."""
+    packaged = Path(schema.__file__).with_name(schema.SCHEMA_FILE)
+    shown = Path(__file__).resolve().parents[2] / "schemas" / "model_config.schema.json"
+    assert packaged.read_bytes() == shown.read_bytes(), "copy schemas/ into repoman/config/"
