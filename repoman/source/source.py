@@ -61,10 +61,13 @@ class RepositorySource:
         rescan_every: float = 10.0,
         initial: tuple[str, ...] = (),
         resolve_timeout: float | None = 60.0,
+        single: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown model control mode {mode!r}")
         self.root = root
+        self.single = single
+        """When set, ``root`` is itself one model folder, served under this name."""
         self.mode = mode
         self._target = target
         self._resolver = resolver
@@ -117,7 +120,9 @@ class RepositorySource:
         return await self._rescan(self._options)
 
     async def _rescan(self, options: ScanOptions) -> float | None:
-        scan = await asyncio.to_thread(scan_repository, self.root, options, now=time.time())
+        scan = await asyncio.to_thread(
+            scan_repository, self.root, options, now=time.time(), single=self.single
+        )
         for line in scan.ignored:
             if line not in self._ignored_seen:
                 self._ignored_seen.add(line)
@@ -201,8 +206,8 @@ class RepositorySource:
         returns what failed (empty: every wanted version is served). An override larger than
         the config size limit is refused before it is parsed.
         """
-        path = self.root / name
-        if not valid_model_name(name) or not path.is_dir():
+        path = self._model_path(name)
+        if path is None or not path.is_dir():
             raise ModelNotFound(name)
         limit = self._options.max_config_bytes
         if config_text is not None and len(config_text) > limit // 4:
@@ -211,7 +216,9 @@ class RepositorySource:
             if size > limit:
                 raise config_too_large(OVERRIDE_NAME, size, limit)
         options = dataclasses.replace(self._options, quiet=0.0)
-        folder = await asyncio.to_thread(read_model, path, options, now=time.time())
+        folder = await asyncio.to_thread(
+            read_model, path, options, now=time.time(), name=name, root=self.root
+        )
         aspired = await self.aspired(folder, config_text)
         return await self._target.apply(aspired, retry_failed=True)
 
@@ -224,7 +231,14 @@ class RepositorySource:
         except RepomanError as exc:
             log.error("--load-model %s: %s", name, exc)
 
+    def _model_path(self, name: str) -> Path | None:
+        if self.single is not None:
+            return self.root if name == self.single else None
+        return self.root / name if valid_model_name(name) else None
+
     def disk_models(self) -> list[str]:
+        if self.single is not None:
+            return [self.single]
         if not self.root.is_dir():
             return []
         return sorted(
