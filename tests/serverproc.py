@@ -103,8 +103,21 @@ def start_server(
     workers = os.environ.get("REPOMAN_TEST_HTTP_WORKERS")
     if workers and "--http-workers" not in args:
         command += ["--http-workers", workers]
+    return start_command(command, ready=ready, timeout=timeout, env=env, cwd=cwd)
+
+
+def start_command(
+    command: Sequence[str],
+    *,
+    ready: bool = True,
+    timeout: float = 90,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+) -> ServerProcess:
+    """Run exactly ``command`` (a ``repoman serve`` whose port the log's 'listening on' line
+    gives); wait until it listens (and is ready)."""
     process = subprocess.Popen(
-        command,
+        list(command),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
