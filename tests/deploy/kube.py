@@ -69,7 +69,8 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     schemas = {}
     for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+        # NOTE: libyaml's loader when there is one: the InferenceService CRD is 2 MB of YAML.
+        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if version.get("served", True):

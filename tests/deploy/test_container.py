@@ -128,7 +128,7 @@ def engine() -> str:
             continue
         have = subprocess.run([name, "image", "inspect", base], capture_output=True, timeout=60)
         if have.returncode != 0:
-            pull = subprocess.run([name, "pull", base], capture_output=True, text=True, timeout=300)
+            pull = subprocess.run([name, "pull", base], capture_output=True, text=True, timeout=180)
             if pull.returncode != 0:
                 reasons.append(f"{name}: no base image {base} and it cannot be pulled "
                                f"({pull.stderr.strip().splitlines()[-1:]})")
