@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import textwrap
 from pathlib import Path
@@ -11,10 +12,20 @@ import numpy as np
 import pytest
 import repoman_python
 import tritonclient.http as httpclient
+from repoman_python import wire
 from repoman_python.backend import PythonBackend
+from repoman_python.describe import as_plain, from_plain
 from tritonclient.utils import InferenceServerException
 
-from repoman import Backend, BackendError, BackendRegistry, Batch
+from repoman import (
+    Backend,
+    BackendError,
+    BackendRegistry,
+    Batch,
+    DataType,
+    ModelSignature,
+    TensorConfig,
+)
 from repoman.config import parse_model_config
 from repoman.instances import instance_contexts
 from repoman.source.resolve import Resolver
@@ -345,6 +356,21 @@ def test_describe_reads_auto_complete_config(tmp_path):
     assert [(t.name, t.data_type.value, t.dims) for t in signature.outputs] == [
         ("LENGTH", "INT32", (-1, 1))
     ]
+
+
+def test_a_signature_crosses_from_the_describe_stub_as_plain_data_only():
+    signature = ModelSignature(
+        (TensorConfig("X", DataType.BYTES, (-1, 1), optional=True),),
+        (TensorConfig("Y", DataType.INT32, (-1,)),),
+        batching=True,
+        max_batch_size=8,
+    )
+    plain = as_plain(signature)
+    assert from_plain(wire.loads_plain(pickle.dumps(plain)), Path("m")) == signature
+    with pytest.raises(BackendError, match=r"m: describing it gave an unreadable answer"):
+        from_plain(
+            {"inputs": 3, "outputs": [], "batching": True, "max_batch_size": None}, Path("m")
+        )
 
 
 def test_a_partial_config_is_completed_from_model_py(tmp_path):
