@@ -433,6 +433,7 @@ dynamic_batching { preferred_batch_size: [ 3 ] max_queue_delay_microseconds: 200
 
 TEXT_LENGTH = """
 import numpy as np
+from repoman import BackendError, ErrorKind
 from repoman_python import Response
 
 class Model:
@@ -442,6 +443,9 @@ class Model:
             texts = [t.decode() for t in request.input("TEXT").reshape(-1)]
             if not all(texts):
                 responses.append(Response(error="empty text has no length"))
+            elif "?" in texts:
+                error = BackendError("no such text", ErrorKind.NOT_FOUND)
+                responses.append(Response(error=error))
             else:
                 lengths = np.array([[len(t)] for t in texts])  # int64, sent as INT32
                 responses.append(Response({"LENGTH": lengths}))
@@ -475,6 +479,9 @@ def test_served_over_http_with_a_per_request_error(tmp_path, server_factory):
             except InferenceServerException as error:
                 outcomes.append((error.status(), error.message()))
         stats = client.get_inference_statistics("text_length", "1")["model_stats"][0]
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("text_length", [text_input("?")])
+    assert (caught.value.status(), caught.value.message()) == ("404", "no such text")
     assert outcomes == [
         [[3]],
         ("500", "model 'text_length' version 1: empty text has no length"),
