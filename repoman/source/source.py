@@ -28,6 +28,8 @@ from repoman.threads import in_thread
 log = logging.getLogger(__name__)
 
 MODES = ("none", "poll", "explicit")
+REPORT_GRACE = 2.0
+"""Seconds past the resolve deadline to wait for a describe that was stopped at it to report."""
 
 
 class Target(Protocol):
@@ -178,11 +180,17 @@ class RepositorySource:
         """
         try:
             async with self._resolving:  # NOTE: one given up on frees its place at once
+                limit = self._resolve_timeout
                 work = in_thread(
                     lambda: self._resolver.resolve(folder, override=override),
                     name="repoman-resolve",
+                    deadline=None if limit is None else time.monotonic() + limit,
                 )
-                resolved = await asyncio.wait_for(work, self._resolve_timeout)
+                # NOTE: a backend that describes out of process stops at the deadline and
+                # says why; the grace lets that reason (not this one) reach the model.
+                resolved = await asyncio.wait_for(
+                    work, None if limit is None else limit + REPORT_GRACE
+                )
         except TimeoutError:
             return Aspired(
                 folder.name,
