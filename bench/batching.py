@@ -218,7 +218,7 @@ def main() -> None:
                 log(f"raw onnxruntime throughput: {model}, batch {BATCHES}")
                 raw[model] = raw_ort(models / model, 0.1 if args.quick else 0.5)
             cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(models)]
-            cmd += ["--host", "127.0.0.1", "--http-port", "0"]
+            cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "-1"]
             if args.num_batch_threads:
                 cmd += ["--num-batch-threads", str(args.num_batch_threads)]
             repoman = Server("repoman", cmd)

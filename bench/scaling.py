@@ -83,7 +83,8 @@ def start_servers(models: Path, workers: list[int]) -> dict[str, LoggedServer]:
     servers["bare"].port = port
     for n in workers:
         cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(models)]
-        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--http-workers", str(n)]
+        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "-1"]
+        cmd += ["--http-workers", str(n)]
         servers[f"repoman-{n}"] = LoggedServer(f"repoman-{n}", cmd)
     return servers
 

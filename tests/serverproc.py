@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _LISTENING = re.compile(r"listening on http://(?P<host>[^ ]+):(?P<port>\d+)")
+_LISTENING_GRPC = re.compile(r"listening on grpc://(?P<host>[^ ]+):(?P<port>\d+)")
 
 
 @dataclass
@@ -26,6 +27,8 @@ class ServerProcess:
     lines: list[str] = field(default_factory=list)
     host: str = ""
     port: int = 0
+    grpc_port: int = 0
+    """The gRPC port (0: not serving gRPC)."""
 
     @property
     def url(self) -> str:
@@ -35,6 +38,12 @@ class ServerProcess:
     def address(self) -> str:
         """``host:port`` as tritonclient wants it."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def grpc_address(self) -> str:
+        """``host:port`` of the gRPC listener, as tritonclient.grpc wants it."""
+        assert self.grpc_port, "this server does not serve gRPC:\n" + self.log()
+        return f"{self.host}:{self.grpc_port}"
 
     def log(self) -> str:
         return "\n".join(self.lines)
@@ -98,6 +107,8 @@ def start_server(
         "0",
         *args,
     ]
+    if "--grpc-port" not in args:
+        command += ["--grpc-port", "0"]
     # NOTE: REPOMAN_TEST_HTTP_WORKERS=N runs every test server with N front-end processes:
     # the whole end-to-end suite then checks that front-ends change nothing a client sees.
     workers = os.environ.get("REPOMAN_TEST_HTTP_WORKERS")
@@ -131,6 +142,9 @@ def start_command(
         assert process.stdout is not None
         for line in process.stdout:
             server.lines.append(line.rstrip("\n"))
+            grpc_match = _LISTENING_GRPC.search(line)
+            if grpc_match and not server.grpc_port:
+                server.grpc_port = int(grpc_match["port"])
             match = _LISTENING.search(line)
             if match and not found.is_set():
                 server.host, server.port = match["host"], int(match["port"])

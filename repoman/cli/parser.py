@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve",
-        help="serve a model repository over HTTP (KServe v2 protocol)",
+        help="serve a model repository over HTTP and gRPC (KServe v2 protocol)",
         description="Load every model in a repository and serve it over the KServe v2 HTTP "
-        "protocol, which Triton's clients (tritonclient, perf_analyzer) speak.",
+        "and gRPC protocols, which Triton's clients (tritonclient, perf_analyzer) speak.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument(
@@ -60,6 +60,15 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         default=8000,
         metavar="PORT",
         help="port to listen on; 0 picks a free one (the log line 'listening on' shows it)",
+    )
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=8001,
+        metavar="PORT",
+        help="port for the KServe v2 gRPC protocol (Triton's GRPCInferenceService), on the same "
+        "address; 0 picks a free one (the log line 'listening on grpc://' shows it); -1 turns "
+        "gRPC off",
     )
     _repository_options(serve.add_argument_group("the repository"))
     _execution_options(serve.add_argument_group("running models"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
+from repoman.grpc import OFF, GrpcEdge, GrpcOptions
 from repoman.manager import ModelManager, ModelVersion
 from repoman.metrics import Metrics
 from repoman.multiproc.core import serve_with_frontends
@@ -44,6 +45,7 @@ async def serve(args: argparse.Namespace) -> int:
     if args.switch_interval_us < 1:
         raise RepomanError(f"--switch-interval-us {args.switch_interval_us}: must be at least 1")
     limits = _body_limits(args)
+    grpc_options = _grpc_options(args, limits)
     # NOTE: backends release the GIL while computing but need it back to return their
     # outputs; with Python's 5 ms default a worker can wait that long behind the event loop
     # (a 3.5 ms onnxruntime batch measured 8.7 ms next to a busy Python thread, 4.0 at 1 ms).
@@ -175,12 +177,20 @@ async def serve(args: argparse.Namespace) -> int:
             ),
             serving_what=f"repository {repository}",
             hub_ready=hubs.append,
+            grpc=grpc_options,
         )
         return 0
+    background = [models]
+    if grpc_options is not None:
+        # NOTE: bound now, so a taken port is one clear error before any model loads; it
+        # starts after the models' context and stops before it (cleanup runs in reverse).
+        edge = GrpcEdge(service, access, grpc_options)
+        edge.bind()
+        background.append(edge.lifecycle)
     app = make_app(
         service,
         metrics,
-        background=[models],
+        background=background,
         limits=limits,
         access=access,
     )
@@ -209,6 +219,23 @@ def _single_model(repository: Path, name: str | None) -> str | None:
     log.info("%s is one model folder (not a repository of them): serving it as '%s'",
              repository, single)
     return single
+
+
+def _grpc_options(args: argparse.Namespace, limits: BodyLimits) -> GrpcOptions | None:
+    """Where to serve gRPC (None: --grpc-port -1, off)."""
+    port = args.grpc_port
+    if port == OFF:
+        return None
+    if not 0 <= port <= 65535:
+        raise RepomanError(f"--grpc-port {port}: must be a port number (0 picks one; -1: off)")
+    if port != 0 and port == args.http_port:
+        raise RepomanError(f"--grpc-port {port}: it is the HTTP port too; give each its own")
+    return GrpcOptions(
+        host=args.host,
+        port=port,
+        max_message_bytes=limits.max_bytes,
+        grace=args.shutdown_timeout,
+    )
 
 
 def _valid_token(token: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from repoman.dataplane.api import MetricsSource
 from repoman.dataplane.service import InferenceService
+from repoman.grpc import GrpcOptions, reserve_port
+from repoman.grpc import log_listening as log_grpc_listening
 from repoman.manager import ModelManager
 from repoman.multiproc.frontend import FrontendOptions, Settings
 from repoman.multiproc.hub import FrontendHub
@@ -39,10 +42,19 @@ async def serve_with_frontends(
     options: FrontendOptions,
     serving_what: str,
     hub_ready: Callable[[FrontendHub], None],
+    grpc: GrpcOptions | None = None,
 ) -> None:
     """Listen on ``host:port``, start ``count`` front-ends on it, serve until SIGTERM/SIGINT,
-    then stop the front-ends (each finishes what it holds), then the models."""
+    then stop the front-ends (each finishes what it holds), then the models.
+
+    With ``grpc``, every front-end serves gRPC too, on one port they share (SO_REUSEPORT);
+    the core holds that port, bound but never listening, for as long as it serves.
+    """
     listener = listen(host, port)
+    grpc_holder = None
+    if grpc is not None:
+        grpc_holder, grpc_port = reserve_port(grpc.host, grpc.port)
+        options = dataclasses.replace(options, grpc_host=grpc.host, grpc_port=grpc_port)
     folder = Path(tempfile.mkdtemp(prefix="repoman-"))
     hub = FrontendHub(service, manager, scheduler, metrics, arena_bytes=ARENA_BYTES)
     hub_ready(hub)
@@ -60,6 +72,9 @@ async def serve_with_frontends(
         supervisor = Supervisor(count, settings)
         await supervisor.start()
         address = listener.getsockname()
+        # NOTE: gRPC's line first: tests (tests/serverproc.py) take the HTTP line as the cue.
+        if grpc is not None:
+            log_grpc_listening(grpc.host, options.grpc_port, f"gRPC; {count} front-ends")
         log_listening([(address[0], address[1])], f"{serving_what}; {count} front-ends")
         await stop_on_signals().wait()
         log.info("stopping: front-ends finish their requests, then the models unload")
@@ -68,6 +83,8 @@ async def serve_with_frontends(
         if supervisor is not None:
             await supervisor.stop(options.shutdown_timeout)
         listener.close()
+        if grpc_holder is not None:
+            grpc_holder.close()
         hub.close()
         with contextlib.suppress(StopAsyncIteration):
             await anext(lifecycle)

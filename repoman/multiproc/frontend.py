@@ -10,6 +10,7 @@ and on SIGTERM stops accepting, finishes what it holds and exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -18,15 +19,21 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from repoman import logs
+from repoman.errors import RepomanError
+from repoman.grpc import GrpcEdge, GrpcOptions
 from repoman.ipc import Arena, Connection
 from repoman.multiproc import protocol
 from repoman.multiproc.remote import RemoteDataPlane
 from repoman.server import AccessPolicy, BodyLimits, make_app, serve_on_socket
+from repoman.server.app import Background
 
 SETTINGS_VARIABLE = "REPOMAN_FRONTEND"
+ROUTES_WAIT_S = 10.0
+"""How long a starting front-end waits for the core's routing table before serving gRPC."""
 log = logging.getLogger("repoman.frontend")
 
 
@@ -41,6 +48,9 @@ class FrontendOptions:
     access_log: bool
     log_level: str
     log_format: str
+    grpc_host: str = ""
+    grpc_port: int = -1
+    """The gRPC port the front-ends share (the core reserved it); -1: no gRPC."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +121,12 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = make_app(
-        plane,
-        plane,
-        limits=BodyLimits(**settings.options.limits),
-        access=AccessPolicy(**settings.options.access),
-    )
+    limits = BodyLimits(**settings.options.limits)
+    access = AccessPolicy(**settings.options.access)
+    background: list[Background] = []
+    if settings.options.grpc_port >= 0:
+        background.append(_grpc(plane, access, limits, settings.options))
+    app = make_app(plane, plane, limits=limits, access=access, background=background)
     listener = socket.socket(fileno=settings.listen_fd)
     await serve_on_socket(
         app,
@@ -133,6 +143,36 @@ async def run(settings: Settings) -> int:
     return 0
 
 
+def _grpc(
+    plane: RemoteDataPlane, access: AccessPolicy, limits: BodyLimits, options: FrontendOptions
+) -> Background:
+    """gRPC on the port the front-ends share, once this one knows the routes (else a client
+    the kernel hands to it first would hear of no model)."""
+    edge = GrpcEdge(
+        plane,
+        access,
+        GrpcOptions(
+            host=options.grpc_host,
+            port=options.grpc_port,
+            max_message_bytes=limits.max_bytes,
+            grace=options.shutdown_timeout,
+            shared=True,
+        ),
+    )
+    edge.bind()
+
+    async def serve_grpc(app: object) -> AsyncIterator[None]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(plane.routed.wait(), ROUTES_WAIT_S)
+        lifecycle = edge.lifecycle(app)
+        await anext(lifecycle)
+        yield
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(lifecycle)
+
+    return serve_grpc
+
+
 def main() -> int:
     die_with_parent()
     settings = Settings.from_env()
@@ -143,7 +183,7 @@ def main() -> int:
     )
     try:
         return asyncio.run(run(settings))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RepomanError) as exc:
         log.error("front-end %d could not start: %s", settings.index, exc)
         return 1
 

@@ -280,7 +280,13 @@ class _Peer:
             return
         except RepomanError as exc:
             self.connection.send(
-                ("failed", rid, int(exc.status), self.hub._service.redact(str(exc)))
+                (
+                    "failed",
+                    rid,
+                    int(exc.status),
+                    self.hub._service.redact(str(exc)),
+                    type(exc).__name__,
+                )
             )
             return
         self.pending[rid] = item
@@ -296,7 +302,8 @@ class _Peer:
         error = future.exception()
         if error is not None:
             status = int(error.status) if isinstance(error, RepomanError) else 500
-            self.connection.send(("failed", rid, status, self.hub._service.redact(str(error))))
+            message = self.hub._service.redact(str(error))
+            self.connection.send(("failed", rid, status, message, type(error).__name__))
             return
         blocks: list[int] = []
         outputs = tensors.put_all(self.response_arena, future.result(), blocks)
@@ -311,6 +318,7 @@ class _Peer:
                 cid,
                 int(exc.status),
                 self.hub._service.redact(str(exc)),
+                type(exc).__name__,
             )
         except Exception as exc:  # a bug: the front-end answers 500, the log says why
             log.exception("front-end call %s failed", method)

@@ -13,8 +13,9 @@ front-end -> core
 core -> front-end
   ("routes", snapshot)                          the routing table, whenever it changes
   ("result", rid, version, outputs)             outputs: {name: tensor descriptor}
-  ("failed", rid, status, message) / ("cancelled", rid) / ("retry", rid)
-  ("reply", cid, value) / ("raise", cid, status, message)
+  ("failed", rid, status, message, kind) / ("cancelled", rid) / ("retry", rid)
+  ("reply", cid, value) / ("raise", cid, status, message, kind)
+                                                kind: the error's type name (gRPC's status)
 After any answer to ``infer`` the core no longer reads that request's input blocks.
 """
 

@@ -26,11 +26,13 @@ RETRIES = 3
 
 
 class RemoteError(RepomanError):
-    """An error the core answered with: its status and message, as the core gave them."""
+    """An error the core answered with: its status, message and type name (``kind``, for the
+    transports that tell errors apart by type), as the core gave them."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, kind: str = "") -> None:
         super().__init__(message)
         self.status = HTTPStatus(status)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class RemoteDataPlane:
     def __init__(self, connection_factory: Callable[[RemoteDataPlane], Connection]) -> None:
         self._routes: dict[str, tuple[str | None, dict[int, Route]]] = {}
         self._ready = False
+        self.routed = asyncio.Event()
+        """Set once the core's first routing table arrived."""
         self._waiting: dict[int, tuple[asyncio.Future[Any], list[int]]] = {}
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
@@ -180,7 +184,7 @@ class RemoteDataPlane:
                 if kind == "reply":
                     future.set_result(message[2])
                 else:
-                    future.set_exception(RemoteError(message[2], message[3]))
+                    future.set_exception(RemoteError(*message[2:5]))
 
     def on_close(self, reason: BaseException | None) -> None:
         lost = ConnectionLost(f"the core went away ({reason})")
@@ -195,6 +199,7 @@ class RemoteDataPlane:
 
     def _take_routes(self, snapshot: dict[str, Any]) -> None:
         self._ready = bool(snapshot["ready"])
+        self.routed.set()
         self._routes = {
             name: (
                 error,
@@ -231,7 +236,7 @@ class RemoteDataPlane:
         elif future.done():
             return
         elif kind == "failed":
-            future.set_exception(RemoteError(message[2], message[3]))
+            future.set_exception(RemoteError(*message[2:5]))
         elif kind == "retry":
             future.set_result(("retry",))
         else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import hmac
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -12,6 +14,29 @@ from repoman.server.middleware import Handler, error_response
 
 REPOSITORY_PREFIX = "/v2/repository"
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+
+
+class Scope(enum.Enum):
+    """What a request reaches, as the policy sees it (every transport names its own)."""
+
+    HEALTH = "health"
+    """Liveness and readiness: orchestrators probe them without credentials."""
+    DATA = "data"
+    """Inference, metadata, statistics, metrics."""
+    REPOSITORY = "repository"
+    """The repository API: index, load, unload."""
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a request is refused: 401 (no usable credentials) or 403, and the message."""
+
+    status: HTTPStatus
+    message: str
+
+    @property
+    def needs_credentials(self) -> bool:
+        return self.status is HTTPStatus.UNAUTHORIZED
 
 
 @dataclass(frozen=True)
@@ -36,37 +61,51 @@ class AccessPolicy:
             self.control_token is not None or not self.repository_api or self.protect_inference
         )
 
+    def check(self, scope: Scope, authorization: str) -> Denial | None:
+        """Why a request for ``scope`` with this ``Authorization`` value is refused; None
+        when it may go ahead. The one decision HTTP and gRPC both ask for."""
+        if scope is Scope.REPOSITORY:
+            if not self.repository_api:
+                return Denial(HTTPStatus.FORBIDDEN, "the repository API is disabled on this server")
+            return _check_token(authorization, self.control_token)
+        if scope is Scope.DATA and self.protect_inference:
+            return _check_token(authorization, self.control_token)
+        return None
+
 
 def access_middleware(policy: AccessPolicy) -> Middleware:
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if path.startswith(REPOSITORY_PREFIX):
-            if not policy.repository_api:
-                return error_response(403, "the repository API is disabled on this server")
-            denied = _check_token(request, policy.control_token)
-        elif policy.protect_inference and path not in OPEN_PATHS:
-            denied = _check_token(request, policy.control_token)
+            scope = Scope.REPOSITORY
+        elif path in OPEN_PATHS:
+            scope = Scope.HEALTH
         else:
-            denied = None
-        return denied if denied is not None else await handler(request)
+            scope = Scope.DATA
+        denied = policy.check(scope, request.headers.get("Authorization", ""))
+        if denied is None:
+            return await handler(request)
+        response = error_response(denied.status, denied.message)
+        if denied.needs_credentials:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="repoman"'
+        return response
 
     return check_access
 
 
-def _check_token(request: web.Request, token: str | None) -> web.Response | None:
+def _check_token(authorization: str, token: str | None) -> Denial | None:
     if token is None:
         return None
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
+    scheme, _, presented = authorization.partition(" ")
     presented = presented.strip()
     # NOTE: a token is ASCII (RFC 6750); aiohttp hands other header bytes over as lone
     # surrogates, which cannot even be encoded for the comparison below.
     if scheme.lower() != "bearer" or not presented or not presented.isascii():
-        response = error_response(401, "this endpoint needs 'Authorization: Bearer <token>'")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="repoman"'
-        return response
+        return Denial(
+            HTTPStatus.UNAUTHORIZED, "this endpoint needs 'Authorization: Bearer <token>'"
+        )
     # NOTE: constant-time comparison, so response timing does not leak the token.
     if not hmac.compare_digest(presented.encode(), token.encode()):
-        return error_response(403, "the bearer token is not valid for this endpoint")
+        return Denial(HTTPStatus.FORBIDDEN, "the bearer token is not valid for this endpoint")
     return None

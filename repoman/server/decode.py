@@ -21,7 +21,16 @@ from repoman.server.codec_tensors import (
 )
 from repoman.types import DataType
 
-__all__ = ["DEFAULT_MAX_ELEMENTS", "MAX_RANK", "decode_infer_request"]
+__all__ = [
+    "DEFAULT_MAX_ELEMENTS",
+    "MAX_RANK",
+    "check_shape",
+    "decode_infer_request",
+    "decode_outputs",
+    "parameters_of",
+    "parse_datatype",
+    "request_parameters",
+]
 
 DEFAULT_MAX_ELEMENTS = 64 * 1024 * 1024
 """The most elements one input may declare (checked before anything is allocated)."""
@@ -61,13 +70,7 @@ def decode_infer_request(
     if request_id is not None and not is_utf8_text(request_id):
         # NOTE: JSON may spell a lone surrogate ("\ud800"); it cannot be sent back as UTF-8.
         raise InvalidRequest("request 'id' must be valid Unicode text (found a lone surrogate)")
-    parameters = _parameters(document, "request")
-    binary_output = parameters.get("binary_data_output")
-    if binary_output is not None and not isinstance(binary_output, bool):
-        raise InvalidRequest(
-            "request parameter 'binary_data_output' must be true or false, "
-            f"found {describe_json(binary_output)}"
-        )
+    parameters = request_parameters(document)
     inputs = _decode_inputs(
         document.get("inputs"), binary, header_length, max_elements, expected
     )
@@ -76,7 +79,7 @@ def decode_infer_request(
         model_version=model_version,
         id=request_id,
         inputs=inputs,
-        outputs=_decode_outputs(document.get("outputs")),
+        outputs=decode_outputs(document.get("outputs")),
         parameters=parameters,
     )
 
@@ -92,7 +95,19 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryvi
     return bytes(view[:header_length]), view[header_length:]
 
 
-def _parameters(holder: dict[str, Any], kind: str, name: str = "") -> dict[str, Any]:
+def request_parameters(document: dict[str, Any]) -> dict[str, Any]:
+    """The request-level ``parameters`` of a request ``document``, checked."""
+    parameters = parameters_of(document, "request")
+    binary_output = parameters.get("binary_data_output")
+    if binary_output is not None and not isinstance(binary_output, bool):
+        raise InvalidRequest(
+            "request parameter 'binary_data_output' must be true or false, "
+            f"found {describe_json(binary_output)}"
+        )
+    return parameters
+
+
+def parameters_of(holder: dict[str, Any], kind: str, name: str = "") -> dict[str, Any]:
     """``holder``'s ``parameters`` object (``kind``/``name`` say whose, for the message)."""
     parameters = holder.get("parameters")
     if parameters is None:
@@ -122,11 +137,11 @@ def _decode_inputs(
     offset = 0
     for position, entry in enumerate(entries):
         name = _entry_name(entry, "input", position, inputs, "given")
-        datatype = _datatype(name, entry.get("datatype"))
-        shape, count = _shape(name, entry.get("shape"), max_elements)
+        datatype = parse_datatype(name, entry.get("datatype"))
+        shape, count = check_shape(name, entry.get("shape"), max_elements)
         if expected is not None:
             expected.check_input(name, datatype, shape)
-        parameters = _parameters(entry, "input", name)
+        parameters = parameters_of(entry, "input", name)
         size = parameters.get("binary_data_size")
         if size is not None:
             if "data" in entry:
@@ -162,7 +177,7 @@ def _decode_inputs(
     return inputs
 
 
-def _datatype(name: str, value: Any) -> DataType:
+def parse_datatype(name: str, value: Any) -> DataType:
     if value is None:
         raise InvalidRequest(f"input '{name}' has no 'datatype'")
     try:
@@ -174,7 +189,7 @@ def _datatype(name: str, value: Any) -> DataType:
         ) from None
 
 
-def _shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
+def check_shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
     """The declared shape and its element count, refused when it exceeds ``max_elements``."""
     if type(value) is list and len(value) > MAX_RANK:
         raise InvalidRequest(
@@ -197,7 +212,7 @@ def _shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
     return value, count
 
 
-def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
+def decode_outputs(entries: Any) -> list[RequestedOutput] | None:
     # NOTE: an empty list asks for nothing in particular, like an absent one: every output.
     if entries is None or entries == []:
         return None
@@ -208,7 +223,7 @@ def _decode_outputs(entries: Any) -> list[RequestedOutput] | None:
     for position, entry in enumerate(entries):
         name = _entry_name(entry, "output", position, seen, "requested")
         seen.add(name)
-        parameters = _parameters(entry, "output", name)
+        parameters = parameters_of(entry, "output", name)
         if parameters.get("classification", 0) != 0:
             raise InvalidRequest(
                 f"output '{name}': the 'classification' parameter is not supported; "

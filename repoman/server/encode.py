@@ -17,7 +17,7 @@ from repoman.server.codec_tensors import (
 )
 from repoman.types import DataType
 
-__all__ = ["encode_error", "encode_infer_response"]
+__all__ = ["encode_error", "encode_infer_response", "output_tensor"]
 
 
 def encode_infer_response(
@@ -45,7 +45,7 @@ def encode_infer_response(
     described: list[bytes] = []
     binary_parts: list[bytes | memoryview] = []
     for name, binary in wanted:
-        array, datatype = _output(response, name)
+        array, datatype = output_tensor(response, name)
         head = _output_head(name, datatype) + json_dumps(array.shape)
         if not binary:
             try:
@@ -79,7 +79,7 @@ def _output_head(name: str, datatype: DataType) -> bytes:
     return b'{"name":%s,"datatype":"%s","shape":' % (json_dumps(name), datatype.value.encode())
 
 
-def _output(response: InferResponse, name: str) -> tuple[np.ndarray, DataType]:
+def output_tensor(response: InferResponse, name: str) -> tuple[np.ndarray, DataType]:
     try:
         array = np.asarray(response.outputs[name])
     except KeyError:

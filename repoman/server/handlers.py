@@ -153,17 +153,22 @@ async def repository_load(request: web.Request) -> web.Response:
         parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
         if not isinstance(parameters, dict):
             raise InvalidRequest("load request body must be an object with optional 'parameters'")
-        unknown = sorted(set(parameters) - {"config"})
-        if unknown:
-            raise InvalidRequest(
-                f"unsupported load parameter(s): {json_preview(unknown)} "
-                "(repoman accepts 'config')"
-            )
-        config_text = parameters.get("config")
-        if config_text is not None and not isinstance(config_text, str):
-            raise InvalidRequest("parameter 'config' must be a string holding the config as JSON")
+        config_text = load_config_text(parameters)
     await request.app[SERVICE].load_model(name, config_text)
     return _json({})
+
+
+def load_config_text(parameters: dict[str, Any]) -> str | None:
+    """The config override among a load request's ``parameters`` (every transport's check)."""
+    unknown = sorted(set(parameters) - {"config"})
+    if unknown:
+        raise InvalidRequest(
+            f"unsupported load parameter(s): {json_preview(unknown)} (repoman accepts 'config')"
+        )
+    config_text = parameters.get("config")
+    if config_text is not None and not isinstance(config_text, str):
+        raise InvalidRequest("parameter 'config' must be a string holding the config as JSON")
+    return config_text
 
 
 async def repository_unload(request: web.Request) -> web.Response:

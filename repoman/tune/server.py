@@ -39,7 +39,8 @@ class TuningServer:
         num_batch_threads: int | None = None,
     ) -> None:
         cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(repository)]
-        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--model-control-mode", "explicit"]
+        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "-1"]
+        cmd += ["--model-control-mode", "explicit"]
         cmd += ["--load-model", model, "--shutdown-timeout", "5"]
         if plugins_dir is not None:
             cmd += ["--plugins-dir", str(plugins_dir)]

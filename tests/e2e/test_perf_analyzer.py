@@ -49,3 +49,22 @@ def test_perf_analyzer_runs_clean(bundled_server, perf_analyzer, heldout, tmp_pa
     match = re.search(r"Throughput: ([0-9.]+) infer/sec", output)
     assert match and float(match.group(1)) > 0, output
     assert "error" not in output.lower(), output
+
+
+def test_perf_analyzer_over_grpc_runs_clean(bundled_server, perf_analyzer):
+    # NOTE: gRPC is perf_analyzer's default protocol (-i grpc said anyway, for the reader).
+    command = [
+        str(perf_analyzer), "-m", "digits", "-u", bundled_server.grpc_address, "-i", "grpc",
+        "--concurrency-range", "4", "--measurement-mode", "count_windows",
+        "--measurement-request-count", "200", "--max-trials", "4",
+        "--stability-percentage", "100",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    output = run.stdout + run.stderr
+    if run.returncode != 0 and "stable measurement" in output:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        output += "\n--- second run ---\n" + run.stdout + run.stderr
+    assert run.returncode == 0, output
+    match = re.search(r"Throughput: ([0-9.]+) infer/sec", output)
+    assert match and float(match.group(1)) > 0, output
+    assert "error" not in output.lower(), output

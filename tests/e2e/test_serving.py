@@ -131,7 +131,7 @@ def test_help_explains_every_flag():
     assert run.returncode == 0
     for flag in ("--model-repository", "--http-port", "--host", "--num-batch-threads",
                  "--plugins-dir", "--block-plugin", "--max-request-size", "--log-level",
-                 "--switch-interval-us"):
+                 "--switch-interval-us", "--grpc-port"):
         assert flag in run.stdout
 
 
