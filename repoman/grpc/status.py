@@ -7,59 +7,52 @@ from http import HTTPStatus
 import grpc
 
 from repoman import errors
+from repoman.errors import ErrorKind
+
+BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.UNKNOWN: grpc.StatusCode.UNKNOWN,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
+}
+"""Each kind's code, as Triton's gRPC endpoint maps its error codes."""
 
 BY_ERROR: dict[type[errors.RepomanError], grpc.StatusCode] = {
-    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.LoadFailed: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.BodyTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ExecutionTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.BackendError: grpc.StatusCode.INTERNAL,
-    errors.PluginError: grpc.StatusCode.INTERNAL,
-    errors.RepomanError: grpc.StatusCode.INTERNAL,
 }
-"""Each error type's code; a subclass not listed takes its nearest listed base's."""
+"""The errors with a more precise code than their kind's (as they have a more precise HTTP
+status); a subclass takes its nearest listed base's."""
 
-_BY_NAME = {
-    kind.__name__: code for kind, code in BY_ERROR.items() if kind is not errors.RepomanError
-}
+_BY_NAME = {kind.__name__: code for kind, code in BY_ERROR.items()}
 
 BY_HTTP_STATUS: dict[int, grpc.StatusCode] = {
-    HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
     HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
     HTTPStatus.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
-    HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    HTTPStatus.REQUEST_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-    HTTPStatus.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
-    HTTPStatus.TOO_MANY_REQUESTS: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    HTTPStatus.NOT_IMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
-    HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    HTTPStatus.GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-"""For an error known only by its HTTP status (and for the access policy's 401/403)."""
+"""The access policy's answers, known by their HTTP status alone."""
 
 
 def status_of(error: errors.RepomanError) -> grpc.StatusCode:
-    """The gRPC code for ``error``: by its type (its nearest listed base), by the type name a
-    front-end was told (``kind``: the core's error type), else by its HTTP status.
-
-    NOTE: the base RepomanError is the last resort only, as its status may be set per error.
+    """The gRPC code for ``error``: the access policy's by HTTP status; then by its type (its
+    nearest listed base) or the type name a front-end was told (``error_type``); else by its
+    kind.
     """
+    by_status = BY_HTTP_STATUS.get(int(error.status))
+    if by_status is not None:
+        return by_status
     for kind in type(error).__mro__:
-        if kind is errors.RepomanError:
-            break
         code = BY_ERROR.get(kind)
         if code is not None:
             return code
-    named = _BY_NAME.get(getattr(error, "kind", ""))
+    named = _BY_NAME.get(getattr(error, "error_type", ""))
     if named is not None:
         return named
-    return BY_HTTP_STATUS.get(int(error.status), BY_ERROR[errors.RepomanError])
+    return BY_KIND[error.kind]

@@ -22,7 +22,7 @@ from typing import Any
 
 from repoman.dataplane.api import MetricsSource
 from repoman.dataplane.service import InferenceService
-from repoman.errors import RepomanError
+from repoman.errors import ErrorKind, RepomanError
 from repoman.ipc import Arena, Connection, ConnectionLost, tensors
 from repoman.manager import ModelManager, ModelVersion, State
 from repoman.multiproc import protocol
@@ -279,18 +279,17 @@ class _Peer:
             self.connection.send(("retry", rid))
             return
         except RepomanError as exc:
-            self.connection.send(
-                (
-                    "failed",
-                    rid,
-                    int(exc.status),
-                    self.hub._service.redact(str(exc)),
-                    type(exc).__name__,
-                )
-            )
+            self.connection.send(("failed", rid, *self._described(exc)))
             return
         self.pending[rid] = item
         item.future.add_done_callback(partial(self._done, rid, mv))
+
+    def _described(self, error: BaseException) -> tuple[int, str, str, int]:
+        """An error as a front-end is told it: HTTP status, redacted message, type name, kind."""
+        message = self.hub._service.redact(str(error))
+        if isinstance(error, RepomanError):
+            return int(error.status), message, type(error).__name__, int(error.kind)
+        return 500, message, type(error).__name__, int(ErrorKind.INTERNAL)
 
     def _done(self, rid: int, mv: ModelVersion, future: asyncio.Future[Any]) -> None:
         self.pending.pop(rid, None)
@@ -301,9 +300,7 @@ class _Peer:
             return
         error = future.exception()
         if error is not None:
-            status = int(error.status) if isinstance(error, RepomanError) else 500
-            message = self.hub._service.redact(str(error))
-            self.connection.send(("failed", rid, status, message, type(error).__name__))
+            self.connection.send(("failed", rid, *self._described(error)))
             return
         blocks: list[int] = []
         outputs = tensors.put_all(self.response_arena, future.result(), blocks)
@@ -313,13 +310,7 @@ class _Peer:
         try:
             value = await self.hub.call(method, args)
         except RepomanError as exc:
-            reply: tuple[Any, ...] = (
-                "raise",
-                cid,
-                int(exc.status),
-                self.hub._service.redact(str(exc)),
-                type(exc).__name__,
-            )
+            reply: tuple[Any, ...] = ("raise", cid, *self._described(exc))
         except Exception as exc:  # a bug: the front-end answers 500, the log says why
             log.exception("front-end call %s failed", method)
             reply = (

@@ -14,7 +14,7 @@ from repoman.config.model import ModelConfig
 from repoman.dataplane.api import ReadRequest
 from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
 from repoman.dataplane.service import EXTENSIONS, SERVER_NAME
-from repoman.errors import RepomanError
+from repoman.errors import ErrorKind, RepomanError
 from repoman.inference import InferRequest, InferResponse
 from repoman.ipc import Arena, Connection, ConnectionLost, tensors
 from repoman.manager.routing import choose
@@ -26,13 +26,19 @@ RETRIES = 3
 
 
 class RemoteError(RepomanError):
-    """An error the core answered with: its status, message and type name (``kind``, for the
-    transports that tell errors apart by type), as the core gave them."""
+    """An error the core answered with: its HTTP status, message, type name (``error_type``,
+    for the transports that tell errors apart by type) and kind, as the core gave them."""
 
-    def __init__(self, status: int, message: str, kind: str = "") -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "",
+        kind: int = ErrorKind.UNAVAILABLE,
+    ) -> None:
+        super().__init__(message, ErrorKind(kind))
         self.status = HTTPStatus(status)
-        self.kind = kind
+        self.error_type = error_type
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ class RemoteDataPlane:
                 if kind == "reply":
                     future.set_result(message[2])
                 else:
-                    future.set_exception(RemoteError(*message[2:5]))
+                    future.set_exception(RemoteError(*message[2:6]))
 
     def on_close(self, reason: BaseException | None) -> None:
         lost = ConnectionLost(f"the core went away ({reason})")
@@ -236,7 +242,7 @@ class RemoteDataPlane:
         elif future.done():
             return
         elif kind == "failed":
-            future.set_exception(RemoteError(*message[2:5]))
+            future.set_exception(RemoteError(*message[2:6]))
         elif kind == "retry":
             future.set_result(("retry",))
         else:

@@ -418,6 +418,32 @@ def test_a_triton_error_s_code_gives_triton_s_http_status(client, code, status):
     assert caught.value.message() == f"model 'coded' version 1: refused with code {code}"
 
 
+# NOTE: and its gRPC endpoint so (the TRITONSERVER_Error code's gRPC twin).
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (0, "UNKNOWN"),
+        (1, "INTERNAL"),
+        (2, "NOT_FOUND"),
+        (3, "INVALID_ARGUMENT"),
+        (4, "UNAVAILABLE"),
+        (5, "UNIMPLEMENTED"),
+        (6, "ALREADY_EXISTS"),
+        (7, "CANCELLED"),
+    ],
+)
+def test_a_triton_error_s_code_gives_triton_s_grpc_status(server, code, status):
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server.grpc_address) as client:
+        one = grpcclient.InferInput("X", [1, 2], "INT32")
+        one.set_data_from_numpy(np.array([[code, 0]], dtype=np.int32))
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("coded", [one])
+    assert caught.value.status() == f"StatusCode.{status}"
+    assert caught.value.message() == f"model 'coded' version 1: refused with code {code}"
+
+
 def test_an_exception_in_execute_fails_the_batch_naming_the_model(client):
     message = failure(client, "raises", ints([1, 2]))
     assert message == (
