@@ -32,9 +32,7 @@ class AccessPolicy:
     @property
     def restricts(self) -> bool:
         """Whether any request could be refused (else the check need not run at all)."""
-        return (
-            self.control_token is not None or not self.repository_api or self.protect_inference
-        )
+        return self.control_token is not None or not self.repository_api or self.protect_inference
 
 
 def access_middleware(policy: AccessPolicy) -> Middleware:

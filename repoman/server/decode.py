@@ -68,9 +68,7 @@ def decode_infer_request(
             "request parameter 'binary_data_output' must be true or false, "
             f"found {describe_json(binary_output)}"
         )
-    inputs = _decode_inputs(
-        document.get("inputs"), binary, header_length, max_elements, expected
-    )
+    inputs = _decode_inputs(document.get("inputs"), binary, header_length, max_elements, expected)
     return InferRequest(
         model_name=model_name,
         model_version=model_version,

@@ -156,8 +156,7 @@ async def repository_load(request: web.Request) -> web.Response:
         unknown = sorted(set(parameters) - {"config"})
         if unknown:
             raise InvalidRequest(
-                f"unsupported load parameter(s): {json_preview(unknown)} "
-                "(repoman accepts 'config')"
+                f"unsupported load parameter(s): {json_preview(unknown)} (repoman accepts 'config')"
             )
         config_text = parameters.get("config")
         if config_text is not None and not isinstance(config_text, str):
@@ -167,7 +166,23 @@ async def repository_load(request: web.Request) -> web.Response:
 
 
 async def repository_unload(request: web.Request) -> web.Response:
-    await request.app[SERVICE].unload_model(request.match_info["model"])
+    name = request.match_info["model"]
+    dependents = False
+    payload = await read_json_body(request, request.app[LIMITS], request.app[DECODER])
+    if payload is not None:
+        parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
+        if not isinstance(parameters, dict):
+            raise InvalidRequest("unload request body must be an object with optional 'parameters'")
+        unknown = sorted(set(parameters) - {"unload_dependents"})
+        if unknown:
+            raise InvalidRequest(
+                f"unsupported unload parameter(s): {json_preview(unknown)} "
+                "(repoman accepts 'unload_dependents')"
+            )
+        dependents = parameters.get("unload_dependents", False)
+        if not isinstance(dependents, bool):
+            raise InvalidRequest("parameter 'unload_dependents' must be true or false")
+    await request.app[SERVICE].unload_model(name, dependents)
     return _json({})
 
 
