@@ -143,6 +143,21 @@ class LoadFailed(RepomanError):
         super().__init__(f"failed to load '{name}': " + "; ".join(failures))
 
 
+class StepFailed(RepomanError):
+    """One step of an ensemble failed, so the ensemble's request did: the status is the step's."""
+
+    def __init__(
+        self, ensemble: str, step: int, member: str, version: int | None, cause: BaseException
+    ) -> None:
+        self.ensemble, self.step, self.member, self.cause = ensemble, step, member, cause
+        self.status = cause.status if isinstance(cause, RepomanError) else HTTPStatus(500)
+        which = f"model '{member}'" + (f" version {version}" if version is not None else "")
+        detail = (
+            str(cause) if isinstance(cause, RepomanError) else f"{type(cause).__name__}: {cause}"
+        )
+        super().__init__(f"ensemble '{ensemble}': step {step} ({which}) failed: {detail}")
+
+
 class ServerBusy(RepomanError):
     """A queue is full; the caller may retry later (503, as Triton answers)."""
 

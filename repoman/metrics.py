@@ -16,7 +16,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from repoman.manager import ModelManager, ModelVersion, State
-from repoman.scheduler import SharedScheduler
+from repoman.pipeline.dispatch import Dispatcher
 from repoman.scheduler.stats import Histogram
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ class RepomanCollector(Collector):
     time, rejections by reason, version states and load failures.
     """
 
-    def __init__(self, manager: ModelManager, scheduler: SharedScheduler) -> None:
+    def __init__(self, manager: ModelManager, dispatcher: Dispatcher) -> None:
         self._manager = manager
-        self._scheduler = scheduler
+        self._scheduler = dispatcher
 
     def versions(self) -> list[ModelVersion]:
         return [mv for name in self._manager.model_names() for mv in self._manager.versions(name)]
@@ -119,8 +119,9 @@ class RepomanCollector(Collector):
             stats = self._scheduler.stats(mv)
             pending.add_metric(labels, self._scheduler.queued(mv))
             load.add_metric(labels, mv.load_seconds)
+            shown, _ = self._manager.serving_state(mv)
             for each in State:
-                state.add_metric([*labels, each.value], 1.0 if mv.state is each else 0.0)
+                state.add_metric([*labels, each.value], 1.0 if shown is each else 0.0)
             for reason in ("queue_full", "timeout"):
                 rejected.add_metric([*labels, reason], stats.rejected.get(reason, 0))
             batch.add_metric(labels, *_buckets(stats.batch_sizes))
@@ -147,10 +148,10 @@ class Metrics:
     def __init__(
         self,
         manager: ModelManager,
-        scheduler: SharedScheduler,
+        dispatcher: Dispatcher,
         extra: Callable[[], Iterable[tuple[str, Callable[[], object]]]] | None = None,
     ) -> None:
-        self._collector = RepomanCollector(manager, scheduler)
+        self._collector = RepomanCollector(manager, dispatcher)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self._collector)
         self._extra = extra

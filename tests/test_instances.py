@@ -41,7 +41,10 @@ def test_the_bundled_config_matches_its_model():
     ("edit", "words"),
     [
         (('name: "pixels"', 'name: "image"'), ["input[0].name", "(pixels)", "'image'"]),
-        (("data_type: TYPE_INT64", "data_type: TYPE_INT32"), ["output[1].data_type", "TYPE_INT64", "TYPE_INT32"]),
+        (
+            ("data_type: TYPE_INT64", "data_type: TYPE_INT32"),
+            ["output[1].data_type", "TYPE_INT64", "TYPE_INT32"],
+        ),
         (("dims: [ 64 ]", "dims: [ 8, 8 ]"), ["input[0].dims", "[64]", "[8, 8]"]),
     ],
     ids=["name", "datatype", "dims"],
@@ -128,13 +131,21 @@ def warm_up_one(config, version_path: Path = BUNDLED / "digits" / "1") -> None:
     ("sample", "words"),
     [
         (
-            {"name": "big", "batch_size": 1,
-             "inputs": {"pixels": {"data_type": "TYPE_FP32", "dims": [1 << 30], "zero_data": True}}},
+            {
+                "name": "big",
+                "batch_size": 1,
+                "inputs": {
+                    "pixels": {"data_type": "TYPE_FP32", "dims": [1 << 30], "zero_data": True}
+                },
+            },
             "warm-up sample 'big': expected at most 67108864 bytes (64 MiB), found 4294967296",
         ),
         (
-            {"name": "rows", "batch_size": 1 << 20,
-             "inputs": {"pixels": {"data_type": "TYPE_FP32", "dims": [64], "zero_data": True}}},
+            {
+                "name": "rows",
+                "batch_size": 1 << 20,
+                "inputs": {"pixels": {"data_type": "TYPE_FP32", "dims": [64], "zero_data": True}},
+            },
             "warm-up sample 'rows': expected a batch_size from 1 to 4, found 1048576",
         ),
     ],
@@ -152,9 +163,16 @@ def test_a_warmup_file_of_the_wrong_size_is_refused_unread(tmp_path):
     (folder / "warmup").mkdir()
     with (folder / "warmup" / "pixels.bin").open("wb") as handle:
         handle.truncate(1 << 30)  # sparse
-    sample = {"name": "file", "batch_size": 1, "inputs": {
-        "pixels": {"data_type": "TYPE_FP32", "dims": [64], "input_data_file": "pixels.bin"}}}
-    with pytest.raises(RepomanError, match=r"expected 256 bytes \(64 x TYPE_FP32\), found 1073741824"):
+    sample = {
+        "name": "file",
+        "batch_size": 1,
+        "inputs": {
+            "pixels": {"data_type": "TYPE_FP32", "dims": [64], "input_data_file": "pixels.bin"}
+        },
+    }
+    with pytest.raises(
+        RepomanError, match=r"expected 256 bytes \(64 x TYPE_FP32\), found 1073741824"
+    ):
         warm_up_one(warmup_config(sample), folder / "1")
 
 

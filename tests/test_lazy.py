@@ -37,12 +37,16 @@ def heavy(tmp_path, monkeypatch):
     sys.modules.pop("lazy_heavy", None)
 
 
-def test_a_reference_imports_its_module_on_the_first_call_and_keeps_what_it_found(heavy, monkeypatch):
+def test_a_reference_imports_its_module_on_the_first_call_and_keeps_what_it_found(
+    heavy, monkeypatch
+):
     scaler = LazyReference(f"{heavy}:Scaler")
     assert heavy not in sys.modules
     assert scaler(2).value == 6
     assert heavy in sys.modules
-    monkeypatch.setattr(importlib, "import_module", lambda name: pytest.fail(f"{name} looked up again"))
+    monkeypatch.setattr(
+        importlib, "import_module", lambda name: pytest.fail(f"{name} looked up again")
+    )
     assert scaler(5).value == 15
 
 
@@ -50,9 +54,13 @@ def test_a_dotted_attribute_is_followed_as_an_entry_point_would(heavy):
     assert LazyReference(f"{heavy}:Scaler.describe")("m/1/x", {}) == "described m/1/x"
 
 
-@pytest.mark.parametrize("reference", ["lazy_heavy", "lazy_heavy:", ":Scaler", "a:b:c", "a b:c", "a.:b"])
+@pytest.mark.parametrize(
+    "reference", ["lazy_heavy", "lazy_heavy:", ":Scaler", "a:b:c", "a b:c", "a.:b"]
+)
 def test_a_malformed_reference_fails_at_once(reference):
-    with pytest.raises(PluginError, match=re.escape("expected a reference like 'package.module:name'")):
+    with pytest.raises(
+        PluginError, match=re.escape("expected a reference like 'package.module:name'")
+    ):
         LazyReference(reference)
 
 
@@ -64,7 +72,9 @@ def test_a_malformed_reference_fails_at_once(reference):
         ("lazy_heavy:FACTOR", "is not callable: 3"),
     ],
 )
-def test_a_reference_that_cannot_be_called_fails_at_its_first_call_naming_it(heavy, reference, message):
+def test_a_reference_that_cannot_be_called_fails_at_its_first_call_naming_it(
+    heavy, reference, message
+):
     lazy = LazyReference(reference)
     with pytest.raises(PluginError) as caught:
         lazy(1)

@@ -42,9 +42,15 @@ def test_counts_after_a_scripted_run_match_exactly(tmp_path, server_factory):
     repo = tmp_path / "repo"
     write_model(repo, "echo", extra="dynamic_batching { max_queue_delay_microseconds: 0 }\n")
     write_model(repo, "bad", backend="raising")
-    write_model(repo, "slow", max_batch_size=1, extra=(
-        'parameters { key: "delay_ms" value: { string_value: "300" } }\n'
-        "dynamic_batching { default_queue_policy { max_queue_size: 1 } }\n"))
+    write_model(
+        repo,
+        "slow",
+        max_batch_size=1,
+        extra=(
+            'parameters { key: "delay_ms" value: { string_value: "300" } }\n'
+            "dynamic_batching { default_queue_policy { max_queue_size: 1 } }\n"
+        ),
+    )
     write_model(repo, "broken", backend="failing_load")
     server = server_factory(repo, "--plugins-dir", str(plugins), "--num-batch-threads", "2")
 
@@ -90,14 +96,17 @@ def test_counts_after_a_scripted_run_match_exactly(tmp_path, server_factory):
     assert value(samples, "repoman_batch_size_bucket", le="2.0", **echo) == 2  # sizes 1 and 2
     assert value(samples, "repoman_queue_duration_seconds_count", **echo) == 3
     assert value(samples, "repoman_version_state", state="READY", **echo) == 1
-    assert value(samples, "repoman_version_state", state="FAILED",
-                 model="broken", version="1") == 1
+    assert value(samples, "repoman_version_state", state="FAILED", model="broken", version="1") == 1
     assert value(samples, "repoman_model_load_failures_total", model="broken", version="1") == 1
     assert value(samples, "nv_inference_pending_request_count", **echo) == 0
     assert value(samples, "nv_model_load_duration_secs", **echo) >= 0
-    for name in ("nv_inference_request_duration_us", "nv_inference_queue_duration_us",
-                 "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
-                 "nv_inference_compute_output_duration_us"):
+    for name in (
+        "nv_inference_request_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+    ):
         assert value(samples, name, **echo) >= 0
 
 

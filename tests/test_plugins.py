@@ -26,28 +26,53 @@ def installed_plugin(tmp_path_factory):
     """The third-party package in tests/thirdparty_plugin, pip-installed into a folder."""
     target = tmp_path_factory.mktemp("site")
     run = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT / "tests" / "thirdparty_plugin")],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "tests" / "thirdparty_plugin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     return target
 
 
-def test_a_pip_installed_entry_point_plugin_serves_a_model(tmp_path, installed_plugin, server_factory):
+def test_a_pip_installed_entry_point_plugin_serves_a_model(
+    tmp_path, installed_plugin, server_factory
+):
     repo = tmp_path / "repo"
-    write_model(repo, "twice", backend="doubler",
-                extra='parameters { key: "factor" value: { string_value: "3" } }\n')
+    write_model(
+        repo,
+        "twice",
+        backend="doubler",
+        extra='parameters { key: "factor" value: { string_value: "3" } }\n',
+    )
     server = server_factory(repo, env={"PYTHONPATH": str(installed_plugin)})
     with httpclient.InferenceServerClient(server.address) as client:
         inp = httpclient.InferInput("INPUT", [1, 4], "FP32")
         inp.set_data_from_numpy(np.arange(4, dtype=np.float32).reshape(1, 4))
         result = client.infer("twice", [inp]).as_numpy("OUTPUT")
     assert result.tolist() == [[0.0, 3.0, 6.0, 9.0]]
-    listing = subprocess.run([sys.executable, "-m", "repoman", "plugins"], capture_output=True,
-                             text=True, cwd=ROOT, timeout=60,
-                             env={"PYTHONPATH": str(installed_plugin), "PATH": "/usr/bin:/bin"})
-    assert re.search(r"doubler\s+platforms: doubler\s+plugin: doubler", listing.stdout), listing.stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "repoman", "plugins"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={"PYTHONPATH": str(installed_plugin), "PATH": "/usr/bin:/bin"},
+    )
+    assert re.search(r"doubler\s+platforms: doubler\s+plugin: doubler", listing.stdout), (
+        listing.stdout
+    )
 
 
 def test_a_dropped_in_file_is_a_plugin(tmp_path, server_factory):
@@ -79,15 +104,21 @@ def test_a_broken_plugin_is_named_and_the_server_still_serves(tmp_path, server_f
     (plugins / "broken.py").write_text("raise ImportError('this plugin needs a missing library')\n")
     (plugins / "badhook.py").write_text(
         "from repoman import hookimpl\n\n@hookimpl\ndef repoman_register_backends(registry):\n"
-        "    raise RuntimeError('cannot register')\n")
+        "    raise RuntimeError('cannot register')\n"
+    )
     server = server_factory(BUNDLED, "--plugins-dir", str(plugins))
     with httpclient.InferenceServerClient(server.address) as client:
         assert client.is_model_ready("digits")
     log = server.log()
     assert "plugin broken could not be loaded" in log and "missing library" in log
     assert "plugin badhook" in log and "cannot register" in log
-    listing = subprocess.run([sys.executable, "-m", "repoman", "plugins", "--plugins-dir", str(plugins)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+    listing = subprocess.run(
+        [sys.executable, "-m", "repoman", "plugins", "--plugins-dir", str(plugins)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert listing.returncode == 1
     assert "broken (FAILED" in listing.stdout and "onnxruntime" in listing.stdout
 
@@ -121,17 +152,26 @@ def raising(registry) -> None:
 
 @pytest.mark.parametrize("order", ["raising first", "raising last"])
 def test_a_raising_register_hook_is_reported_and_the_others_still_register(order):
-    plugins = [plugin_module("first", registering("one")), plugin_module("second", registering("two"))]
+    plugins = [
+        plugin_module("first", registering("one")),
+        plugin_module("second", registering("two")),
+    ]
     bad = plugin_module("badhook", raising)
     plugins = [bad, *plugins] if order == "raising first" else [*plugins, bad]
     pm, report = make_plugin_manager(entry_points=False, extra=plugins)
     registry = build_backend_registry(pm, report)
     assert report.failed == {"badhook": "repoman_register_backends failed: cannot register"}
-    assert [(spec.name, spec.plugin) for spec in registry.specs()] == [("one", "first"), ("two", "second")]
+    assert [(spec.name, spec.plugin) for spec in registry.specs()] == [
+        ("one", "first"),
+        ("two", "second"),
+    ]
 
 
 def test_a_backend_name_taken_by_another_plugin_fails_the_second_plugin_naming_the_first():
-    plugins = [plugin_module("first", registering("echo")), plugin_module("second", registering("echo"))]
+    plugins = [
+        plugin_module("first", registering("echo")),
+        plugin_module("second", registering("echo")),
+    ]
     pm, report = make_plugin_manager(entry_points=False, extra=plugins)
     registry = build_backend_registry(pm, report)
     assert [(spec.name, spec.plugin) for spec in registry.specs()] == [("echo", "first")]
@@ -162,8 +202,9 @@ def test_the_built_in_backends_import_their_libraries_only_when_a_model_needs_th
         assert [m for m in HEAVY if m in sys.modules] == ["onnxruntime", "repoman_onnxruntime.backend"]
         """
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "onnxruntime_onnx" in done.stdout and "tensorflow_savedmodel" in done.stdout
 
@@ -188,8 +229,12 @@ def test_the_guide_example_backend_runs(tmp_path, server_factory):
     plugins.mkdir()
     (plugins / "example.py").write_text(example)
     repo = tmp_path / "repo"
-    write_model(repo, "scaled", backend="scale",
-                extra='parameters { key: "factor" value: { string_value: "0.5" } }\n')
+    write_model(
+        repo,
+        "scaled",
+        backend="scale",
+        extra='parameters { key: "factor" value: { string_value: "0.5" } }\n',
+    )
     server = server_factory(repo, "--plugins-dir", str(plugins))
     with httpclient.InferenceServerClient(server.address) as client:
         inp = httpclient.InferInput("INPUT", [2, 4], "FP32")

@@ -21,6 +21,7 @@ from repoman.multiproc.core import serve_with_frontends
 from repoman.multiproc.frontend import FrontendOptions
 from repoman.multiproc.hub import FrontendHub
 from repoman.names import valid_model_name
+from repoman.pipeline.dispatch import Dispatcher
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.scheduler import SharedScheduler
 from repoman.server import AccessPolicy, BodyLimits, make_app, serve_until_stopped
@@ -63,6 +64,7 @@ async def serve(args: argparse.Namespace) -> int:
     scheduler = SharedScheduler(
         args.num_batch_threads, execution_timeout=args.execution_timeout, on_hung=on_hung
     )
+    dispatcher = Dispatcher(scheduler)
 
     hubs: list[FrontendHub] = []  # NOTE: the front-ends' hub, when there are front-ends
 
@@ -70,12 +72,19 @@ async def serve(args: argparse.Namespace) -> int:
         pm.hook.repoman_version_state_changed(
             model=model, version=version, state=state, reason=reason
         )
+        if manager is not None:
+            dispatcher.recheck(manager)
         for hub in hubs:
             hub.routes_changed()
 
     manager = ModelManager(
-        registry, scheduler, on_state=on_state, load_timeout=args.model_load_timeout
+        registry,
+        dispatcher,
+        on_state=on_state,
+        load_timeout=args.model_load_timeout,
+        blocked=dispatcher.blocked,
     )
+    dispatcher.bind(manager.route)
     single = _single_model(repository, args.model_name)
     source = RepositorySource(
         repository,
@@ -94,7 +103,7 @@ async def serve(args: argparse.Namespace) -> int:
     )
     explicit = args.model_control_mode == "explicit"
     service = InferenceService(
-        manager, scheduler, source if explicit else None, repository=repository
+        manager, dispatcher, source if explicit else None, repository=repository
     )
 
     def metrics_sources() -> list[tuple[str, Callable[[], object]]]:
@@ -104,7 +113,7 @@ async def serve(args: argparse.Namespace) -> int:
             for impl in pm.hook.repoman_metrics_text.get_hookimpls()
         ]
 
-    metrics = Metrics(manager, scheduler, metrics_sources)
+    metrics = Metrics(manager, dispatcher, metrics_sources)
 
     async def models(app: object) -> AsyncIterator[None]:
         async def first_load() -> None:
@@ -163,7 +172,7 @@ async def serve(args: argparse.Namespace) -> int:
             args.http_port,
             service=service,
             manager=manager,
-            scheduler=scheduler,
+            dispatcher=dispatcher,
             metrics=metrics,
             models=models,
             options=FrontendOptions(

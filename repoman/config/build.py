@@ -7,6 +7,7 @@ from typing import Any
 
 from repoman.config.model import (
     DynamicBatching,
+    EnsembleStep,
     InstanceGroup,
     ModelConfig,
     QueuePolicy,
@@ -41,6 +42,15 @@ def build(doc: dict[str, Any], *, source: Path | None, warnings: tuple[str, ...]
         },
         default_model_filename=doc.get("default_model_filename", ""),
         model_warmup=tuple(doc.get("model_warmup", ())),
+        ensemble_steps=tuple(
+            EnsembleStep(
+                model_name=step["model_name"],
+                model_version=step.get("model_version", -1),
+                input_map=dict(step["input_map"]),
+                output_map=dict(step["output_map"]),
+            )
+            for step in doc.get("ensemble_scheduling", {}).get("step", ())
+        ),
         source=source,
         warnings=warnings,
         normalised=doc,

@@ -70,6 +70,21 @@ class DynamicBatching:
 
 
 @dataclass(frozen=True)
+class EnsembleStep:
+    """One step of an ensemble: a member model and how its tensors map to the ensemble's.
+
+    ``input_map`` maps each member input to the ensemble tensor it reads; ``output_map`` each
+    member output to the ensemble tensor it writes. ``model_version`` -1 means the member's
+    newest READY version, chosen again for every request.
+    """
+
+    model_name: str
+    model_version: int = -1
+    input_map: dict[str, str] = field(default_factory=dict)
+    output_map: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model's configuration after parsing, schema validation, semantic checks and defaults.
 
@@ -90,12 +105,19 @@ class ModelConfig:
     parameters: dict[str, str] = field(default_factory=dict)
     default_model_filename: str = ""
     model_warmup: tuple[dict[str, Any], ...] = ()
+    ensemble_steps: tuple[EnsembleStep, ...] = ()
+    """The steps of an ensemble (``platform: "ensemble"``); empty for any other model."""
     source: Path | None = None
     warnings: tuple[str, ...] = ()
     normalised: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return self.normalised
+
+    @property
+    def is_ensemble(self) -> bool:
+        """A pipeline of other models, run by the server itself (no backend of its own)."""
+        return self.platform == "ensemble"
 
     @property
     def instance_count(self) -> int:

@@ -30,7 +30,6 @@ _IGNORED: tuple[KeyPath, ...] = (
 # Fields that change results or how requests are grouped: serving without them would be wrong.
 _REFUSED: dict[KeyPath, str] = {
     ("sequence_batching",): "it schedules each request on its own, with no sequence state",
-    ("ensemble_scheduling",): "it serves single models, not pipelines of models",
     ("batch_input",): "it does not synthesise batch tensors from a batch's requests",
     ("batch_output",): "it does not scatter batch outputs by source input shapes",
 }

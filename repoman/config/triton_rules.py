@@ -9,6 +9,7 @@ from typing import Any
 from repoman.config.batching import check_dynamic_batching
 from repoman.config.checker import Checker
 from repoman.config.deployment import check_instance_groups, check_version_policy, check_warmup
+from repoman.config.ensemble import check_ensemble
 from repoman.config.files import check_file_names
 from repoman.config.tree import Positions
 from repoman.errors import ConfigIssue
@@ -42,6 +43,7 @@ def check(
     check_version_policy(checker)
     check_warmup(checker)
     check_file_names(checker)
+    check_ensemble(checker)
     return checker.issues
 
 

@@ -11,11 +11,12 @@ from repoman import __version__
 from repoman.config.model import TensorConfig
 from repoman.dataplane.redact import Redactor
 from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
-from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound
+from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound, RepomanError
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
 from repoman.names import check_model_name
-from repoman.scheduler import SharedScheduler
+from repoman.pipeline.dispatch import Dispatcher
+from repoman.pipeline.graph import members
 
 SERVER_NAME = "repoman"
 EXTENSIONS = (
@@ -46,12 +47,12 @@ class InferenceService:
     def __init__(
         self,
         manager: ModelManager,
-        scheduler: SharedScheduler,
+        dispatcher: Dispatcher,
         control: RepositoryControl | None = None,
         repository: Path | None = None,
     ) -> None:
         self._manager = manager
-        self._scheduler = scheduler
+        self._dispatcher = dispatcher
         self._control = control
         self._ready = False
         self.redact = Redactor(repository)
@@ -88,7 +89,7 @@ class InferenceService:
     async def _run(self, version: ModelVersion, request: InferRequest) -> InferResponse:
         config = version.config
         prepared = prepare(config, request)
-        outputs = await self._scheduler.submit(
+        outputs = await self._dispatcher.submit(
             version,
             prepared.inputs,
             prepared.wanted,
@@ -147,9 +148,10 @@ class InferenceService:
             if error and not versions:
                 rows.append({"name": name, "state": "UNAVAILABLE", "reason": self.redact(error)})
             for mv in versions:
-                row = {"name": name, "version": str(mv.version), "state": mv.state.value}
-                if mv.reason or error:
-                    row["reason"] = self.redact(mv.reason or error)
+                state, reason = self._manager.serving_state(mv)
+                row = {"name": name, "version": str(mv.version), "state": state.value}
+                if reason or error:
+                    row["reason"] = self.redact(reason or error)
                 rows.append(row)
         return rows
 
@@ -165,7 +167,7 @@ class InferenceService:
             for mv in self._manager.versions(model):
                 if version is not None and mv.version != version:
                     continue
-                rows.append(self._scheduler.stats(mv).as_dict(model, mv.version))
+                rows.append(self._dispatcher.stats(mv).as_dict(model, mv.version))
         return {"model_stats": rows}
 
     async def load_model(self, name: str, config_text: str | None = None) -> None:
@@ -182,16 +184,45 @@ class InferenceService:
             # serving: 400 with the reason.
             raise LoadFailed(name, failures)
         if not self._manager.is_ready(name):
-            self._manager.route(name)  # raises the reason it is not ready
+            try:
+                self._manager.route(name)
+            except RepomanError as exc:
+                if self._is_ensemble(name):  # NOTE: its members do not fit: the load failed
+                    raise LoadFailed(name, [str(exc)]) from None
+                raise
 
-    async def unload_model(self, name: str) -> None:
-        """Drain and unload every version of a model; returns when done. Idempotent."""
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        """Drain and unload every version of a model; returns when done. Idempotent.
+
+        ``unload_dependents`` (Triton's parameter): for an ensemble, then unload each member
+        no other loaded ensemble uses (and, for a member that is an ensemble, its own).
+        """
         check_model_name(name)
         if self._control is None:
             raise InvalidRequest(
                 "unloading models through the API needs --model-control-mode explicit"
             )
-        await asyncio.shield(self._control.unload(name))
+        await asyncio.shield(self._unload(name, unload_dependents))
+
+    async def _unload(self, name: str, dependents: bool) -> None:
+        assert self._control is not None
+        members_before = self._members_of(name)
+        await self._control.unload(name)
+        if not dependents:
+            return
+        used = {m for other in self._manager.model_names() for m in self._members_of(other)}
+        unused = [m for m in members_before if m not in used and m != name]
+        await asyncio.gather(*(self._unload(member, True) for member in unused))
+
+    def _members_of(self, name: str) -> list[str]:
+        """The members every held version of ``name`` names (none for a plain model)."""
+        found: dict[str, None] = {}
+        for mv in self._manager.versions(name):
+            found.update(dict.fromkeys(members(mv.config)))
+        return list(found)
+
+    def _is_ensemble(self, name: str) -> bool:
+        return any(mv.config.is_ensemble for mv in self._manager.versions(name))
 
     def _known(self, name: str, version: int | None) -> None:
         check_model_name(name)

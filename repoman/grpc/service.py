@@ -19,14 +19,13 @@ from tritonclient.grpc import service_pb2 as pb
 
 from repoman.dataplane.api import DataPlane
 from repoman.dataplane.request_checks import ExpectedInputs
-from repoman.errors import InvalidRequest, RepomanError
+from repoman.errors import RepomanError
 from repoman.grpc.codec import decode_infer_request, encode_infer_response, parameter_values
 from repoman.grpc.status import BY_HTTP_STATUS, status_of
 from repoman.inference import InferRequest
 from repoman.names import parse_version
 from repoman.server.auth import AccessPolicy, Scope
-from repoman.server.codec_tensors import json_preview
-from repoman.server.handlers import load_config_text
+from repoman.server.handlers import load_config_text, unload_dependents
 
 log = logging.getLogger(__name__)
 
@@ -179,18 +178,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> Any:
         parameters = parameter_values(request.parameters)
-        unknown = sorted(set(parameters) - {"unload_dependents"})
-        if unknown:
-            raise InvalidRequest(
-                f"unsupported unload parameter(s): {json_preview(unknown)} "
-                "(repoman accepts 'unload_dependents')"
-            )
-        dependents = parameters.get("unload_dependents")
-        if dependents is not None and not isinstance(dependents, bool):
-            raise InvalidRequest("parameter 'unload_dependents' must be true or false")
-        # NOTE: repoman serves no ensembles, so no model depends on another: unloading one
-        # unloads it alone, whichever unload_dependents says.
-        await self.plane.unload_model(request.model_name)
+        await self.plane.unload_model(request.model_name, unload_dependents(parameters))
         return pb.RepositoryModelUnloadResponse()
 
     # ---- Triton's other extensions: not served --------------------------------------------

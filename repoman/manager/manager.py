@@ -10,7 +10,7 @@ from typing import Protocol
 
 from repoman.aspired import Aspired, AspiredVersion
 from repoman.backends import BackendRegistry
-from repoman.errors import RepomanError
+from repoman.errors import ModelNotReady, RepomanError
 from repoman.instances import instance_contexts, load_instances, unload_instances
 from repoman.manager.policy import Held, Identity, Load, plan
 from repoman.manager.routing import choose
@@ -32,6 +32,10 @@ class Serving(Protocol):
 
 StateListener = Callable[[str, int, str, str], None]
 
+Blocked = Callable[[ModelVersion], str]
+"""Why a READY version cannot serve now ("" when it can): an ensemble whose members are not
+all ready (the layer that runs ensembles says; the manager only asks)."""
+
 
 class ModelManager:
     """Owns every model version; all methods run on the event loop thread.
@@ -49,8 +53,10 @@ class ModelManager:
         load_threads: int = 2,
         on_state: StateListener | None = None,
         load_timeout: float | None = None,
+        blocked: Blocked | None = None,
     ) -> None:
         self._registry = registry
+        self._blocked = blocked
         self._serving = serving
         self._versions: dict[str, dict[int, ModelVersion]] = {}
         self._model_errors: dict[str, str] = {}
@@ -75,10 +81,23 @@ class ModelManager:
         return self._model_errors.get(model, "")
 
     def route(self, model: str, version: int | None = None) -> ModelVersion:
-        """The version that serves a request: the one named, else the newest READY one."""
-        return choose(
-            model, self._versions.get(model) or {}, self._model_errors.get(model), version
-        )
+        """The version that serves a request: the one named, else the newest READY one;
+        ModelNotReady when that one is READY but cannot serve (``blocked`` says why)."""
+        mv = choose(model, self._versions.get(model) or {}, self._model_errors.get(model), version)
+        if self._blocked is not None:
+            reason = self._blocked(mv)
+            if reason:
+                raise ModelNotReady(model, version, reason)
+        return mv
+
+    def serving_state(self, mv: ModelVersion) -> tuple[State, str]:
+        """The state and reason the API shows: UNAVAILABLE, with why, for a READY version
+        that cannot serve now (an ensemble waiting for a member)."""
+        if mv.state is State.READY and self._blocked is not None:
+            reason = self._blocked(mv)
+            if reason:
+                return State.UNAVAILABLE, reason
+        return mv.state, mv.reason
 
     def is_ready(self, model: str, version: int | None = None) -> bool:
         try:
@@ -162,6 +181,8 @@ class ModelManager:
     async def _build(self, mv: ModelVersion) -> str:
         """Build, load and warm up ``mv``'s instances; "" on success, else why it failed."""
         self._set_state(mv, State.LOADING)
+        if mv.config.is_ensemble:
+            return ""  # NOTE: nothing of its own to load: its steps run on its members
         started = time.perf_counter()
         try:
             spec = self._registry.resolve(mv.config)

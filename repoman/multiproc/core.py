@@ -20,7 +20,7 @@ from repoman.manager import ModelManager
 from repoman.multiproc.frontend import FrontendOptions, Settings
 from repoman.multiproc.hub import FrontendHub
 from repoman.multiproc.supervisor import Supervisor
-from repoman.scheduler import SharedScheduler
+from repoman.pipeline.dispatch import Dispatcher
 from repoman.server import listen, log_listening, stop_on_signals
 
 log = logging.getLogger("repoman")
@@ -36,7 +36,7 @@ async def serve_with_frontends(
     *,
     service: InferenceService,
     manager: ModelManager,
-    scheduler: SharedScheduler,
+    dispatcher: Dispatcher,
     metrics: MetricsSource,
     models: Callable[[object], AsyncIterator[None]],
     options: FrontendOptions,
@@ -56,7 +56,7 @@ async def serve_with_frontends(
         grpc_holder, grpc_port = reserve_port(grpc.host, grpc.port)
         options = dataclasses.replace(options, grpc_host=grpc.host, grpc_port=grpc_port)
     folder = Path(tempfile.mkdtemp(prefix="repoman-"))
-    hub = FrontendHub(service, manager, scheduler, metrics, arena_bytes=ARENA_BYTES)
+    hub = FrontendHub(service, manager, dispatcher, metrics, arena_bytes=ARENA_BYTES)
     hub_ready(hub)
     lifecycle = models(None)
     supervisor: Supervisor | None = None

@@ -26,8 +26,8 @@ from repoman.errors import ErrorKind, RepomanError
 from repoman.ipc import Arena, Connection, ConnectionLost, tensors
 from repoman.manager import ModelManager, ModelVersion, State
 from repoman.multiproc import protocol
-from repoman.scheduler import SharedScheduler
-from repoman.scheduler.pending import Pending
+from repoman.pipeline.dispatch import Dispatcher
+from repoman.pipeline.runner import Handle
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,14 @@ class FrontendHub:
         self,
         service: InferenceService,
         manager: ModelManager,
-        scheduler: SharedScheduler,
+        dispatcher: Dispatcher,
         metrics: MetricsSource,
         *,
         arena_bytes: int,
     ) -> None:
         self._service = service
         self._manager = manager
-        self._scheduler = scheduler
+        self._dispatcher = dispatcher
         self._metrics = metrics
         self._arena_bytes = arena_bytes
         self._peers: set[_Peer] = set()
@@ -161,15 +161,16 @@ class FrontendHub:
         models = {}
         for name in self._manager.model_names():
             error = self._manager.model_error(name)
-            versions = {
-                mv.version: (
-                    mv.state.value,
-                    redact(mv.reason),
-                    self._generation(mv) if mv.state is State.READY else 0,
-                    mv.config if mv.state is State.READY else None,
+            versions = {}
+            for mv in self._manager.versions(name):
+                state, reason = self._manager.serving_state(mv)
+                ready = state is State.READY
+                versions[mv.version] = (
+                    state.value,
+                    redact(reason),
+                    self._generation(mv) if ready else 0,
+                    mv.config if ready else None,
                 )
-                for mv in self._manager.versions(name)
-            }
             models[name] = (redact(error) if error else None, versions)
         return {"ready": self._service.ready, "models": models}
 
@@ -216,7 +217,7 @@ class _Peer:
         self.pid = pid
         self.request_arena = request_arena
         self.response_arena = response_arena
-        self.pending: dict[int, Pending] = {}
+        self.pending: dict[int, Handle] = {}
 
     def on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -228,7 +229,7 @@ class _Peer:
         elif kind == "cancel":
             item = self.pending.get(message[1])
             if item is not None:
-                self.hub._scheduler.withdraw(item)
+                self.hub._dispatcher.withdraw(item)
                 if not item.future.done():
                     item.future.cancel()
         elif kind == "call":
@@ -242,7 +243,7 @@ class _Peer:
         # freed by the kernel) once the last such view is gone.
         self.hub._peers.discard(self)
         for item in list(self.pending.values()):
-            self.hub._scheduler.withdraw(item)
+            self.hub._dispatcher.withdraw(item)
             if not item.future.done():
                 item.future.cancel()
         if reason is not None:
@@ -266,7 +267,7 @@ class _Peer:
         try:
             mv = self.hub.route(model, asked, routed, generation)
             arrays = tensors.get_all(self.request_arena, inputs)
-            item = self.hub._scheduler.enqueue(
+            item = self.hub._dispatcher.enqueue(
                 mv,
                 arrays,
                 wanted,

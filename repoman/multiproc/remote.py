@@ -170,8 +170,8 @@ class RemoteDataPlane:
     async def load_model(self, name: str, config_text: str | None = None) -> None:
         await self._ask("load_model", name, config_text)
 
-    async def unload_model(self, name: str) -> None:
-        await self._ask("unload_model", name)
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        await self._ask("unload_model", name, unload_dependents)
 
     async def exposition(self) -> bytes:
         return bytes(await self._ask("metrics"))

@@ -84,9 +84,7 @@ def make_app(
             web.get(versioned + "/stats", handlers.statistics),
             web.post("/v2/repository/index", handlers.repository_index, **expect),
             web.post("/v2/repository/models/{model}/load", handlers.repository_load, **expect),
-            web.post(
-                "/v2/repository/models/{model}/unload", handlers.repository_unload, **expect
-            ),
+            web.post("/v2/repository/models/{model}/unload", handlers.repository_unload, **expect),
         ]
     )
     return app

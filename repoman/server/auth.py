@@ -57,9 +57,7 @@ class AccessPolicy:
     @property
     def restricts(self) -> bool:
         """Whether any request could be refused (else the check need not run at all)."""
-        return (
-            self.control_token is not None or not self.repository_api or self.protect_inference
-        )
+        return self.control_token is not None or not self.repository_api or self.protect_inference
 
     def check(self, scope: Scope, authorization: str) -> Denial | None:
         """Why a request for ``scope`` with this ``Authorization`` value is refused; None

@@ -171,8 +171,31 @@ def load_config_text(parameters: dict[str, Any]) -> str | None:
     return config_text
 
 
+def unload_dependents(parameters: dict[str, Any]) -> bool:
+    """Triton's ``unload_dependents`` among an unload request's ``parameters`` (every
+    transport's check)."""
+    unknown = sorted(set(parameters) - {"unload_dependents"})
+    if unknown:
+        raise InvalidRequest(
+            f"unsupported unload parameter(s): {json_preview(unknown)} "
+            "(repoman accepts 'unload_dependents')"
+        )
+    dependents = parameters.get("unload_dependents", False)
+    if not isinstance(dependents, bool):
+        raise InvalidRequest("parameter 'unload_dependents' must be true or false")
+    return dependents
+
+
 async def repository_unload(request: web.Request) -> web.Response:
-    await request.app[SERVICE].unload_model(request.match_info["model"])
+    name = request.match_info["model"]
+    dependents = False
+    payload = await read_json_body(request, request.app[LIMITS], request.app[DECODER])
+    if payload is not None:
+        parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
+        if not isinstance(parameters, dict):
+            raise InvalidRequest("unload request body must be an object with optional 'parameters'")
+        dependents = unload_dependents(parameters)
+    await request.app[SERVICE].unload_model(name, dependents)
     return _json({})
 
 

@@ -39,8 +39,8 @@ def complete(
     (or there are no model files at all), ``doc`` is returned as it is: the config's own
     checks then speak, with line numbers.
     """
-    if not needs_completion(doc):
-        return doc
+    if not needs_completion(doc) or doc.get("platform") == "ensemble":
+        return doc  # NOTE: an ensemble has no model file of its own to read
     where = str(model_dir)
     try:
         if version_dir is None:

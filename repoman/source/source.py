@@ -209,10 +209,13 @@ class RepositorySource:
 
     # ---- the repository API (explicit mode) ------------------------------------------
 
-    async def load(self, name: str, config_text: str | None = None) -> list[str]:
+    async def load(
+        self, name: str, config_text: str | None = None, *, _seen: set[str] | None = None
+    ) -> list[str]:
         """Load or reload one model as the disk has it now (``config_text``: JSON override);
         returns what failed (empty: every wanted version is served). An override larger than
-        the config size limit is refused before it is parsed.
+        the config size limit is refused before it is parsed. As in Triton's explicit mode,
+        an ensemble's load also loads the members it names that are not loaded yet.
         """
         path = self._model_path(name)
         if path is None or not path.is_dir():
@@ -228,7 +231,27 @@ class RepositorySource:
             read_model, path, options, now=time.time(), name=name, root=self.root
         )
         aspired = await self.aspired(folder, config_text)
-        return await self._target.apply(aspired, retry_failed=True)
+        failures = await self._target.apply(aspired, retry_failed=True)
+        seen = _seen if _seen is not None else {name}
+        held = set(self._target.model_names())
+        members = {
+            step.model_name: None
+            for version in aspired.versions
+            for step in version.config.ensemble_steps
+            if step.model_name not in held and step.model_name not in seen
+        }
+        seen.update(members)
+        results = await asyncio.gather(
+            *(self.load(member, _seen=seen) for member in members), return_exceptions=True
+        )
+        for member, result in zip(members, results, strict=True):
+            if isinstance(result, RepomanError):
+                failures.append(f"member '{member}': {result}")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                failures += [f"member '{member}': {failure}" for failure in result]
+        return failures
 
     async def unload(self, name: str) -> None:
         await self._target.apply(Aspired(name))

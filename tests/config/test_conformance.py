@@ -59,7 +59,10 @@ EXPECTED: dict[str, str] = {
     "default_priority_level1": (
         r"default_priority_level: default_priority_level 5 is outside \[1, 3\]"
     ),
-    "ensemble_scheduling_set": r"ensemble_scheduling: `ensemble_scheduling` is not supported",
+    "ensemble_scheduling_set": (
+        r"ensemble_scheduling: ensemble scheduling cannot be set for model "
+        r"'ensemble_scheduling_set' whose platform is not ensemble"
+    ),
     "invalid_cpu": (
         r"instance_group\[0\]\.gpus: expected no gpus for instance group 'invalid_cpu_0' "
         r"of kind KIND_CPU, found gpus \[0\]"
@@ -142,7 +145,7 @@ EXPECTED: dict[str, str] = {
 }
 
 # Cases where Triton refuses a feature repoman does not have: nothing else may be reported.
-_REFUSED_ONLY = (_BATCH_INPUT, _BATCH_OUTPUT, _SEQUENCE, EXPECTED["ensemble_scheduling_set"])
+_REFUSED_ONLY = (_BATCH_INPUT, _BATCH_OUTPUT, _SEQUENCE)
 
 
 def _cases() -> list[str]:
@@ -185,3 +188,26 @@ def test_triton_invalid_config_is_refused_for_the_same_problem(tmp_path: Path, c
     assert matching[0].line is not None and matching[0].column is not None
     if pattern in _REFUSED_ONLY:
         assert issues == matching
+
+
+_SCHEMA_CASES = ("missing_datatype",)
+ENSEMBLE_CASES = [case for case in CASES if (CONFORMANCE / case / "expected_ensemble").is_file()]
+
+
+@pytest.mark.parametrize("case", ENSEMBLE_CASES)
+def test_triton_case_as_an_ensemble_is_refused_without_its_steps(tmp_path: Path, case: str) -> None:
+    # Triton runs each case a second time as an ensemble (expected_ensemble): a config
+    # without ensemble_scheduling is then refused for that, whatever else it has.
+    model_dir = tmp_path / case
+    model_dir.mkdir()
+    text = (CONFORMANCE / case / "config.pbtxt").read_text(encoding="utf-8")
+    text = re.sub(r"^(platform|backend):.*$", "", text, flags=re.MULTILINE)
+    (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_model_config(model_dir, default_platform="ensemble")
+    if EXPECTED[case] in _REFUSED_ONLY or case in _SCHEMA_CASES:
+        # NOTE: a refused field, or a schema error, is reported before any semantics.
+        assert re.search(EXPECTED[case], str(info.value))
+        return
+    pattern = rf"platform: ensemble scheduling must be set for ensemble {case} whose platform"
+    assert any(re.search(pattern, str(issue)) for issue in info.value.issues), str(info.value)

@@ -70,7 +70,6 @@ def test_a_plain_config_has_no_warnings() -> None:
     ("extra", "field", "line", "column"),
     [
         ("sequence_batching { max_sequence_idle_microseconds: 5 }", "sequence_batching", 5, 1),
-        ('ensemble_scheduling { step { model_name: "a" } }', "ensemble_scheduling", 5, 1),
         ('batch_input { kind: BATCH_ELEMENT_COUNT target_name: "b" }', "batch_input", 5, 1),
         ('batch_output { target_name: "y" }', "batch_output", 5, 1),
         (

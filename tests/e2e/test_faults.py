@@ -18,8 +18,9 @@ BODY = json.dumps(
 
 def post(server, path: str, body: bytes = BODY, timeout: float = 30) -> tuple[int, dict, float]:
     started = time.monotonic()
-    request = urllib.request.Request(server.url + path, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + path, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -36,8 +37,15 @@ def test_a_hung_execution_is_written_off_and_every_other_model_keeps_serving(
     write_model(repo, "stuck_too", backend="blocking")
     write_model(repo, "fine")
     server = server_factory(
-        repo, "--plugins-dir", str(plugins_dir), "--num-batch-threads", "2",
-        "--execution-timeout", "1", "--shutdown-timeout", "2",
+        repo,
+        "--plugins-dir",
+        str(plugins_dir),
+        "--num-batch-threads",
+        "2",
+        "--execution-timeout",
+        "1",
+        "--shutdown-timeout",
+        "2",
     )
     # NOTE: two hung models, two workers: before, this stopped every other model for good.
     for name in ("stuck", "stuck_too"):
@@ -65,8 +73,17 @@ def test_loads_that_never_return_do_not_hold_up_other_loads(tmp_path, plugins_di
     for name in ("hangs_a", "hangs_b", "hangs_c"):
         write_model(repo, name, extra=slow)
     server = server_factory(
-        repo, "--plugins-dir", str(plugins_dir), "--model-control-mode", "explicit",
-        "--load-model", "*", "--model-load-timeout", "1", "--shutdown-timeout", "2",
+        repo,
+        "--plugins-dir",
+        str(plugins_dir),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "*",
+        "--model-load-timeout",
+        "1",
+        "--shutdown-timeout",
+        "2",
         timeout=60,
     )
     write_model(repo, "later")
@@ -88,14 +105,19 @@ def test_requests_whose_clients_went_away_are_dropped_from_the_queue(
     import socket
 
     repo = tmp_path / "repo"
-    write_model(repo, "slow", max_batch_size=0,
-                extra='parameters { key: "delay_ms" value: { string_value: "400" } }\n')
+    write_model(
+        repo,
+        "slow",
+        max_batch_size=0,
+        extra='parameters { key: "delay_ms" value: { string_value: "400" } }\n',
+    )
     server = server_factory(repo, "--plugins-dir", str(plugins_dir), "--num-batch-threads", "1")
     body = BODY.replace(b"[1, 4]", b"[4]")  # max_batch_size 0: no batch dimension
     request = (
         f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
     def pending() -> float:
         with urllib.request.urlopen(server.url + "/metrics", timeout=5) as answer:
             for line in answer.read().decode().splitlines():

@@ -38,7 +38,10 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    )
 
 
 def wait_for(predicate, timeout: float = 20.0, message: str = "condition") -> None:
@@ -85,9 +88,7 @@ def test_metrics_and_statistics_count_every_request_once_across_front_ends(
     assert stats["model_stats"][0]["inference_stats"]["success"]["count"] == 120
 
 
-def test_a_version_swap_under_load_through_front_ends_fails_no_request(
-    digits_repo, server_factory
-):
+def test_a_version_swap_under_load_through_front_ends_fails_no_request(digits_repo, server_factory):
     server = server_factory(digits_repo, *WORKERS, "--quiet-period", "0.2")
     with spread_traffic(server.address) as traffic:
         wait_for(lambda: len(traffic.versions) > 20, message="traffic")
@@ -127,7 +128,9 @@ def test_sigterm_answers_requests_in_flight_and_leaves_nothing_behind(
 ):
     shm_before = set(os.listdir("/dev/shm"))
     repo = tmp_path / "repo"
-    write_model(repo, "slow", extra='parameters { key: "delay_ms" value: { string_value: "1500" } }\n')
+    write_model(
+        repo, "slow", extra='parameters { key: "delay_ms" value: { string_value: "1500" } }\n'
+    )
     server = server_factory(repo, "--plugins-dir", str(plugins_dir), *WORKERS)
     pids = list(frontend_pids(server).values())
     outcome: dict[str, object] = {}
@@ -140,8 +143,13 @@ def test_sigterm_answers_requests_in_flight_and_leaves_nothing_behind(
 
     thread = threading.Thread(target=call)
     thread.start()
-    wait_for(lambda: metric(server, "nv_inference_pending_request_count", "slow") == 0
-             and metric(server, "nv_inference_exec_count", "slow") == 0, message="queued")
+    wait_for(
+        lambda: (
+            metric(server, "nv_inference_pending_request_count", "slow") == 0
+            and metric(server, "nv_inference_exec_count", "slow") == 0
+        ),
+        message="queued",
+    )
     time.sleep(0.5)  # NOTE: the request is being computed (1.5 s)
     server.process.send_signal(signal.SIGTERM)
     thread.join(30)
@@ -162,8 +170,14 @@ def test_front_ends_die_with_the_core(digits_repo, server_factory):
 def test_the_repository_api_and_its_token_work_through_front_ends(digits_repo, server_factory):
     shutil.copytree(BUNDLED / "iris", digits_repo / "iris")
     server = server_factory(
-        digits_repo, *WORKERS, "--model-control-mode", "explicit", "--load-model", "digits",
-        "--control-token", "t0k",
+        digits_repo,
+        *WORKERS,
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "digits",
+        "--control-token",
+        "t0k",
     )
     status, _ = server.request("POST", "/v2/repository/models/iris/load", b"")
     assert status == 401

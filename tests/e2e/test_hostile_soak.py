@@ -42,10 +42,14 @@ def load_body(config: dict | str) -> bytes:
 
 def digits_config(**changes) -> dict:
     config = {
-        "name": "digits", "backend": "onnxruntime", "max_batch_size": 8,
+        "name": "digits",
+        "backend": "onnxruntime",
+        "max_batch_size": 8,
         "input": [{"name": "pixels", "data_type": "TYPE_FP32", "dims": [64]}],
-        "output": [{"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10]},
-                   {"name": "label", "data_type": "TYPE_INT64", "dims": [1]}],
+        "output": [
+            {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10]},
+            {"name": "label", "data_type": "TYPE_INT64", "dims": [1]},
+        ],
     }
     config.update(changes)
     return config
@@ -57,32 +61,47 @@ def hostile_requests(server) -> list[tuple[str, set[int], Callable[[], int]]]:
     def post(path: str, body: bytes, headers: dict | None = None) -> Callable[[], int]:
         return lambda: send(server, "POST", path, body, {**AUTH, **(headers or {})}, timeout=30)[0]
 
-    zeros = b'{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32","data":[' + (
-        b"0," * (31 * 2**20)) + b'0]}]}'
-    many = infer_body([{"name": f"x{i}", "shape": [1], "datatype": "FP32", "data": [0]}
-                       for i in range(400_000)])
-    several = infer_body([{"name": f"x{i}", "shape": [1], "datatype": "FP32", "data": [0]}
-                          for i in range(60_000)])
+    zeros = (
+        b'{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32","data":['
+        + (b"0," * (31 * 2**20))
+        + b"0]}]}"
+    )
+    many = infer_body(
+        [{"name": f"x{i}", "shape": [1], "datatype": "FP32", "data": [0]} for i in range(400_000)]
+    )
+    several = infer_body(
+        [{"name": f"x{i}", "shape": [1], "datatype": "FP32", "data": [0]} for i in range(60_000)]
+    )
     rank = infer_body([{"name": "pixels", "shape": [1] * 40, "datatype": "FP32", "data": [0]}])
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
         f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
         for p, c in zip("abcdefgh", "bcdefghi", strict=True)
     )
     nested = b'{"parameters": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    warmup = [{"name": "w", "batch_size": 8, "inputs": {
-        "pixels": {"data_type": "TYPE_FP32", "dims": [2**30], "zero_data": True}}}]
+    warmup = [
+        {
+            "name": "w",
+            "batch_size": 8,
+            "inputs": {"pixels": {"data_type": "TYPE_FP32", "dims": [2**30], "zero_data": True}},
+        }
+    ]
 
     def declared_too_long() -> int:
-        head = (b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{")
+        head = (
+            b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{"
+        )
         answer, _, _ = exchange(server, head, wait=5)
         return int(answer.split(b" ", 2)[1]) if answer else 0
 
     def trickle() -> int:
-        body = infer_body([{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
-                            "data": [0] * 64}])
-        head = (f"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        body = infer_body(
+            [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]
+        )
+        head = (
+            f"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         with socket.create_connection((server.host, server.port), timeout=10) as sock:
             sock.sendall(head + body[:10])  # the rest never comes
             sock.settimeout(10)
@@ -90,33 +109,75 @@ def hostile_requests(server) -> list[tuple[str, set[int], Callable[[], int]]]:
         return int(answer.split(b" ", 2)[1]) if answer else 0
 
     return [
-        ("gzip bomb", {413}, post("/v2/models/digits/infer", gzip.compress(zeros),
-                                  {"Content-Encoding": "gzip"})),
-        ("corrupt gzip", {400}, post("/v2/models/digits/infer", b"\x1f\x8b\x08garbage",
-                                     {"Content-Encoding": "gzip"})),
-        ("unknown encoding", {415}, post("/v2/models/digits/infer", b"{}",
-                                         {"Content-Encoding": "snappy"})),
+        (
+            "gzip bomb",
+            {413},
+            post("/v2/models/digits/infer", gzip.compress(zeros), {"Content-Encoding": "gzip"}),
+        ),
+        (
+            "corrupt gzip",
+            {400},
+            post("/v2/models/digits/infer", b"\x1f\x8b\x08garbage", {"Content-Encoding": "gzip"}),
+        ),
+        (
+            "unknown encoding",
+            {415},
+            post("/v2/models/digits/infer", b"{}", {"Content-Encoding": "snappy"}),
+        ),
         ("400k inputs", {413}, post("/v2/models/digits/infer", many)),
         ("60k inputs", {400}, post("/v2/models/digits/infer", several)),
         ("rank 40", {400}, post("/v2/models/digits/infer", rank)),
         ("a 1 GiB Content-Length", {413}, declared_too_long),
         ("a trickling body", {408}, trickle),
-        ("non-ASCII token", {401}, post("/v2/repository/models/digits/load", b"",
-                                        {"Authorization": "Bearer t\u00f6ken".encode()})),
+        (
+            "non-ASCII token",
+            {401},
+            post(
+                "/v2/repository/models/digits/load",
+                b"",
+                {"Authorization": "Bearer t\u00f6ken".encode()},
+            ),
+        ),
         ("nested load body", {400}, post("/v2/repository/models/digits/load", nested)),
-        ("YAML alias bomb override", {400}, post("/v2/repository/models/digits/load",
-                                                 load_body(bomb))),
-        ("a file outside the repository", {400}, post(
-            "/v2/repository/models/digits/load",
-            load_body(digits_config(default_model_filename="/etc/passwd")))),
-        ("max_batch_size 10^23", {400}, post(
-            "/v2/repository/models/digits/load", load_body(digits_config(max_batch_size=10**23)))),
-        ("a 4 GiB warm-up", {400}, post(
-            "/v2/repository/models/digits/load", load_body(digits_config(model_warmup=warmup)))),
+        (
+            "YAML alias bomb override",
+            {400},
+            post("/v2/repository/models/digits/load", load_body(bomb)),
+        ),
+        (
+            "a file outside the repository",
+            {400},
+            post(
+                "/v2/repository/models/digits/load",
+                load_body(digits_config(default_model_filename="/etc/passwd")),
+            ),
+        ),
+        (
+            "max_batch_size 10^23",
+            {400},
+            post(
+                "/v2/repository/models/digits/load", load_body(digits_config(max_batch_size=10**23))
+            ),
+        ),
+        (
+            "a 4 GiB warm-up",
+            {400},
+            post(
+                "/v2/repository/models/digits/load", load_body(digits_config(model_warmup=warmup))
+            ),
+        ),
         ("a Unicode digit version", {400}, post("/v2/models/digits/versions/%D9%A1/infer", b"{}")),
         ("a trailing newline name", {400}, post("/v2/models/digits%0A/infer", b"{}")),
-        ("a hung model", {504, 503}, post("/v2/models/stuck/infer", infer_body(
-            [{"name": "INPUT", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]))),
+        (
+            "a hung model",
+            {504, 503},
+            post(
+                "/v2/models/stuck/infer",
+                infer_body(
+                    [{"name": "INPUT", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+                ),
+            ),
+        ),
     ]
 
 
@@ -146,9 +207,19 @@ def test_hostile_inputs_leave_valid_traffic_unharmed(tmp_path: Path, plugins_dir
     shutil.copytree(BUNDLED / "digits", repo / "digits")
     write_model(repo, "stuck", backend="blocking")
     server = server_factory(
-        repo, "--plugins-dir", str(plugins_dir), "--model-control-mode", "explicit",
-        "--load-model", "*", "--control-token", TOKEN, "--execution-timeout", "1",
-        "--request-read-timeout", "2",
+        repo,
+        "--plugins-dir",
+        str(plugins_dir),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "*",
+        "--control-token",
+        TOKEN,
+        "--execution-timeout",
+        "1",
+        "--request-read-timeout",
+        "2",
     )
     pid = server.process.pid
     valid = [Valid(server), Valid(server)]

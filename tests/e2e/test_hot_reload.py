@@ -303,7 +303,9 @@ def test_the_api_refuses_load_outside_explicit_mode(tmp_path, server_factory):
     assert status == 400 and "explicit" in answer["error"]
 
 
-def test_a_model_file_replaced_in_place_is_reloaded_without_a_failed_request(tmp_path, server_factory):
+def test_a_model_file_replaced_in_place_is_reloaded_without_a_failed_request(
+    tmp_path, server_factory
+):
     repo = digits_repo(tmp_path)
     server = server_factory(repo, *POLL)
     with Traffic(server.address) as traffic:
@@ -311,10 +313,14 @@ def test_a_model_file_replaced_in_place_is_reloaded_without_a_failed_request(tmp
         staged = tmp_path / "model.onnx"
         shutil.copy(DIGITS / "1" / "model.onnx", staged)
         staged.replace(repo / "digits" / "1" / "model.onnx")  # same name, new file
-        wait_for(lambda: server.log().count("model digits version 1: LOADING") == 2,
-                 message="version 1 reloading")
-        wait_for(lambda: server.log().count("model digits version 1: UNAVAILABLE") == 1,
-                 message="the old instance unloaded")
+        wait_for(
+            lambda: server.log().count("model digits version 1: LOADING") == 2,
+            message="version 1 reloading",
+        )
+        wait_for(
+            lambda: server.log().count("model digits version 1: UNAVAILABLE") == 1,
+            message="the old instance unloaded",
+        )
         count = len(traffic.versions)
         wait_for(lambda: len(traffic.versions) > count + 20, message="traffic after the reload")
     assert traffic.errors == []
@@ -351,15 +357,21 @@ def test_a_slow_loading_model_does_not_hold_up_the_others(tmp_path, server_facto
     write_model(repo, "quick", versions=(1,))
     server = server_factory(repo, "--plugins-dir", str(plugins), *POLL)
     staging = tmp_path / "staging"
-    write_model(staging, "sluggish",
-                extra='parameters { key: "load_delay_ms" value: { string_value: "8000" } }\n')
+    write_model(
+        staging,
+        "sluggish",
+        extra='parameters { key: "load_delay_ms" value: { string_value: "8000" } }\n',
+    )
     (staging / "sluggish").rename(repo / "sluggish")
     wait_for(lambda: "model sluggish version 1: LOADING" in server.log(), message="slow load")
     started = time.monotonic()
     (repo / "quick" / "2").mkdir()
     (repo / "quick" / "2" / "model.txt").write_text("v2")
-    wait_for(lambda: ready_versions(server, "quick") == ["2"], timeout=6,
-             message="quick version 2 while sluggish is still loading")
+    wait_for(
+        lambda: ready_versions(server, "quick") == ["2"],
+        timeout=6,
+        message="quick version 2 while sluggish is still loading",
+    )
     assert time.monotonic() - started < 6
     assert "model sluggish version 1: READY" not in server.log()
 

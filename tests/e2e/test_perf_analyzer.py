@@ -26,18 +26,37 @@ def perf_analyzer():
 @pytest.mark.parametrize("tensor_format", ["binary", "json"])
 def test_perf_analyzer_runs_clean(bundled_server, perf_analyzer, heldout, tmp_path, tensor_format):
     command = [
-        str(perf_analyzer), "-m", "digits", "-u", bundled_server.address, "-i", "http",
-        "--concurrency-range", "4", "--measurement-mode", "count_windows",
-        "--measurement-request-count", "200", "--max-trials", "4",
-        "--stability-percentage", "100",
+        str(perf_analyzer),
+        "-m",
+        "digits",
+        "-u",
+        bundled_server.address,
+        "-i",
+        "http",
+        "--concurrency-range",
+        "4",
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        "200",
+        "--max-trials",
+        "4",
+        "--stability-percentage",
+        "100",
     ]
     if tensor_format == "json":
         # NOTE: perf_analyzer's random input can hold NaN, which JSON cannot carry: give real data.
         data = {"data": [{"pixels": row} for row in heldout["digits"]["pixels"]]}
         data_file = tmp_path / "input.json"
         data_file.write_text(json.dumps(data))
-        command += ["--input-tensor-format", "json", "--output-tensor-format", "json",
-                    "--input-data", str(data_file)]
+        command += [
+            "--input-tensor-format",
+            "json",
+            "--output-tensor-format",
+            "json",
+            "--input-data",
+            str(data_file),
+        ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=180)
     output = run.stdout + run.stderr
     if run.returncode != 0 and "stable measurement" in output:

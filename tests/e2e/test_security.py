@@ -177,13 +177,21 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path, plugins_dir, server_fa
     assert "model slow version 1: UNAVAILABLE" in server.log()
 
 
-@pytest.mark.parametrize("content_type", ["text/html", "multipart/form-data; boundary=x",
-                                          "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/html", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"],
+)
 def test_a_wrong_content_type_is_415(bundled_server, content_type):
     body = (ROOT / "examples" / "digits_request.json").read_bytes()
-    status, answer = raw(bundled_server, "POST", "/v2/models/digits/infer", body,
-                         {"Content-Type": content_type})
+    status, answer = raw(
+        bundled_server, "POST", "/v2/models/digits/infer", body, {"Content-Type": content_type}
+    )
     assert status == 415 and b"application/json" in answer
-    ok, _ = raw(bundled_server, "POST", "/v2/models/digits/infer", body,
-                {"Content-Type": "application/json"})
+    ok, _ = raw(
+        bundled_server,
+        "POST",
+        "/v2/models/digits/infer",
+        body,
+        {"Content-Type": "application/json"},
+    )
     assert ok == 200

@@ -116,5 +116,7 @@ def test_soak_version_swaps_under_load_lose_nothing(tmp_path, server_factory):
     growth = result["rss_after"] - result["rss_before"]
     # NOTE: one ONNX Runtime session of this model costs a few MB; ten swaps must not add up.
     assert growth < 20, f"RSS grew by {growth:.1f} MB"
-    print(f"\nsoak: {len(result['answers'])} answers, versions {sorted(served, key=int)}, "
-          f"RSS {result['rss_before']:.0f} -> {result['rss_after']:.0f} MB")
+    print(
+        f"\nsoak: {len(result['answers'])} answers, versions {sorted(served, key=int)}, "
+        f"RSS {result['rss_before']:.0f} -> {result['rss_after']:.0f} MB"
+    )

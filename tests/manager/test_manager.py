@@ -38,11 +38,20 @@ def registry() -> BackendRegistry:
 def config(backend: str = "echo", note: str = "") -> ModelConfig:
     tensor = (TensorConfig("INPUT", DataType.FP32, (1,)),)
     out = (TensorConfig("OUTPUT", DataType.FP32, (1,)),)
-    return ModelConfig(name="m", platform="", backend=backend, max_batch_size=0, inputs=tensor,
-                       outputs=out, parameters={"note": note})
+    return ModelConfig(
+        name="m",
+        platform="",
+        backend=backend,
+        max_batch_size=0,
+        inputs=tensor,
+        outputs=out,
+        parameters={"note": note},
+    )
 
 
-def want(number: int, cfg: ModelConfig | None = None, files: str = "f", error: str = "") -> AspiredVersion:
+def want(
+    number: int, cfg: ModelConfig | None = None, files: str = "f", error: str = ""
+) -> AspiredVersion:
     return AspiredVersion(number, cfg or config(), ((files, 1, 1),), Path("/nowhere"), error)
 
 

@@ -15,8 +15,14 @@ from repoman.types import DataType
 
 def config(note: str = "") -> ModelConfig:
     tensor = (TensorConfig("x", DataType.FP32, (1,)),)
-    return ModelConfig(name="m", platform="", backend=f"fake{note}", max_batch_size=0,
-                       inputs=tensor, outputs=tensor)
+    return ModelConfig(
+        name="m",
+        platform="",
+        backend=f"fake{note}",
+        max_batch_size=0,
+        inputs=tensor,
+        outputs=tensor,
+    )
 
 
 A, B = config(), config("-edited")  # two configs: B stands for a config edit
@@ -43,68 +49,103 @@ class Row:
 
 ROWS = {
     # ---- loading ------------------------------------------------------------------
-    "a new model loads its wanted version":
-        Row({}, Aspired("m", (want(1),), frozenset({1})), [Load(want(1))]),
-    "an unchanged READY version is left alone":
-        Row({1: held(READY)}, Aspired("m", (want(1),), frozenset({1})), []),
-    "several wanted versions load side by side":
-        Row({}, Aspired("m", (want(1), want(2)), frozenset({1, 2})), [Load(want(1)), Load(want(2))]),
-    "only the new one of several wanted versions loads":
-        Row({1: held(READY), 2: held(READY)},
-            Aspired("m", (want(1), want(2), want(3)), frozenset({1, 2, 3})), [Load(want(3))]),
+    "a new model loads its wanted version": Row(
+        {}, Aspired("m", (want(1),), frozenset({1})), [Load(want(1))]
+    ),
+    "an unchanged READY version is left alone": Row(
+        {1: held(READY)}, Aspired("m", (want(1),), frozenset({1})), []
+    ),
+    "several wanted versions load side by side": Row(
+        {}, Aspired("m", (want(1), want(2)), frozenset({1, 2})), [Load(want(1)), Load(want(2))]
+    ),
+    "only the new one of several wanted versions loads": Row(
+        {1: held(READY), 2: held(READY)},
+        Aspired("m", (want(1), want(2), want(3)), frozenset({1, 2, 3})),
+        [Load(want(3))],
+    ),
     # ---- a new version takes over (availability first) ----------------------------
-    "a new version loads while the old one keeps serving":
-        Row({1: held(READY)}, Aspired("m", (want(2),), frozenset({1, 2})), [Load(want(2))]),
-    "once the new version is READY the old one retires":
-        Row({1: held(READY), 2: held(READY)}, Aspired("m", (want(2),), frozenset({1, 2})),
-            [Retire(1)]),
-    "a new version that failed leaves the old one serving":
-        Row({1: held(READY), 2: held(FAILED)}, Aspired("m", (want(2),), frozenset({1, 2})), [],
-            failed={2: want(2).identity}),
-    "an unwanted version that is not serving retires at once":
-        Row({1: held(FAILED)}, Aspired("m", (want(2),), frozenset({1, 2})),
-            [Load(want(2)), Retire(1)]),
-    "a READY wanted version lets an unwanted one go while it reloads":
-        Row({1: held(READY), 2: held(READY)},
-            Aspired("m", (want(2, cfg=B),), frozenset({1, 2})),
-            [Load(want(2, cfg=B), replacing=True), Retire(1)]),
+    "a new version loads while the old one keeps serving": Row(
+        {1: held(READY)}, Aspired("m", (want(2),), frozenset({1, 2})), [Load(want(2))]
+    ),
+    "once the new version is READY the old one retires": Row(
+        {1: held(READY), 2: held(READY)}, Aspired("m", (want(2),), frozenset({1, 2})), [Retire(1)]
+    ),
+    "a new version that failed leaves the old one serving": Row(
+        {1: held(READY), 2: held(FAILED)},
+        Aspired("m", (want(2),), frozenset({1, 2})),
+        [],
+        failed={2: want(2).identity},
+    ),
+    "an unwanted version that is not serving retires at once": Row(
+        {1: held(FAILED)}, Aspired("m", (want(2),), frozenset({1, 2})), [Load(want(2)), Retire(1)]
+    ),
+    "a READY wanted version lets an unwanted one go while it reloads": Row(
+        {1: held(READY), 2: held(READY)},
+        Aspired("m", (want(2, cfg=B),), frozenset({1, 2})),
+        [Load(want(2, cfg=B), replacing=True), Retire(1)],
+    ),
     # ---- edits in place --------------------------------------------------------------
-    "a config edit reloads the version, replacing it":
-        Row({1: held(READY)}, Aspired("m", (want(1, cfg=B),), frozenset({1})),
-            [Load(want(1, cfg=B), replacing=True)]),
-    "a model file replaced in place reloads the version, replacing it":
-        Row({1: held(READY)}, Aspired("m", (want(1, files="g"),), frozenset({1})),
-            [Load(want(1, files="g"), replacing=True)]),
-    "a reload that failed is not retried with the same files":
-        Row({1: held(READY)}, Aspired("m", (want(1, cfg=B),), frozenset({1})), [],
-            failed={1: want(1, cfg=B).identity}),
-    "a failed version is not retried with the same files":
-        Row({1: held(FAILED)}, Aspired("m", (want(1),), frozenset({1})), [],
-            failed={1: want(1).identity}),
-    "a failed version is retried once its files change":
-        Row({1: held(FAILED)}, Aspired("m", (want(1, files="g"),), frozenset({1})),
-            [Load(want(1, files="g"))], failed={1: want(1).identity}),
-    "a version whose own config is broken is handed over as a load that fails":
-        Row({}, Aspired("m", (want(1, error="bad config"),), frozenset({1})),
-            [Load(want(1, error="bad config"))]),
+    "a config edit reloads the version, replacing it": Row(
+        {1: held(READY)},
+        Aspired("m", (want(1, cfg=B),), frozenset({1})),
+        [Load(want(1, cfg=B), replacing=True)],
+    ),
+    "a model file replaced in place reloads the version, replacing it": Row(
+        {1: held(READY)},
+        Aspired("m", (want(1, files="g"),), frozenset({1})),
+        [Load(want(1, files="g"), replacing=True)],
+    ),
+    "a reload that failed is not retried with the same files": Row(
+        {1: held(READY)},
+        Aspired("m", (want(1, cfg=B),), frozenset({1})),
+        [],
+        failed={1: want(1, cfg=B).identity},
+    ),
+    "a failed version is not retried with the same files": Row(
+        {1: held(FAILED)},
+        Aspired("m", (want(1),), frozenset({1})),
+        [],
+        failed={1: want(1).identity},
+    ),
+    "a failed version is retried once its files change": Row(
+        {1: held(FAILED)},
+        Aspired("m", (want(1, files="g"),), frozenset({1})),
+        [Load(want(1, files="g"))],
+        failed={1: want(1).identity},
+    ),
+    "a version whose own config is broken is handed over as a load that fails": Row(
+        {},
+        Aspired("m", (want(1, error="bad config"),), frozenset({1})),
+        [Load(want(1, error="bad config"))],
+    ),
     # ---- removal ---------------------------------------------------------------------
-    "removing the serving version's folder retires it at once":
-        Row({1: held(READY)}, Aspired("m", (), frozenset()), [Retire(1)]),
-    "a version folder removed retires it even with no replacement READY":
-        Row({1: held(READY), 2: held(FAILED)}, Aspired("m", (want(2),), frozenset({2})),
-            [Retire(1)], failed={2: want(2).identity}),
-    "nothing wanted at all retires every version":
-        Row({1: held(READY)}, Aspired("m", (), frozenset({1})), [Retire(1)]),
-    "a model removed (or unloaded) retires every version":
-        Row({1: held(READY), 2: held(FAILED)}, Aspired("m"), [Retire(1), Retire(2)]),
+    "removing the serving version's folder retires it at once": Row(
+        {1: held(READY)}, Aspired("m", (), frozenset()), [Retire(1)]
+    ),
+    "a version folder removed retires it even with no replacement READY": Row(
+        {1: held(READY), 2: held(FAILED)},
+        Aspired("m", (want(2),), frozenset({2})),
+        [Retire(1)],
+        failed={2: want(2).identity},
+    ),
+    "nothing wanted at all retires every version": Row(
+        {1: held(READY)}, Aspired("m", (), frozenset({1})), [Retire(1)]
+    ),
+    "a model removed (or unloaded) retires every version": Row(
+        {1: held(READY), 2: held(FAILED)}, Aspired("m"), [Retire(1), Retire(2)]
+    ),
     # ---- a model-level error (its config is broken) ---------------------------------
-    "a broken model config keeps serving versions still there":
-        Row({1: held(READY)}, Aspired("m", present=frozenset({1}), error="bad"), []),
-    "a broken model config still retires versions whose folders are gone":
-        Row({1: held(READY), 2: held(READY)}, Aspired("m", present=frozenset({2}), error="bad"),
-            [Retire(1)]),
-    "a broken model config loads nothing new":
-        Row({}, Aspired("m", present=frozenset({1}), error="bad"), []),
+    "a broken model config keeps serving versions still there": Row(
+        {1: held(READY)}, Aspired("m", present=frozenset({1}), error="bad"), []
+    ),
+    "a broken model config still retires versions whose folders are gone": Row(
+        {1: held(READY), 2: held(READY)},
+        Aspired("m", present=frozenset({2}), error="bad"),
+        [Retire(1)],
+    ),
+    "a broken model config loads nothing new": Row(
+        {}, Aspired("m", present=frozenset({1}), error="bad"), []
+    ),
 }
 
 

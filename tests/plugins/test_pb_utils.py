@@ -179,7 +179,9 @@ def test_a_counter_counts_and_refuses_going_down(owner):
     with pytest.raises(pb_utils.TritonModelException, match="only a histogram"):
         metric.observe(1)
     assert family.Metric(labels={"route": "a"}) is metric  # same labels, same metric
-    assert pb_utils._metrics_snapshot(owner) == [("reqs", "Requests", "counter", [((("route", "a"),), 2.5)])]
+    assert pb_utils._metrics_snapshot(owner) == [
+        ("reqs", "Requests", "counter", [((("route", "a"),), 2.5)])
+    ]
 
 
 def test_a_gauge_sets_and_moves_both_ways(owner):

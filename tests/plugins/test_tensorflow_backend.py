@@ -199,7 +199,9 @@ def test_signature_name_selects_another_signature(saved, registry):
     ],
     ids=["missing-input", "missing-output", "dtype", "rank"],
 )
-def test_config_disagreeing_with_the_signature_is_found_before_loading(saved, registry, body, words):
+def test_config_disagreeing_with_the_signature_is_found_before_loading(
+    saved, registry, body, words
+):
     found = mismatches(registry, saved / "affine", body)
     for word in words:
         assert word in found

@@ -55,13 +55,16 @@ def test_a_folder_with_only_a_model_file_gets_a_whole_config(tmp_path, completer
     config = load(model_dir(tmp_path), completer)
     assert config.backend == "onnxruntime"
     assert config.max_batch_size == 4 and config.dynamic_batching is not None
-    assert [(t.name, t.data_type.value, t.dims) for t in config.inputs] == [("pixels", "FP32", (64,))]
+    assert [(t.name, t.data_type.value, t.dims) for t in config.inputs] == [
+        ("pixels", "FP32", (64,))
+    ]
     assert [(t.name, t.dims) for t in config.outputs] == [("probabilities", (10,)), ("label", (1,))]
 
 
 def test_a_partial_config_is_completed_and_keeps_what_the_user_wrote(tmp_path, completer):
-    folder = model_dir(tmp_path, 'platform: "onnxruntime_onnx"\nmax_batch_size: 16\n'
-                                 'input [{ name: "pixels" }]\n')
+    folder = model_dir(
+        tmp_path, 'platform: "onnxruntime_onnx"\nmax_batch_size: 16\ninput [{ name: "pixels" }]\n'
+    )
     config = load(folder, completer)
     assert config.max_batch_size == 16 and config.platform == "onnxruntime_onnx"
     assert config.dynamic_batching is None  # the user set max_batch_size: nothing added
@@ -103,8 +106,13 @@ def test_no_model_file_a_backend_knows_is_a_clear_error(tmp_path, completer):
 def test_repoman_config_prints_a_config_that_loads(tmp_path):
     folder = model_dir(tmp_path)
     for fmt, name in (("pbtxt", "config.pbtxt"), ("yaml", "config.yaml")):
-        run = subprocess.run([sys.executable, "-m", "repoman", "config", str(folder), "--format", fmt],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "repoman", "config", str(folder), "--format", fmt],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
         assert run.returncode == 0, run.stderr
         written = tmp_path / f"copy_{fmt}" / "auto"
         written.mkdir(parents=True)
@@ -133,12 +141,16 @@ def test_auto_complete_can_be_turned_off(tmp_path, server_factory):
 
 
 def test_a_version_disagreeing_with_its_model_file_fails_before_loading(tmp_path, completer):
-    text = (BUNDLED / "digits" / "config.pbtxt").read_text().replace('name: "pixels"', 'name: "image"')
+    text = (
+        (BUNDLED / "digits" / "config.pbtxt").read_text().replace('name: "pixels"', 'name: "image"')
+    )
     folder = model_dir(tmp_path, text, name="digits")
     resolved = resolve(folder, completer)
     assert resolved.error is None and resolved.wanted == (1,)
     (aspired,) = resolved.aspired().versions
-    assert "input[0].name: expected one of the model's inputs (pixels), found 'image'" in aspired.error
+    assert (
+        "input[0].name: expected one of the model's inputs (pixels), found 'image'" in aspired.error
+    )
     assert "the model needs input(s) pixels" in aspired.error
 
 
@@ -153,8 +165,11 @@ def test_a_model_file_is_described_once_while_it_does_not_change(tmp_path):
 
     registry = BackendRegistry()
     registry.register(
-        "onnxruntime", onnx.factory, platforms=onnx.platforms,
-        default_model_filename=onnx.default_model_filename, describe=describe,
+        "onnxruntime",
+        onnx.factory,
+        platforms=onnx.platforms,
+        default_model_filename=onnx.default_model_filename,
+        describe=describe,
     )
     counting = Resolver(registry)
     folder = model_dir(tmp_path)

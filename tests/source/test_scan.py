@@ -45,8 +45,10 @@ def test_a_folder_vanishing_mid_scan_skips_it_alone(repo, monkeypatch) -> None:
     found = scan_repository(repo, ScanOptions(), now=time.time())
     assert sorted(found.models) == ["a", "c"]
     assert found.unreadable == ("b",)
-    assert any("b: could not be read this pass (No such file or directory)" in line
-               for line in found.ignored)
+    assert any(
+        "b: could not be read this pass (No such file or directory)" in line
+        for line in found.ignored
+    )
 
 
 def test_odd_entries_never_stop_the_scan(repo) -> None:
@@ -67,8 +69,9 @@ def test_odd_entries_never_stop_the_scan(repo) -> None:
 
 def test_a_model_unreadable_for_a_pass_is_not_unloaded(repo, monkeypatch) -> None:
     target = Recorder()
-    source = RepositorySource(repo, target, Resolver(registry(threading.Event())), mode="poll",
-                              rescan_every=0)
+    source = RepositorySource(
+        repo, target, Resolver(registry(threading.Event())), mode="poll", rescan_every=0
+    )
 
     async def go() -> list[Aspired]:
         await source.start()

@@ -101,8 +101,9 @@ def test_a_model_folder_removed_is_asked_to_unload(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     model(repo, "gone", "echo")
     target = Recorder()
-    source = RepositorySource(repo, target, Resolver(registry(threading.Event())), mode="poll",
-                              rescan_every=0)
+    source = RepositorySource(
+        repo, target, Resolver(registry(threading.Event())), mode="poll", rescan_every=0
+    )
 
     async def go() -> Aspired:
         await source.start()

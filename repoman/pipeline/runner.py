@@ -1,0 +1,217 @@
+"""One request to an ensemble, carried through its steps as a data flow on the event loop.
+
+A step starts as soon as the tensors it reads exist, as a request to its member like any
+other (the member's queue batches it with everyone else's requests); it never holds a
+worker while it waits. Tensors pass from step to step as they are (no copy): a member's
+output slice is the next member's input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from repoman.config.model import ModelConfig
+from repoman.errors import BackendError, InvalidRequest, RepomanError, StepFailed
+from repoman.manager import ModelVersion
+from repoman.pipeline.graph import Plan
+from repoman.signature import compatible_dims
+
+
+class Handle(Protocol):
+    """A request on its way: a queued one (the scheduler's Pending) or an ensemble's call."""
+
+    @property
+    def future(self) -> asyncio.Future[Mapping[str, np.ndarray]]: ...
+
+
+class Steps(Protocol):
+    """What an ensemble's call needs from the dispatcher that runs it."""
+
+    def route(self, model: str, version: int | None) -> ModelVersion: ...
+
+    def enqueue(
+        self,
+        version: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        *,
+        priority: int = 0,
+        timeout_us: int | None = None,
+        request_id: str = "",
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Handle: ...
+
+    def withdraw(self, item: Handle) -> None: ...
+
+
+class EnsembleCall:
+    """One ensemble request: ``future`` gets the outputs asked for, or the first step's error.
+
+    Event loop thread only. ``start`` launches the steps whose inputs are there; each step
+    that finishes adds its outputs and launches the steps now complete. A step that fails
+    fails the call at once and withdraws the steps still queued; ``cancel`` does the same
+    for a client that went away.
+    """
+
+    def __init__(
+        self,
+        steps: Steps,
+        version: ModelVersion,
+        plan: Plan,
+        inputs: Mapping[str, np.ndarray],
+        wanted: tuple[str, ...],
+        *,
+        timeout_us: int | None,
+        request_id: str,
+        parameters: Mapping[str, Any] | None,
+    ) -> None:
+        self.future: asyncio.Future[Mapping[str, np.ndarray]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.started_ns = time.perf_counter_ns()
+        self._steps = steps
+        self._version = version
+        self._plan = plan
+        self._tensors: dict[str, np.ndarray] = dict(inputs)
+        self._wanted = wanted
+        self._missing = len(wanted)
+        self._timeout_us = timeout_us
+        self._request_id = request_id
+        self._parameters = parameters
+        self._needed = plan.needed(wanted)
+        self._waiting = {i: len(plan.reads[i] - plan.inputs) for i in self._needed}
+        self._running: dict[int, Handle] = {}
+
+    def start(self) -> None:
+        if not self._needed:
+            self.future.set_result({})  # NOTE: no output asked for: nothing to run
+            return
+        for index in self._needed:
+            if self._waiting[index] == 0:
+                self._launch(index)
+                if self.future.done():
+                    return
+
+    def cancel(self) -> None:
+        """The caller went away: withdraw every step still in flight."""
+        self._stop()
+        if not self.future.done():
+            self.future.cancel()
+
+    # ---- steps -----------------------------------------------------------------------
+
+    def _launch(self, index: int) -> None:
+        step = self._plan.steps[index]
+        version = None if step.model_version < 0 else step.model_version
+        member: ModelVersion | None = None
+        try:
+            member = self._steps.route(step.model_name, version)
+            inputs = _member_inputs(
+                member.config, {key: self._tensors[t] for key, t in step.input_map.items()}
+            )
+            item = self._steps.enqueue(
+                member,
+                inputs,
+                tuple(step.output_map),
+                timeout_us=self._timeout_us,
+                request_id=self._request_id,
+                parameters=self._parameters,
+            )
+        except RepomanError as exc:
+            self._fail(index, member, exc)
+            return
+        self._running[index] = item
+        routed = member
+        item.future.add_done_callback(lambda done: self._finished(index, routed, done))
+
+    def _finished(
+        self, index: int, member: ModelVersion, done: asyncio.Future[Mapping[str, np.ndarray]]
+    ) -> None:
+        self._running.pop(index, None)
+        if self.future.done():
+            return  # NOTE: failed or cancelled meanwhile; this step's result is not needed
+        if done.cancelled():
+            self._fail(index, member, RepomanError("the step was cancelled"))
+            return
+        error = done.exception()
+        if error is not None:
+            self._fail(index, member, error)
+            return
+        outputs = done.result()
+        config = member.config
+        plan, tensors = self._plan, self._tensors
+        for key, tensor in self._plan.steps[index].output_map.items():
+            value = outputs.get(key)
+            if value is None:
+                self._fail(
+                    index, member, BackendError(f"model '{member.model}' returned no '{key}'")
+                )
+                return
+            if key in config.reshaped_outputs:
+                value = _reshape_out(config, key, value)
+            tensors[tensor] = value
+            for consumer in plan.consumers.get(tensor, ()):
+                waiting = self._waiting.get(consumer)
+                if waiting is None:
+                    continue  # NOTE: a step this request does not need
+                self._waiting[consumer] = waiting - 1
+                if waiting == 1:
+                    self._launch(consumer)
+                    if self.future.done():
+                        return
+        if not self._running and all(name in tensors for name in self._wanted):
+            self.future.set_result({name: tensors[name] for name in self._wanted})
+
+    def _fail(self, index: int, member: ModelVersion | None, error: BaseException) -> None:
+        step = self._plan.steps[index]
+        version = member.version if member is not None else None
+        self._stop()
+        if not self.future.done():
+            self.future.set_exception(
+                StepFailed(self._version.model, index, step.model_name, version, error)
+            )
+
+    def _stop(self) -> None:
+        running, self._running = self._running, {}
+        for item in running.values():
+            self._steps.withdraw(item)
+            if not item.future.done():
+                item.future.cancel()
+
+
+def _member_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A step's inputs checked against the member's config, reshaped where it asks.
+
+    The wiring was checked against the configs; what only a request shows (a variable
+    dimension, a Python member's output) is checked here, before it reaches the member.
+    """
+    batching = config.max_batch_size > 0
+    for name, array in inputs.items():
+        tensor = config.inputs_by_name[name]
+        if array.dtype != tensor.data_type.numpy_dtype:
+            raise InvalidRequest(
+                f"input '{name}' of model '{config.name}': expected datatype "
+                f"{tensor.data_type.value}, found numpy {array.dtype}"
+            )
+        shape = array.shape[1:] if batching else array.shape
+        if not compatible_dims(shape, tensor.dims):
+            expected = ([-1] if batching else []) + list(tensor.dims)
+            raise InvalidRequest(
+                f"input '{name}' of model '{config.name}': expected shape {expected}, "
+                f"found {list(array.shape)}"
+            )
+        if tensor.reshape is not None:
+            target = ((array.shape[0],) if batching else ()) + tensor.reshape
+            inputs[name] = array.reshape(target)
+    return inputs
+
+
+def _reshape_out(config: ModelConfig, name: str, array: np.ndarray) -> np.ndarray:
+    tensor = config.outputs_by_name[name]
+    target = ((array.shape[0],) if config.max_batch_size > 0 else ()) + tensor.dims
+    return array.reshape(target)

@@ -1,0 +1,177 @@
+"""The dispatcher in one process: real manager, real scheduler, fake backends (tests/fakes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repoman.aspired import Aspired, AspiredVersion
+from repoman.backends import BackendRegistry
+from repoman.config import parse_model_config
+from repoman.config.model import ModelConfig
+from repoman.errors import ModelNotReady, StepFailed
+from repoman.manager import ModelManager
+from repoman.pipeline.dispatch import Dispatcher
+from repoman.scheduler import SharedScheduler
+from tests import fakes
+
+
+def member(name: str, backend: str = "echo") -> ModelConfig:
+    return parse_model_config(
+        f'backend: "{backend}"\nmax_batch_size: 8\n'
+        'input [{ name: "INPUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n'
+        'output [{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n',
+        filename="config.pbtxt",
+        fmt="pbtxt",
+        model_name=name,
+    )
+
+
+def chain(name: str, *members: str) -> ModelConfig:
+    tensors = ["IN", *(f"t{i}" for i in range(len(members) - 1)), "OUT"]
+    steps = "".join(
+        f'step {{ model_name: "{m}" input_map {{ key: "INPUT" value: "{tensors[i]}" }} '
+        f'output_map {{ key: "OUTPUT" value: "{tensors[i + 1]}" }} }}\n'
+        for i, m in enumerate(members)
+    )
+    return parse_model_config(
+        'platform: "ensemble"\nmax_batch_size: 8\n'
+        'input [{ name: "IN" data_type: TYPE_FP32 dims: [ 2 ] }]\n'
+        'output [{ name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n'
+        f"ensemble_scheduling {{ {steps} }}",
+        filename="config.pbtxt",
+        fmt="pbtxt",
+        model_name=name,
+    )
+
+
+class Core:
+    """What ``repoman serve`` builds, minus the repository and HTTP."""
+
+    def __init__(self) -> None:
+        registry = BackendRegistry()
+        fakes.repoman_register_backends(registry)
+        self.scheduler = SharedScheduler(1)
+        self.dispatcher = Dispatcher(self.scheduler)
+        self.manager = ModelManager(registry, self.dispatcher, blocked=self.dispatcher.blocked)
+        self.dispatcher.bind(self.manager.route)
+
+    async def serve(self, *configs: ModelConfig) -> None:
+        for config in configs:
+            version = AspiredVersion(1, config, (("f", 1, 1),), Path("/nowhere"), "")
+            assert await self.manager.apply(Aspired(config.name, (version,), frozenset({1}))) == []
+
+    async def infer(self, model: str, value: float = 1.0) -> np.ndarray:
+        rows = np.full((1, 2), value, dtype=np.float32)
+        version = self.manager.route(model)
+        outputs = await self.dispatcher.submit(version, {"IN": rows}, ["OUT"])
+        return outputs["OUT"]
+
+
+def run(scenario: Callable[[Core], Awaitable[None]]) -> None:
+    """Run ``scenario`` against a fresh core on its own event loop, then stop the core."""
+
+    async def main() -> None:
+        fakes.BlockingBackend.gate.clear()
+        core = Core()
+        try:
+            await asyncio.wait_for(scenario(core), 20)
+        finally:
+            fakes.BlockingBackend.gate.set()
+            await core.manager.shutdown()
+            await core.scheduler.close(5)
+
+    asyncio.run(main())
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+
+def test_a_chain_runs_every_step_in_order() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a"), member("b"), chain("pipe", "a", "b"))
+        np.testing.assert_array_equal(await core.infer("pipe", 3.0), np.full((1, 2), 3.0))
+        for name in ("a", "b"):
+            assert core.dispatcher.stats(core.manager.route(name)).execution_count == 1
+        stats = core.dispatcher.stats(core.manager.route("pipe"))
+        assert (stats.inference_count, stats.execution_count, stats.success.count) == (1, 1, 1)
+
+    run(scenario)
+
+
+def test_a_failing_step_names_itself_and_its_member() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a"), member("bad", "per_request_error"), chain("pipe", "a", "bad"))
+        with pytest.raises(StepFailed) as info:
+            await core.infer("pipe", -1.0)
+        assert str(info.value).startswith("ensemble 'pipe': step 1 (model 'bad' version 1) failed:")
+        assert info.value.status == 500
+        assert core.dispatcher.stats(core.manager.route("pipe")).fail.count == 1
+
+    run(scenario)
+
+
+def test_a_caller_that_goes_away_withdraws_its_queued_step() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("slow", "blocking"), member("b"), chain("pipe", "slow", "b"))
+        first = asyncio.create_task(core.infer("pipe"))  # holds the one worker
+        slow = core.manager.route("slow")
+        await until(lambda: core.scheduler.stats(slow).queue.count == 1)  # taken by the worker
+        second = asyncio.create_task(core.infer("pipe"))
+        await until(lambda: core.scheduler.queued(slow) == 1)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        assert core.scheduler.queued(slow) == 0
+        fakes.BlockingBackend.gate.set()
+        np.testing.assert_array_equal(await first, np.ones((1, 2)))
+
+    run(scenario)
+
+
+def test_draining_an_ensemble_waits_for_its_requests_and_refuses_new_ones() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("slow", "blocking"), chain("pipe", "slow"))
+        pipe = core.manager.route("pipe")
+        running = asyncio.create_task(core.infer("pipe"))
+        await until(lambda: core.dispatcher.queued(pipe) == 1)
+        drain = asyncio.create_task(core.dispatcher.drain(pipe))
+        await asyncio.sleep(0.01)
+        assert not drain.done()
+        with pytest.raises(ModelNotReady, match="being unloaded"):
+            core.dispatcher.enqueue(pipe, {"IN": np.ones((1, 2), np.float32)}, ["OUT"])
+        fakes.BlockingBackend.gate.set()
+        await running
+        await asyncio.wait_for(drain, 5)
+
+    run(scenario)
+
+
+def test_an_ensemble_waits_for_its_members() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(chain("pipe", "a", "b"), member("a"))
+        with pytest.raises(ModelNotReady, match=r"step 1 \('b'\): unknown model: 'b'"):
+            core.manager.route("pipe")
+        state, reason = core.manager.serving_state(core.manager.versions("pipe")[0])
+        assert (state.value, reason) == ("UNAVAILABLE", "step 1 ('b'): unknown model: 'b'")
+        await core.serve(member("b"))
+        assert core.manager.is_ready("pipe")
+
+    run(scenario)
+
+
+def test_ensembles_that_include_each_other_are_never_ready() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a"), chain("one", "a", "two"), chain("two", "a", "one"))
+        with pytest.raises(
+            ModelNotReady, match=r"ensembles include each other \(one -> two -> one\)"
+        ):
+            core.manager.route("one")
+
+    run(scenario)
