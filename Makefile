@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SHARED ?= ../shared
 PERF_VENV := .tools/perf_analyzer
 PERF := $(PERF_VENV)/bin/perf_analyzer
 PORT ?= 8000
@@ -23,11 +22,11 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/repoman serve --model-repository model_repository --http-port $(PORT)
 
-$(PERF):
-	@if [ -x "$(SHARED)/tools/install-perf-analyzer" ]; then \
-	  echo "==> installing Triton's perf_analyzer into $(PERF_VENV)"; \
-	  "$(SHARED)/tools/install-perf-analyzer" "$(PERF_VENV)"; \
-	else echo "==> $(SHARED)/tools/install-perf-analyzer not found: perf_analyzer tests will skip"; fi
+## Triton's perf_analyzer, for its tests and `make bench` (tools/install-perf-analyzer says how)
+$(PERF): tools/install-perf-analyzer
+	@echo "==> installing Triton's perf_analyzer into $(PERF_VENV)"
+	@$(PYTHON) tools/install-perf-analyzer "$(PERF_VENV)" || \
+	  echo "==> perf_analyzer could not be installed (see above): its tests will skip"
 
 ## lint, layering check, the whole test suite, then the end-to-end tests again with every
 ## server running two front-end processes (--http-workers 2): a client must see no difference

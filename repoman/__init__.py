@@ -16,7 +16,7 @@ from repoman.backends import (
     Result,
 )
 from repoman.config.model import ModelConfig, TensorConfig
-from repoman.errors import BackendError, ConfigError, RepomanError
+from repoman.errors import BackendError, ConfigError, ErrorKind, RepomanError
 from repoman.hookspecs import hookimpl
 from repoman.ipc import Arena
 from repoman.ipc.tensors import Descriptor as TensorDescriptor
@@ -26,6 +26,7 @@ from repoman.ipc.tensors import put as put_tensor
 from repoman.ipc.tensors import put_all as put_tensors
 from repoman.parameters import bool_parameter, int_parameter
 from repoman.signature import ModelSignature
+from repoman.threads import time_left
 from repoman.types import DataType
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Batch",
     "ConfigError",
     "DataType",
+    "ErrorKind",
     "ModelConfig",
     "ModelSignature",
     "RepomanError",
@@ -51,4 +53,5 @@ __all__ = [
     "int_parameter",
     "put_tensor",
     "put_tensors",
+    "time_left",
 ]

@@ -156,6 +156,7 @@ class BackendRegistry:
         platforms: Sequence[str] = (),
         default_model_filename: str = "",
         describe: Describe | str | None = None,
+        install_hint: str = "",
     ) -> None:
         """Make backend ``name`` available; it serves configs whose ``platform`` is listed.
 
@@ -167,7 +168,9 @@ class BackendRegistry:
         imported only when a model using the backend is first loaded or described, so a
         plugin whose backend needs a heavy library (onnxruntime, tensorflow) costs nothing to
         a server that has none of its models. A malformed reference fails here; one that
-        cannot be imported fails that first load or describe, naming the reference.
+        cannot be imported fails that first load or describe, naming the reference; when what
+        is missing is a package the backend's module imports, the error says so and adds
+        ``install_hint`` (the command that installs it, e.g. ``pip install 'repoman[tensorflow]'``).
         """
         if not name or not isinstance(name, str):
             raise PluginError(f"a backend name must be a non-empty string, got {name!r}")
@@ -175,9 +178,9 @@ class BackendRegistry:
             owner = self._specs[name].plugin or "another plugin"
             raise PluginError(f"backend '{name}' is already registered by {owner}")
         if isinstance(factory, str):
-            factory = LazyReference(factory)
+            factory = LazyReference(factory, install_hint)
         if isinstance(describe, str):
-            describe = LazyReference(describe)
+            describe = LazyReference(describe, install_hint)
         self._specs[name] = BackendSpec(
             name, factory, tuple(platforms), default_model_filename, self._plugin, describe
         )

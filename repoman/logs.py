@@ -9,8 +9,13 @@ from datetime import UTC, datetime
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+ORIGIN_FIELDS = ("model", "version", "instance")
+"""Fields a record from a model's own process carries (``extra=``), as the JSON shows them."""
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (ISO 8601, UTC), level, logger, message."""
+    """One JSON object per record: time (ISO 8601, UTC), level, logger, message; and the
+    model, version and instance for what a model's process wrote."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -19,6 +24,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in ORIGIN_FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,12 +80,15 @@ def start_server(
     ready: bool = True,
     timeout: float = 90,
     env: dict[str, str] | None = None,
+    launcher: Sequence[str] = (sys.executable, "-m", "repoman"),
+    cwd: Path = ROOT,
 ) -> ServerProcess:
-    """Run ``repoman serve`` on 127.0.0.1 with a port the OS picks; wait until it listens (and is ready)."""
+    """Run ``repoman serve`` on 127.0.0.1 with a port the OS picks; wait until it listens (and is ready).
+
+    ``launcher`` is the command that stands for ``repoman`` (another environment's script, say).
+    """
     command = [
-        sys.executable,
-        "-m",
-        "repoman",
+        *launcher,
         "serve",
         "--model-repository",
         str(repository),
@@ -99,12 +103,25 @@ def start_server(
     workers = os.environ.get("REPOMAN_TEST_HTTP_WORKERS")
     if workers and "--http-workers" not in args:
         command += ["--http-workers", workers]
+    return start_command(command, ready=ready, timeout=timeout, env=env, cwd=cwd)
+
+
+def start_command(
+    command: Sequence[str],
+    *,
+    ready: bool = True,
+    timeout: float = 90,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+) -> ServerProcess:
+    """Run exactly ``command`` (a ``repoman serve`` whose port the log's 'listening on' line
+    gives); wait until it listens (and is ready)."""
     process = subprocess.Popen(
-        command,
+        list(command),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
     )
     server = ServerProcess(process)

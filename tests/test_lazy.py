@@ -96,3 +96,22 @@ def test_the_registry_refuses_a_malformed_reference_when_it_is_registered():
         BackendRegistry().register("broken", "not a reference")
     with pytest.raises(PluginError, match="found 'nocolon'"):
         BackendRegistry().register("broken", "pkg:Backend", describe="nocolon")
+
+
+def test_a_missing_dependency_names_the_command_that_installs_it(tmp_path, monkeypatch):
+    (tmp_path / "lazy_needs_absent.py").write_text("import lazy_absent_dependency\n\nclass B: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lazy = LazyReference("lazy_needs_absent:B", "pip install 'repoman[absent]'")
+    with pytest.raises(PluginError) as caught:
+        lazy()
+    message = str(caught.value)
+    assert message.startswith(
+        "this backend needs the package 'lazy_absent_dependency', which is not installed; "
+        "install it with: pip install 'repoman[absent]' (lazy_needs_absent:B cannot be imported"
+    ), message
+    # a reference to a module that is not there at all is a typo, not a missing extra
+    nowhere = LazyReference("lazy_nowhere:B", "pip install 'repoman[absent]'")
+    with pytest.raises(PluginError) as caught:
+        nowhere()
+    assert "pip install" not in str(caught.value)
+    sys.modules.pop("lazy_needs_absent", None)

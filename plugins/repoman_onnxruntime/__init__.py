@@ -6,6 +6,9 @@ from repoman import BackendRegistry, hookimpl
 
 PLATFORMS = ("onnxruntime_onnx",)
 
+INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu)"
+"""What a user runs when onnxruntime is missing (the error naming it says so)."""
+
 
 @hookimpl
 def repoman_register_backends(registry: BackendRegistry) -> None:
@@ -17,4 +20,5 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
         platforms=PLATFORMS,
         default_model_filename="model.onnx",
         describe="repoman_onnxruntime.backend:describe_model",
+        install_hint=INSTALL_HINT,
     )

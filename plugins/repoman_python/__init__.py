@@ -24,7 +24,7 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
         "python",
         "repoman_python.isolated:IsolatedPythonBackend",
         default_model_filename="model.py",
-        describe="repoman_python.backend:describe_model",
+        describe="repoman_python.describe:describe_model",
     )
 
 

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -299,8 +299,15 @@ def model_class(module: ModuleType, path: Path) -> type:
     raise BackendError(f"{path}: expected a class named {' or '.join(MODEL_CLASS_NAMES)}")
 
 
-def describe_model(model_path: Path, parameters: Mapping[str, str]) -> ModelSignature:
-    """The tensors a model file's ``auto_complete_config`` declares, given an empty config."""
+def read_signature(
+    model_path: Path,
+    parameters: Mapping[str, str],
+    on_step: Callable[[str], None] = lambda step: None,
+) -> ModelSignature:
+    """The tensors a model file's ``auto_complete_config`` declares, given an empty config,
+    read in this process (the stub's; ``describe.py`` runs it there). ``on_step`` hears each
+    step of the model's code before it runs: ``import``, then ``auto_complete_config``."""
+    on_step("import")
     module = import_model_file(model_path, "describe")
     try:
         model_type = model_class(module, model_path)
@@ -317,6 +324,7 @@ def describe_model(model_path: Path, parameters: Mapping[str, str]) -> ModelSign
             )
         # NOTE: bound through the descriptor: a staticmethod and a classmethod both work.
         auto_complete = hook.__get__(None, model_type)
+        on_step("auto_complete_config")
         try:
             if triton_compat.is_triton_model(model_path, model_type):
                 completed = triton_compat.auto_complete(auto_complete, parameters, model_path)

@@ -9,18 +9,14 @@ runs a model in the server's process instead (no hop, no protection).
 
 from __future__ import annotations
 
-import builtins
-import concurrent.futures
 import logging
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from http import HTTPStatus
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,9 +33,11 @@ from repoman import (
     put_tensors,
 )
 from repoman_python import custom_metrics, wire
+from repoman_python import process as stubs
 from repoman_python.backend import PythonBackend
+from repoman_python.errors import rebuilt_error
+from repoman_python.output import Origin
 from repoman_python.pb_utils import MetricsSnapshot
-from repoman_python.stub import FD_VARIABLE, LOG_LEVEL_VARIABLE, ErrorInfo
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +59,27 @@ def default_memory_limit() -> int:
         return 8 << 30
 
 
-T = TypeVar("T")
+@dataclass(frozen=True)
+class Settings:
+    """A python model's isolation settings, from its config's parameters."""
 
-# NOTE: PR_SET_PDEATHSIG signals a stub when the *thread* that started it exits; the core's
-# worker threads can be retired, so every stub is started from this one thread, which lives
-# as long as the server.
-_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="repoman-stub-spawner")
+    isolated: bool
+    load_timeout: int
+    execute_timeout: int
+    memory_limit: int
 
 
-def _on_spawner(call: Callable[[], T]) -> T:
-    return _spawner.submit(call).result()
+def read_settings(params: Mapping[str, str]) -> Settings:
+    """The settings ``params`` give (defaults where they say nothing); ValueError when one
+    is not valid."""
+    isolation = (params.get("isolation") or "process").strip().lower()
+    if isolation not in ("process", "none"):
+        raise ValueError(f"parameter isolation: expected process or none, found '{isolation}'")
+    load = _seconds(params, "load_timeout_seconds", LOAD_TIMEOUT)
+    execute = _seconds(params, "execute_timeout_seconds", EXECUTE_TIMEOUT)
+    memory = int_parameter(params, "memory_limit_bytes", default_memory_limit())
+    assert memory is not None
+    return Settings(isolation == "process", load, execute, memory)
 
 
 class StubDied(BackendError):
@@ -101,28 +110,19 @@ class IsolatedPythonBackend(Backend):
 
     # ---- settings ------------------------------------------------------------------
 
-    def _settings(self) -> tuple[bool, int, int, int]:
-        params = self.context.config.parameters
-        isolation = (params.get("isolation") or "process").strip().lower()
-        if isolation not in ("process", "none"):
-            raise BackendError(
-                f"{self._label}: parameter isolation: expected process or none, found '{isolation}'"
-            )
+    def _settings(self) -> Settings:
         try:
-            load = _seconds(params, "load_timeout_seconds", LOAD_TIMEOUT)
-            execute = _seconds(params, "execute_timeout_seconds", EXECUTE_TIMEOUT)
-            memory = int_parameter(params, "memory_limit_bytes", default_memory_limit())
+            return read_settings(self.context.config.parameters)
         except ValueError as exc:
             raise BackendError(f"{self._label}: {exc}") from None
-        assert memory is not None
-        return isolation == "process", load, execute, memory
 
     # ---- lifecycle -----------------------------------------------------------------
 
     def load(self) -> None:
-        isolated, load, execute, memory = self._settings()
-        self._timeouts, self._memory_limit = (load, execute), memory
-        if not isolated:
+        settings = self._settings()
+        self._timeouts = (settings.load_timeout, settings.execute_timeout)
+        self._memory_limit = settings.memory_limit
+        if not settings.isolated:
             self._local = PythonBackend(self.context)
             self._local.load()
         else:
@@ -135,21 +135,14 @@ class IsolatedPythonBackend(Backend):
         load_timeout, memory = self._timeouts[0], self._memory_limit
         inputs = Arena.create(ARENA_BYTES, name="repoman-python-inputs")
         outputs = Arena.create(ARENA_BYTES, name="repoman-python-outputs")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        env[FD_VARIABLE] = str(theirs.fileno())
-        env[LOG_LEVEL_VARIABLE] = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        # NOTE: the stub imports exactly what the server imports (plugins dirs included).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        command = [sys.executable, "-m", "repoman_python.stub"]
+        context = self.context
+        origin = Origin(context.config.name, context.version, context.instance_name)
         try:
-            process = _on_spawner(
-                lambda: subprocess.Popen(
-                    command, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL
-                )
-            )
-        finally:
-            theirs.close()
+            process, ours = stubs.start(origin)
+        except BaseException:
+            inputs.close()
+            outputs.close()
+            raise
         self._process, self._sock = process, ours
         self._inputs, self._outputs = inputs, outputs
         assert inputs.fd is not None and outputs.fd is not None
@@ -173,10 +166,10 @@ class IsolatedPythonBackend(Backend):
             ) from None
         except (wire.Closed, OSError) as exc:
             code = self._stop(kill=True)
-            raise StubDied(f"{self._label}: loading failed: {_exited(code, exc)}") from None
+            raise StubDied(f"{self._label}: loading failed: {stubs.exited(code, exc)}") from None
         if kind != "ok":
             self._stop(kill=False)
-            raise _error(detail, self._label)
+            raise rebuilt_error(detail, self._label)
         self._restart = False
         log.debug("%s: stub pid %d loaded", self._label, process.pid)
 
@@ -202,7 +195,7 @@ class IsolatedPythonBackend(Backend):
                 wire.send(self._sock, ("unload", None))
                 kind, detail = self._receive()
                 if kind != "ok":
-                    failure = _error(detail, self._label)
+                    failure = rebuilt_error(detail, self._label)
             except (TimeoutError, wire.Closed, OSError) as exc:
                 log.warning("%s: finalize did not finish cleanly: %s", self._label, exc)
             self._stop(kill=False)
@@ -220,13 +213,7 @@ class IsolatedPythonBackend(Backend):
             self._sock = None
         code = None
         if process is not None:
-            if kill:
-                process.kill()
-            try:
-                code = process.wait(UNLOAD_GRACE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
+            code = stubs.stop(process, kill=kill, grace=UNLOAD_GRACE)
         for arena in (self._inputs, self._outputs):
             if arena is not None:
                 arena.close()
@@ -276,7 +263,7 @@ class IsolatedPythonBackend(Backend):
             code = self._stop(kill=True)
             self._restart = True
             raise StubDied(
-                f"{self._label}: {_exited(code, exc)} while executing a batch; it is "
+                f"{self._label}: {stubs.exited(code, exc)} while executing a batch; it is "
                 "started again for the next batch"
             ) from None
         finally:
@@ -284,13 +271,13 @@ class IsolatedPythonBackend(Backend):
                 for offset in blocks:
                     self._inputs.free(offset)
         if kind != "ok":
-            raise _error(detail, self._label)
+            raise rebuilt_error(detail, self._label)
         return [self._result(item) for item in detail]
 
     def _result(self, item: tuple[str, Any]) -> Result:
         kind, detail = item
         if kind == "error":
-            return _error(detail, self._label)
+            return rebuilt_error(detail, self._label)
         assert self._outputs is not None
         # NOTE: copied out: the stub reuses the blocks once it gets the next message.
         return {
@@ -321,36 +308,3 @@ def _seconds(params: Mapping[str, str], name: str, default: int) -> int:
     if value == 0:
         raise ValueError(f"parameter {name}: expected an integer > 0, found 0")
     return value
-
-
-def _exited(code: int | None, exc: BaseException) -> str:
-    if code is None:
-        return f"its process stopped answering ({exc})"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"its process was killed by {name}"
-    return f"its process exited with {code}"
-
-
-class _Reported(RepomanError):
-    """A RepomanError raised in the stub, with its message and HTTP status."""
-
-
-def _error(info: ErrorInfo, label: str) -> Exception:
-    """The exception the stub reported, rebuilt: a RepomanError keeps its message and status;
-    a built-in exception is rebuilt as itself; another reads as the core would report it."""
-    is_repoman, type_name, status, message = info
-    if is_repoman:
-        error = BackendError(message) if status == 500 else _Reported(message)
-        error.status = HTTPStatus(status)
-        return error
-    builtin = getattr(builtins, type_name, None)
-    if isinstance(builtin, type) and issubclass(builtin, Exception):
-        try:
-            return builtin(message)
-        except Exception:
-            pass
-    return BackendError(f"{label}: {type_name}: {message}")

@@ -48,7 +48,9 @@ class TritonModelException(Exception):
 
 
 class TritonError:
-    """An error that fails one request when set on its ``InferenceResponse``."""
+    """An error that fails one request when set on its ``InferenceResponse``; its code says
+    the status the client gets (Triton's: INVALID_ARG, UNKNOWN, ALREADY_EXISTS and CANCELLED
+    are 400, NOT_FOUND 404, INTERNAL 500, UNSUPPORTED 501, UNAVAILABLE 503)."""
 
     UNKNOWN = 0
     INTERNAL = 1
@@ -60,8 +62,13 @@ class TritonError:
     CANCELLED = 7
 
     def __init__(self, message: str, code: int = INTERNAL) -> None:
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 7:
+            raise TypeError(
+                f"TritonError code must be one of TritonError.UNKNOWN ... CANCELLED (0-7), "
+                f"got {code!r}"
+            )
         self._message = str(message)
-        self._code = code
+        self._code = int(code)
 
     def message(self) -> str:
         return self._message

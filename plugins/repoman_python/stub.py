@@ -3,8 +3,11 @@
 Started by :class:`repoman_python.isolated.IsolatedPythonBackend`, which hands it one end of
 a socketpair (its number in ``REPOMAN_STUB_FD``) and then, in the first message, the model's
 BackendContext and two memfd arenas: inputs (the server writes) and outputs (the stub
-writes). The model itself is served by the in-process :class:`PythonBackend`, unchanged, so
-every message a model's mistakes produce is the same in both modes. The stub answers one
+writes). Or started by :mod:`repoman_python.describe`, whose first message asks it to
+describe a model file: it then reports each step, answers with the signature, and exits.
+Whatever it logs or prints reaches the server's log as the model's (:mod:`.output`).
+The model itself is served by the in-process :class:`PythonBackend`, unchanged, so every
+message a model's mistakes produce is the same in both modes. The stub answers one
 message at a time, dies with the server (PR_SET_PDEATHSIG, and a watch on its parent), and
 exits after ``unload`` or when the server closes its end. Each reply to ``load`` and
 ``execute`` carries the current values of the model's custom metrics (pb_utils.MetricFamily).
@@ -13,6 +16,7 @@ exits after ``unload`` or when the server closes its end. Each reply to ``load``
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
 import resource
@@ -21,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,26 +34,17 @@ from repoman import (
     Arena,
     BackendContext,
     Batch,
-    RepomanError,
     TensorDescriptor,
     get_tensors,
     put_tensors,
 )
-from repoman_python import pb_utils, wire
-from repoman_python.backend import PythonBackend
+from repoman_python import output, pb_utils, wire
+from repoman_python.backend import PythonBackend, read_signature
+from repoman_python.describe import as_plain
+from repoman_python.errors import error_info
+from repoman_python.process import FD_VARIABLE, LOG_LEVEL_VARIABLE
 
-FD_VARIABLE = "REPOMAN_STUB_FD"
-LOG_LEVEL_VARIABLE = "REPOMAN_STUB_LOG_LEVEL"
 log = logging.getLogger("repoman_python.stub")
-
-ErrorInfo = tuple[bool, str, int, str]
-"""An exception as plain data: (is a RepomanError, type name, HTTP status, message)."""
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    if isinstance(exc, RepomanError):
-        return True, type(exc).__name__, int(exc.status), str(exc)
-    return False, type(exc).__name__, 500, str(exc)
 
 
 def die_with_parent() -> None:
@@ -92,7 +88,9 @@ class Stub:
     def serve(self) -> int:
         message, fds = wire.receive(self.sock, trusted=True, with_fds=2)
         kind, body = message
-        assert kind == "load" and len(fds) == 2, "the first message loads the model"
+        if kind == "describe":
+            return self._describe(body)
+        assert kind == "load" and len(fds) == 2, "the first message loads or describes"
         self.inputs = Arena.attach(fds[0], body["input_bytes"])
         self.outputs = Arena.attach(fds[1], body["output_bytes"])
         limit_memory(body["memory_limit_bytes"])
@@ -113,6 +111,21 @@ class Stub:
                 return 0
             else:
                 raise ValueError(f"unknown message {kind!r}")
+
+    def _describe(self, body: dict[str, Any]) -> int:
+        """Describe a model file (its ``auto_complete_config``), answer, exit."""
+        limit_memory(body["memory_limit_bytes"])
+
+        def on_step(step: str) -> None:
+            wire.send(self.sock, ("step", step))
+
+        try:
+            signature = read_signature(Path(body["model_path"]), body["parameters"], on_step)
+        except Exception as exc:
+            wire.send(self.sock, ("error", error_info(exc)))
+            return 1
+        wire.send(self.sock, ("ok", as_plain(signature)))
+        return 0
 
     def _reply(self, step: Any) -> bool:
         try:
@@ -176,10 +189,10 @@ def _as_bytes(array: np.ndarray) -> np.ndarray:
 
 def main() -> int:
     die_with_parent()
-    logging.basicConfig(
-        level=os.environ.get(LOG_LEVEL_VARIABLE, "INFO"),
-        format=f"%(asctime)s %(levelname)-7s %(name)s[stub {os.getpid()}]: %(message)s",
-    )
+    output.capture(os.environ.get(LOG_LEVEL_VARIABLE, "INFO"))
+    # NOTE: a crash (SIGSEGV, SIGABRT ...) writes the model's Python stack to stderr, which
+    # the server logs as the model's before it reports the crash.
+    faulthandler.enable(file=sys.__stderr__)
     sock = socket.socket(fileno=int(os.environ[FD_VARIABLE]))
     try:
         return Stub(sock).serve()

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from repoman import BackendContext, BackendError, Batch
+from repoman import BackendContext, BackendError, Batch, ErrorKind
 from repoman_python import pb_utils
 
 NOT_APPLICABLE = {
@@ -99,7 +99,9 @@ def outputs_of(
     """A response's tensors by name, or the error that fails its request."""
     error = response.error()
     if error is not None:
-        return BackendError(f"{label}: {error.message()}")
+        # NOTE: the code is the kind (pb_utils' codes are Triton's, as ErrorKind's are): it
+        # sets the status the client gets.
+        return BackendError(f"{label}: {error.message()}", ErrorKind(error.code()))
     outputs: dict[str, np.ndarray] = {}
     for tensor in response.output_tensors():
         if tensor.name() not in declared:

@@ -6,6 +6,9 @@ from repoman import BackendRegistry, hookimpl
 
 PLATFORMS = ("tensorflow_savedmodel",)
 
+INSTALL_HINT = "pip install 'repoman[tensorflow]'"
+"""What a user runs when tensorflow is missing (the error naming it says so)."""
+
 
 @hookimpl
 def repoman_register_backends(registry: BackendRegistry) -> None:
@@ -18,4 +21,5 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
         platforms=PLATFORMS,
         default_model_filename="model.savedmodel",
         describe="repoman_tensorflow.backend:describe_model",
+        install_hint=INSTALL_HINT,
     )

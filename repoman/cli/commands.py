@@ -23,6 +23,7 @@ def validate(args: argparse.Namespace) -> int:
         registry,
         default_platform=args.default_platform,
         auto_complete=not args.disable_auto_complete_config,
+        model_name=args.model_name,
     )
     for issue in found.issues:
         print(issue)

@@ -77,6 +77,14 @@ def _repository_options(group: argparse._ArgumentGroup) -> None:
         "load/unload only through the repository API and --load-model",
     )
     group.add_argument(
+        "--model-name",
+        default=None,
+        metavar="NAME",
+        help="when the repository folder is itself one model folder (a config file or numbered "
+        "version folders at its top, as KServe lays out a single model in /mnt/models): the "
+        "name to serve it under (default: the folder's name); ignored otherwise",
+    )
+    group.add_argument(
         "--load-model",
         action="append",
         default=[],
@@ -292,6 +300,12 @@ def _add_tools(commands: argparse._SubParsersAction) -> None:
         help="platform for configs that name neither platform nor backend",
     )
     validate.add_argument("--disable-auto-complete-config", action="store_true")
+    validate.add_argument(
+        "--model-name",
+        default=None,
+        metavar="NAME",
+        help="when REPO is itself one model folder: its name (default: the folder's name)",
+    )
 
     perf = commands.add_parser("perf", help=repoman.perf.HELP, description=repoman.perf.DESCRIPTION)
     repoman.perf.add_arguments(perf)

@@ -19,12 +19,13 @@ from repoman.metrics import Metrics
 from repoman.multiproc.core import serve_with_frontends
 from repoman.multiproc.frontend import FrontendOptions
 from repoman.multiproc.hub import FrontendHub
+from repoman.names import valid_model_name
 from repoman.pipeline.dispatch import Dispatcher
 from repoman.plugins import build_backend_registry, make_plugin_manager, plugins_dir_for
 from repoman.scheduler import SharedScheduler
 from repoman.server import AccessPolicy, BodyLimits, make_app, serve_until_stopped
 from repoman.source.resolve import Resolver
-from repoman.source.scan import ScanOptions
+from repoman.source.scan import ScanOptions, looks_like_a_model
 from repoman.source.source import RepositorySource
 
 log = logging.getLogger("repoman")
@@ -82,6 +83,7 @@ async def serve(args: argparse.Namespace) -> int:
         blocked=dispatcher.blocked,
     )
     dispatcher.bind(manager.route)
+    single = _single_model(repository, args.model_name)
     source = RepositorySource(
         repository,
         manager,
@@ -95,6 +97,7 @@ async def serve(args: argparse.Namespace) -> int:
         rescan_every=args.repository_poll_secs,
         initial=tuple(args.load_model),
         resolve_timeout=args.model_load_timeout,
+        single=single,
     )
     explicit = args.model_control_mode == "explicit"
     service = InferenceService(
@@ -200,6 +203,21 @@ async def serve(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
     )
     return 0
+
+
+def _single_model(repository: Path, name: str | None) -> str | None:
+    """The name to serve ``repository`` under when it is itself one model folder, else None."""
+    if not looks_like_a_model(repository):
+        return None
+    single = name or repository.resolve().name
+    if not valid_model_name(single):
+        raise RepomanError(
+            f"{repository} is one model folder, and '{single}' is not a valid model name: "
+            "give one with --model-name"
+        )
+    log.info("%s is one model folder (not a repository of them): serving it as '%s'",
+             repository, single)
+    return single
 
 
 def _valid_token(token: str) -> bool:

@@ -10,7 +10,7 @@ from repoman.backends import BackendRegistry
 from repoman.config.model import ModelConfig
 from repoman.errors import ConfigError, ConfigIssue, RepomanError
 from repoman.source.resolve import ResolvedVersion, Resolver
-from repoman.source.scan import ScanOptions, scan_repository
+from repoman.source.scan import ScanOptions, looks_like_a_model, scan_repository
 
 
 @dataclass
@@ -42,6 +42,7 @@ def validate_repository(
     *,
     default_platform: str | None = None,
     auto_complete: bool = True,
+    model_name: str | None = None,
 ) -> Report:
     """Check every model config (parse, schema, semantics), that a backend serves it, and,
     where the backend can read model files, that the config matches each version's model.
@@ -55,7 +56,10 @@ def validate_repository(
         )
         return report
     resolver = Resolver(registry, auto_complete=auto_complete, default_platform=default_platform)
-    scan = scan_repository(root, ScanOptions(), now=time.time())
+    # NOTE: a folder that is itself one model (KServe's single-model layout) is checked as
+    # the server would serve it, under its own name.
+    single = (model_name or root.resolve().name) if looks_like_a_model(root) else None
+    scan = scan_repository(root, ScanOptions(), now=time.time(), single=single)
     for line in scan.ignored:
         path, _, reason = line.partition(": ")
         report.issues.append(ConfigIssue(path, None, None, "", reason, severity="warning"))

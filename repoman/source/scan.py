@@ -94,8 +94,29 @@ class ScanOptions:
     """A config file (or a load request's config) larger than this is refused, unread."""
 
 
-def scan_repository(root: Path, options: ScanOptions | None = None, *, now: float) -> Scan:
-    """Read every model folder under ``root``. Never raises for a bad model: it records it."""
+def looks_like_a_model(folder: Path) -> bool:
+    """Whether ``folder`` is itself one model folder (a config file, or a numbered version
+    folder, at its top) rather than a repository of them.
+
+    This is how KServe's storage initializer lays out a single model: its files at the root
+    of ``/mnt/models``. An empty folder is a repository (models may be added to it later).
+    """
+    try:
+        return _has_config(folder) or any(
+            child.is_dir() and valid_version(child.name) for child in folder.iterdir()
+        )
+    except OSError:
+        return False
+
+
+def scan_repository(
+    root: Path, options: ScanOptions | None = None, *, now: float, single: str | None = None
+) -> Scan:
+    """Read every model folder under ``root``. Never raises for a bad model: it records it.
+
+    ``single``: ``root`` is itself one model folder (see ``looks_like_a_model``), served
+    under that name.
+    """
     options = options or ScanOptions()
     models: dict[str, ModelFolder] = {}
     ignored: list[str] = []
@@ -105,24 +126,26 @@ def scan_repository(root: Path, options: ScanOptions | None = None, *, now: floa
         children = sorted(root.iterdir()) if root.is_dir() else []
     except OSError as exc:
         return Scan({}, (f"{root}: cannot be listed ({exc.strerror or exc})",), None, failed=True)
-    for child in children:
+    for child in children if single is None else [root]:
+        name = child.name if single is None else single
         try:
-            if child.name.startswith(".") or not child.is_dir():
-                continue
-            if not valid_model_name(child.name):
-                ignored.append(f"{child}: not a valid model name")
-                continue
-            if escapes(child, root, deep=False):
-                ignored.append(f"{child}: refused: a symlink leading out of the repository")
-                continue
-            folder = read_model(child, options, now=now, ignored=ignored)
+            if single is None:
+                if child.name.startswith(".") or not child.is_dir():
+                    continue
+                if not valid_model_name(child.name):
+                    ignored.append(f"{child}: not a valid model name")
+                    continue
+                if escapes(child, root, deep=False):
+                    ignored.append(f"{child}: refused: a symlink leading out of the repository")
+                    continue
+            folder = read_model(child, options, now=now, ignored=ignored, name=name, root=root)
         except OSError as exc:
             # NOTE: removed (or made unreadable) while this pass read it: the next pass
             # sees what became of it; until then it is left as it is, not unloaded.
-            unreadable.append(child.name)
+            unreadable.append(name)
             ignored.append(f"{child}: could not be read this pass ({exc.strerror or exc})")
             continue
-        models[child.name] = folder
+        models[name] = folder
         # NOTE: a folder waiting for its marker has no retry time: creating the marker is
         # an event, and the periodic rescan covers a missed one.
         retry += [
@@ -141,14 +164,25 @@ def scan_repository(root: Path, options: ScanOptions | None = None, *, now: floa
 
 
 def read_model(
-    path: Path, options: ScanOptions, *, now: float, ignored: list[str] | None = None
+    path: Path,
+    options: ScanOptions,
+    *,
+    now: float,
+    ignored: list[str] | None = None,
+    name: str | None = None,
+    root: Path | None = None,
 ) -> ModelFolder:
-    """One model folder: its config file's text, its version folders and their files."""
+    """One model folder: its config file's text, its version folders and their files.
+
+    ``name`` defaults to the folder's; ``root``, the repository nothing may lead out of, to
+    the folder's parent (a one-model repository passes the folder itself).
+    """
     ignored = ignored if ignored is not None else []
+    root = path.parent if root is None else root
     versions: list[VersionFolder] = []
     settling: list[int] = []
     for number, folder in _version_folders(path, ignored):
-        outside = escapes(folder, path.parent)
+        outside = escapes(folder, root)
         if outside:
             refused = f"{outside} leads out of the repository (a symlink); refusing to load it"
             versions.append(VersionFolder(number, folder, None, (), 0.0, refused))
@@ -160,19 +194,19 @@ def read_model(
             if marker_missing:
                 continue
         config_file = (
-            read_config_file(folder, path.parent, options.max_config_bytes)
+            read_config_file(folder, root, options.max_config_bytes)
             if _has_config(folder)
             else None
         )
         versions.append(VersionFolder(number, folder, config_file, fingerprint, newest))
-    config_file = read_config_file(path, path.parent, options.max_config_bytes)
+    config_file = read_config_file(path, root, options.max_config_bytes)
     config_age = (
         now - _mtime(config_file.path)
         if config_file is not None and config_file.error is None
         else options.quiet
     )
     return ModelFolder(
-        path.name,
+        path.name if name is None else name,
         path,
         config_file,
         tuple(versions),

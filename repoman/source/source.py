@@ -28,6 +28,8 @@ from repoman.threads import in_thread
 log = logging.getLogger(__name__)
 
 MODES = ("none", "poll", "explicit")
+REPORT_GRACE = 2.0
+"""Seconds past the resolve deadline to wait for a describe that was stopped at it to report."""
 
 
 class Target(Protocol):
@@ -61,10 +63,13 @@ class RepositorySource:
         rescan_every: float = 10.0,
         initial: tuple[str, ...] = (),
         resolve_timeout: float | None = 60.0,
+        single: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown model control mode {mode!r}")
         self.root = root
+        self.single = single
+        """When set, ``root`` is itself one model folder, served under this name."""
         self.mode = mode
         self._target = target
         self._resolver = resolver
@@ -117,7 +122,9 @@ class RepositorySource:
         return await self._rescan(self._options)
 
     async def _rescan(self, options: ScanOptions) -> float | None:
-        scan = await asyncio.to_thread(scan_repository, self.root, options, now=time.time())
+        scan = await asyncio.to_thread(
+            scan_repository, self.root, options, now=time.time(), single=self.single
+        )
         for line in scan.ignored:
             if line not in self._ignored_seen:
                 self._ignored_seen.add(line)
@@ -173,11 +180,17 @@ class RepositorySource:
         """
         try:
             async with self._resolving:  # NOTE: one given up on frees its place at once
+                limit = self._resolve_timeout
                 work = in_thread(
                     lambda: self._resolver.resolve(folder, override=override),
                     name="repoman-resolve",
+                    deadline=None if limit is None else time.monotonic() + limit,
                 )
-                resolved = await asyncio.wait_for(work, self._resolve_timeout)
+                # NOTE: a backend that describes out of process stops at the deadline and
+                # says why; the grace lets that reason (not this one) reach the model.
+                resolved = await asyncio.wait_for(
+                    work, None if limit is None else limit + REPORT_GRACE
+                )
         except TimeoutError:
             return Aspired(
                 folder.name,
@@ -204,8 +217,8 @@ class RepositorySource:
         the config size limit is refused before it is parsed. As in Triton's explicit mode,
         an ensemble's load also loads the members it names that are not loaded yet.
         """
-        path = self.root / name
-        if not valid_model_name(name) or not path.is_dir():
+        path = self._model_path(name)
+        if path is None or not path.is_dir():
             raise ModelNotFound(name)
         limit = self._options.max_config_bytes
         if config_text is not None and len(config_text) > limit // 4:
@@ -214,7 +227,9 @@ class RepositorySource:
             if size > limit:
                 raise config_too_large(OVERRIDE_NAME, size, limit)
         options = dataclasses.replace(self._options, quiet=0.0)
-        folder = await asyncio.to_thread(read_model, path, options, now=time.time())
+        folder = await asyncio.to_thread(
+            read_model, path, options, now=time.time(), name=name, root=self.root
+        )
         aspired = await self.aspired(folder, config_text)
         failures = await self._target.apply(aspired, retry_failed=True)
         seen = _seen if _seen is not None else {name}
@@ -247,7 +262,14 @@ class RepositorySource:
         except RepomanError as exc:
             log.error("--load-model %s: %s", name, exc)
 
+    def _model_path(self, name: str) -> Path | None:
+        if self.single is not None:
+            return self.root if name == self.single else None
+        return self.root / name if valid_model_name(name) else None
+
     def disk_models(self) -> list[str]:
+        if self.single is not None:
+            return [self.single]
         if not self.root.is_dir():
             return []
         return sorted(

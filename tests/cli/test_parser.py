@@ -30,3 +30,20 @@ def test_the_parsed_arguments_do_not_hold_the_token_from_the_environment(
     monkeypatch.setenv("REPOMAN_CONTROL_TOKEN", SECRET)
     assert build_parser().parse_args(command).control_token is None
     assert build_parser().parse_args([*command, "--control-token", "t"]).control_token == "t"
+
+
+def test_version_is_written_in_one_place_and_shown_by_repoman_version() -> None:
+    import subprocess
+    import sys
+    import tomllib
+
+    import repoman
+    from tests.serverproc import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "repoman.__version__"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "repoman", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown == f"repoman {repoman.__version__}\n"

@@ -139,6 +139,21 @@ class TritonPythonModel:
         return responses
 """
 
+# NOTE: X[0][0] picks the TritonError code the response carries.
+CODED = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            code = int(pb_utils.get_input_tensor_by_name(request, "X").as_numpy()[0, 0])
+            error = pb_utils.TritonError(f"refused with code {code}", code)
+            responses.append(pb_utils.InferenceResponse(error=error))
+        return responses
+"""
+
 RAISES = """
 import triton_python_backend_utils as pb_utils
 
@@ -296,6 +311,7 @@ def server(tmp_path_factory) -> Iterator[ServerProcess]:
     add_model(repo, "self_described", SELF_DESCRIBED, None)
     add_model(repo, "picky", PICKY, PICKY_CONFIG)
     add_model(repo, "raises", RAISES, INT_CONFIG)
+    add_model(repo, "coded", CODED, INT_CONFIG)
     add_model(repo, "misshapen", MISSHAPEN, INT_CONFIG)
     add_model(repo, "biased", BIASED, BIASED_CONFIG)
     add_model(repo, "introspect", INTROSPECT, INTROSPECT_CONFIG)
@@ -373,10 +389,33 @@ def test_a_triton_error_fails_only_its_request_in_a_batch(client):
         try:
             outcomes.append(request.get_result().as_numpy("Y").tolist())
         except InferenceServerException as error:
-            outcomes.append(error.message())
-    assert outcomes == [[[2, 3]], "model 'picky' version 1: negative X", [[6, 7]]]
+            outcomes.append((error.status(), error.message()))
+    assert outcomes[0] == [[2, 3]] and outcomes[2] == [[6, 7]]
+    assert outcomes[1] == ("400", "model 'picky' version 1: negative X")  # INVALID_ARG
     stats = client.get_inference_statistics("picky", "1")["model_stats"][0]
     assert stats["execution_count"] == 1  # the three ran as one batch
+
+
+# NOTE: Triton's HTTP endpoint maps the codes so (http_server.cc, HttpCodeFromError).
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(0, 400), (1, 500), (2, 404), (3, 400), (4, 503), (5, 501), (6, 400), (7, 400)],
+    ids=[
+        "UNKNOWN",
+        "INTERNAL",
+        "NOT_FOUND",
+        "INVALID_ARG",
+        "UNAVAILABLE",
+        "UNSUPPORTED",
+        "ALREADY_EXISTS",
+        "CANCELLED",
+    ],
+)
+def test_a_triton_error_s_code_gives_triton_s_http_status(client, code, status):
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("coded", [ints([code, 0])])
+    assert caught.value.status() == str(status)
+    assert caught.value.message() == f"model 'coded' version 1: refused with code {code}"
 
 
 def test_an_exception_in_execute_fails_the_batch_naming_the_model(client):

@@ -69,6 +69,9 @@ def test_responses_and_errors():
     codes = ["UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE", "UNSUPPORTED"]
     codes += ["ALREADY_EXISTS", "CANCELLED"]
     assert [getattr(TritonError, c) for c in codes] == list(range(8))
+    for wrong in (8, -1, "INVALID_ARG", True, None):
+        with pytest.raises(TypeError, match=r"TritonError code must be one of"):
+            TritonError("x", wrong)
     with pytest.raises(
         TritonModelException, match=r"must be pb_utils\.Tensor objects, got ndarray"
     ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import textwrap
 from pathlib import Path
@@ -11,10 +12,20 @@ import numpy as np
 import pytest
 import repoman_python
 import tritonclient.http as httpclient
+from repoman_python import wire
 from repoman_python.backend import PythonBackend
+from repoman_python.describe import as_plain, from_plain
 from tritonclient.utils import InferenceServerException
 
-from repoman import Backend, BackendError, BackendRegistry, Batch
+from repoman import (
+    Backend,
+    BackendError,
+    BackendRegistry,
+    Batch,
+    DataType,
+    ModelSignature,
+    TensorConfig,
+)
 from repoman.config import parse_model_config
 from repoman.instances import instance_contexts
 from repoman.source.resolve import Resolver
@@ -347,6 +358,21 @@ def test_describe_reads_auto_complete_config(tmp_path):
     ]
 
 
+def test_a_signature_crosses_from_the_describe_stub_as_plain_data_only():
+    signature = ModelSignature(
+        (TensorConfig("X", DataType.BYTES, (-1, 1), optional=True),),
+        (TensorConfig("Y", DataType.INT32, (-1,)),),
+        batching=True,
+        max_batch_size=8,
+    )
+    plain = as_plain(signature)
+    assert from_plain(wire.loads_plain(pickle.dumps(plain)), Path("m")) == signature
+    with pytest.raises(BackendError, match=r"m: describing it gave an unreadable answer"):
+        from_plain(
+            {"inputs": 3, "outputs": [], "batching": True, "max_batch_size": None}, Path("m")
+        )
+
+
 def test_a_partial_config_is_completed_from_model_py(tmp_path):
     folder = tmp_path / "completed"
     write_version(folder, SELF_DESCRIBED)
@@ -407,6 +433,7 @@ dynamic_batching { preferred_batch_size: [ 3 ] max_queue_delay_microseconds: 200
 
 TEXT_LENGTH = """
 import numpy as np
+from repoman import BackendError, ErrorKind
 from repoman_python import Response
 
 class Model:
@@ -416,6 +443,9 @@ class Model:
             texts = [t.decode() for t in request.input("TEXT").reshape(-1)]
             if not all(texts):
                 responses.append(Response(error="empty text has no length"))
+            elif "?" in texts:
+                error = BackendError("no such text", ErrorKind.NOT_FOUND)
+                responses.append(Response(error=error))
             else:
                 lengths = np.array([[len(t)] for t in texts])  # int64, sent as INT32
                 responses.append(Response({"LENGTH": lengths}))
@@ -449,6 +479,9 @@ def test_served_over_http_with_a_per_request_error(tmp_path, server_factory):
             except InferenceServerException as error:
                 outcomes.append((error.status(), error.message()))
         stats = client.get_inference_statistics("text_length", "1")["model_stats"][0]
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("text_length", [text_input("?")])
+    assert (caught.value.status(), caught.value.message()) == ("404", "no such text")
     assert outcomes == [
         [[3]],
         ("500", "model 'text_length' version 1: empty text has no length"),

@@ -337,3 +337,25 @@ def test_plugin_registry_does_not_import_tensorflow():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "tensorflow_savedmodel" in done.stdout
+
+
+def test_without_tensorflow_the_plugin_loads_and_a_tf_model_names_the_extra(tmp_path, monkeypatch):
+    # NOTE: None in sys.modules makes `import tensorflow` fail as it does where the
+    # [tensorflow] extra is not installed (the wheel test checks a real such install).
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    for name in ("repoman_tensorflow.backend", "repoman_tensorflow.runtime"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    pm, report = make_plugin_manager()
+    registry = build_backend_registry(pm, report)
+    assert "repoman_tensorflow" not in report.failed and "tensorflow" in registry
+    config = parse_model_config(
+        'platform: "tensorflow_savedmodel"\n' + AFFINE,
+        filename="tf/config.pbtxt", fmt="pbtxt", model_name="tf",
+    )
+    spec = registry.resolve(config)
+    for call in (lambda: spec.factory(None), lambda: spec.describe(tmp_path, {})):
+        with pytest.raises(Exception, match=re.escape(
+            "this backend needs the package 'tensorflow', which is not installed; "
+            "install it with: pip install 'repoman[tensorflow]'"
+        )):
+            call()

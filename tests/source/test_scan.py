@@ -147,3 +147,38 @@ def test_the_size_limit_can_be_set_and_applies_to_version_configs_too(tmp_path):
     (version,) = folder.versions
     assert version.config_file is not None
     assert "at most 1000 bytes, found 2000 bytes" in str(version.config_file.error)
+
+
+@pytest.mark.parametrize(
+    ("layout", "is_model"),
+    [
+        ({"config.pbtxt": ""}, True),  # KServe's single model: the files at the root
+        ({"config.yaml": ""}, True),
+        ({"1/model.onnx": ""}, True),  # no config: auto-completed
+        ({}, False),  # an empty repository, filled later (KServe's multi-model agent)
+        ({"digits/config.pbtxt": "", "digits/1/model.onnx": ""}, False),
+        ({"0/model.onnx": "", "notes.txt": ""}, False),
+    ],
+)
+def test_a_folder_is_one_model_when_a_config_or_a_version_folder_is_at_its_top(
+    tmp_path, layout, is_model
+) -> None:
+    for relative, text in layout.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    assert scan_module.looks_like_a_model(tmp_path) is is_model
+
+
+def test_a_one_model_repository_is_scanned_as_that_model_under_the_name_given(tmp_path) -> None:
+    fakes.write_model(tmp_path, "mnt", versions=(1, 2))
+    root = tmp_path / "mnt"
+    found = scan_repository(root, ScanOptions(), now=time.time(), single="digits")
+    assert list(found.models) == ["digits"]
+    model = found.models["digits"]
+    assert model.path == root and [v.number for v in model.versions] == [1, 2]
+    assert model.config_file is not None and model.config_file.path == root / "config.pbtxt"
+    # a link out of the one-model folder is out of the repository
+    (tmp_path / "elsewhere").mkdir()
+    (root / "3").symlink_to(tmp_path / "elsewhere")
+    refused = scan_repository(root, ScanOptions(), now=time.time(), single="digits")
+    assert "leads out of the repository" in refused.models["digits"].version(3).refused
