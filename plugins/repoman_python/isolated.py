@@ -31,6 +31,7 @@ from repoman import (
     get_tensors,
     int_parameter,
     put_tensors,
+    time_left,
 )
 from repoman_python import custom_metrics, wire
 from repoman_python import process as stubs
@@ -132,7 +133,15 @@ class IsolatedPythonBackend(Backend):
 
     def _start(self) -> None:
         """Start a stub and load the model in it; BackendError (and no stub) on failure."""
-        load_timeout, memory = self._timeouts[0], self._memory_limit
+        load_timeout: float = self._timeouts[0]
+        memory = self._memory_limit
+        within = f"within {load_timeout:g} s (load_timeout_seconds)"
+        # NOTE: a load the manager gives up on (--model-load-timeout) must not leave its
+        # stub running: the stub is bounded by what is left of the manager's deadline too.
+        left = time_left()
+        if left is not None and left < load_timeout:
+            load_timeout = max(left, 0.001)
+            within = f"within the --model-load-timeout ({left:.1f} s were left)"
         inputs = Arena.create(ARENA_BYTES, name="repoman-python-inputs")
         outputs = Arena.create(ARENA_BYTES, name="repoman-python-outputs")
         context = self.context
@@ -161,8 +170,7 @@ class IsolatedPythonBackend(Backend):
         except TimeoutError:
             self._stop(kill=True)
             raise StubDied(
-                f"{self._label}: the model did not load within {load_timeout:g} s "
-                "(load_timeout_seconds); its process was killed"
+                f"{self._label}: the model did not load {within}; its process was killed"
             ) from None
         except (wire.Closed, OSError) as exc:
             code = self._stop(kill=True)
