@@ -30,12 +30,16 @@ def main() -> None:
     name = model_dir.name
     width = int(session.get_inputs()[0].shape[1])
     config = {
-        "name": name, "platform": "onnxruntime_onnx", "max_batch_size": 32,
+        "name": name,
+        "platform": "onnxruntime_onnx",
+        "max_batch_size": 32,
         "input": [{"name": in_name, "data_type": "TYPE_FP32", "dims": [width]}],
         "output": [{"name": out_name, "data_type": "TYPE_FP32", "dims": [10]}],
     }
     metadata = {
-        "name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
+        "name": name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
         "inputs": [{"name": in_name, "datatype": "FP32", "shape": [-1, width]}],
         "outputs": [{"name": out_name, "datatype": "FP32", "shape": [-1, 10]}],
     }
@@ -46,20 +50,24 @@ def main() -> None:
         header = json.loads(body[: int(length)] if length else body)
         tensor = header["inputs"][0]
         if length:
-            data = np.frombuffer(body[int(length):], dtype=np.float32)
+            data = np.frombuffer(body[int(length) :], dtype=np.float32)
         else:
             data = np.asarray(tensor["data"], dtype=np.float32)
         result = session.run([out_name], {in_name: data.reshape(tensor["shape"])})[0]
         binary = header.get("parameters", {}).get("binary_data_output", False) or any(
-            o.get("parameters", {}).get("binary_data") for o in header.get("outputs", []))
+            o.get("parameters", {}).get("binary_data") for o in header.get("outputs", [])
+        )
         out = {"name": out_name, "datatype": "FP32", "shape": list(result.shape)}
         answer = {"model_name": name, "model_version": "1", "outputs": [out]}
         if binary:
             raw = result.tobytes()
             out["parameters"] = {"binary_data_size": len(raw)}
             head = json.dumps(answer).encode()
-            return web.Response(body=head + raw, headers={HEADER: str(len(head))},
-                                content_type="application/octet-stream")
+            return web.Response(
+                body=head + raw,
+                headers={HEADER: str(len(head))},
+                content_type="application/octet-stream",
+            )
         out["data"] = result.reshape(-1).tolist()
         return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
 

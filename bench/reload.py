@@ -66,16 +66,20 @@ def main() -> int:
                     rf"digits version {version}: READY \(loaded in ([0-9.]+)s\)", server.log()
                 )
                 rows.append((version, elapsed, float(loaded[0]) if loaded else float("nan")))
-                print(f"  version {version}: first response after {elapsed * 1000:.0f} ms",
-                      file=sys.stderr)
+                print(
+                    f"  version {version}: first response after {elapsed * 1000:.0f} ms",
+                    file=sys.stderr,
+                )
         finally:
             server.stop()
     print(f"\n{'version':>8} {'complete -> first response (ms)':>32} {'model load (ms)':>16}")
     for version, elapsed, load in rows:
         print(f"{version:>8} {elapsed * 1000:>32.0f} {load * 1000:>16.0f}")
     times = [elapsed for _, elapsed, _ in rows]
-    print(f"\nmedian {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms "
-          f"(target: under 1000 ms plus the model's own load time; Triton polls every 15 s)")
+    print(
+        f"\nmedian {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms "
+        f"(target: under 1000 ms plus the model's own load time; Triton polls every 15 s)"
+    )
     return 0
 
 

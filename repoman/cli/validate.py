@@ -102,6 +102,8 @@ def _check_version(
         return
     if config is not model_config:
         _check_config(config, where, registry, report)
+    if config.is_ensemble:
+        return  # NOTE: no model file: its members are checked when it is served
     try:
         spec = registry.resolve(config)
     except RepomanError:
@@ -135,6 +137,8 @@ def _check_config(
 ) -> None:
     for warning in config.warnings:
         report.issues.append(ConfigIssue(where, None, None, "", warning, severity="warning"))
+    if config.is_ensemble:
+        return  # NOTE: run by the server itself, not by a backend
     try:
         registry.resolve(config)
     except RepomanError as exc:

@@ -182,3 +182,14 @@ def test_statistics_count_what_was_sent(bundled_server, heldout):
     assert success == 5
     assert any(b["batch_size"] == 3 for b in after["batch_stats"])
     assert {(s["name"], s["version"]) for s in everything} >= {("digits", "1"), ("iris", "1")}
+
+
+def test_readme_ensemble_curl_request_body(bundled_server):
+    body = (ROOT / "examples" / "iris_species_request.json").read_bytes()
+    status, answer = bundled_server.request(
+        "POST", "/v2/models/iris_species/infer", body, {"Content-Type": "application/json"}
+    )
+    assert status == 200, answer
+    species = next(o for o in answer["outputs"] if o["name"] == "species")
+    assert species["data"] == ["setosa", "virginica"]
+    assert answer["model_name"] == "iris_species" and answer["model_version"] == "1"

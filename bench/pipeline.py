@@ -1,0 +1,190 @@
+"""Pipeline benchmark (issue #16): a three-step pipeline as an ensemble vs one Python model doing
+all three steps in-process; prints a table, it is not a timed test.
+
+The pipeline is the bundled worked example: iris_preprocess (Python, mm -> cm) -> iris (ONNX)
+-> iris_postprocess (Python, species name). The all-in-one model does the same three steps in
+one Python ``execute`` per batch (onnxruntime in-process, one session). Both are served by one
+repoman on 127.0.0.1 and driven by Triton's perf_analyzer (closed loop) at each concurrency;
+the mean batch each member formed comes from its statistics (inference_count / execution_count
+deltas). ``VARIANTS`` has a row for BLS (a Python model calling the others): it reads n/a until
+BLS exists; give it a model name then.
+
+Usage: .venv/bin/python bench/pipeline.py [--concurrency 1 64] [--requests 1500] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from _load import PERF_ANALYZER, ROOT, Server, counts, log, run_perf  # noqa: E402
+
+BUNDLED = ROOT / "model_repository"
+MEMBERS = ("iris_preprocess", "iris", "iris_postprocess")
+
+# What each variant sends requests to, and the models whose batches it reports (None: not
+# there yet). BLS: a Python model whose execute calls the three members; add it with #16's
+# second half.
+VARIANTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "ensemble": ("iris_species", MEMBERS),
+    "all-in-one": ("iris_allinone", ("iris_allinone",)),
+    "bls": (None, MEMBERS),
+}
+
+ALL_IN_ONE = '''
+"""The iris pipeline in one Python model: mm -> cm, onnxruntime, species name, per batch."""
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+SPECIES = np.array([b"setosa", b"versicolor", b"virginica"], dtype=np.object_)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        path = f"{args['model_repository']}/{args['model_version']}/iris.onnx"
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        arrays = [
+            pb_utils.get_input_tensor_by_name(r, "measurements_mm").as_numpy() for r in requests
+        ]
+        millimetres = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        probabilities = self.session.run(["probabilities"], {"features": millimetres / 10})[0]
+        species = SPECIES[probabilities.argmax(axis=1)].reshape(-1, 1)
+        confidence = probabilities.max(axis=1, keepdims=True).astype(np.float32)
+        responses, start = [], 0
+        for array in arrays:
+            end = start + len(array)
+            outputs = [
+                pb_utils.Tensor("species", species[start:end]),
+                pb_utils.Tensor("confidence", confidence[start:end]),
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            start = end
+        return responses
+'''
+
+ALL_IN_ONE_CONFIG = """
+name: "iris_allinone"
+backend: "python"
+max_batch_size: 16
+input [ { name: "measurements_mm" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [
+  { name: "species" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "confidence" data_type: TYPE_FP32 dims: [ 1 ] }
+]
+dynamic_batching { max_queue_delay_microseconds: 500 }
+"""
+
+
+def repository(folder: Path) -> Path:
+    repo = folder / "repo"
+    for name in (*MEMBERS, "iris_species"):
+        shutil.copytree(BUNDLED / name, repo / name)
+    allinone = repo / "iris_allinone"
+    (allinone / "1").mkdir(parents=True)
+    (allinone / "config.pbtxt").write_text(ALL_IN_ONE_CONFIG)
+    (allinone / "1" / "model.py").write_text(ALL_IN_ONE)
+    shutil.copy(BUNDLED / "iris" / "1" / "model.onnx", allinone / "1" / "iris.onnx")
+    return repo
+
+
+def measure(server: Server, variant: str, conc: int, args: argparse.Namespace) -> dict:
+    model, members = VARIANTS[variant]
+    row: dict = {"variant": variant, "concurrency": conc}
+    if model is None:
+        return row
+    assert server.port is not None
+    before = {m: counts(server.port, m) for m in members}
+    # NOTE: -x 1: perf_analyzer, given an ensemble without a version, stops at once with
+    # "failed to find the requested model version"; with one it reads every member's stats.
+    cmd = [str(PERF_ANALYZER), "-m", model, "-x", "1", "-u", f"127.0.0.1:{server.port}"]
+    cmd += f"-i http --concurrency-range {conc} --measurement-mode count_windows".split()
+    cmd += f"-s 1000 --measurement-request-count {args.requests} --max-trials 3".split()
+    row.update(run_perf(cmd, args.step_timeout))
+    for member in members:
+        c0, c1 = before[member], counts(server.port, member)
+        if c0 and c1 and c1[1] > c0[1]:
+            row[f"batch:{member}"] = (c1[0] - c0[0]) / (c1[1] - c0[1])
+    return row
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\nthree-step pipeline (pre -> ONNX -> post), {os.cpu_count()} cores, perf_analyzer")
+    head = f"{'variant':<11} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  mean batch"
+    print(head)
+    print("-" * (len(head) + 40))
+    for row in rows:
+        batches = ", ".join(
+            f"{key.split(':', 1)[1]} {value:.1f}"
+            for key, value in row.items()
+            if key.startswith("batch:")
+        )
+        print(
+            f"{row['variant']:<11} {row['concurrency']:>4} {fmt(row.get('infer_s'), '8.0f')} "
+            f"{fmt(row.get('p50_ms'), '7.2f')} {fmt(row.get('p99_ms'), '7.2f')}  "
+            f"{batches or 'n/a'}"
+        )
+    print()
+    for conc in sorted({row["concurrency"] for row in rows}):
+        found = {row["variant"]: row for row in rows if row["concurrency"] == conc}
+        ensemble, whole = found.get("ensemble", {}), found.get("all-in-one", {})
+        if ensemble.get("infer_s") and whole.get("infer_s"):
+            ratio = ensemble["infer_s"] / whole["infer_s"]
+            batch = min(v for k, v in ensemble.items() if k.startswith("batch:"))
+            line = f"c{conc}: ensemble / all-in-one = {ratio:.0%}; "
+            line += f"smallest member mean batch {batch:.1f}"
+            if conc >= 64:
+                ok = ratio >= 0.8 and batch > 1
+                line += f"  (target >= 80% with mean batch > 1: {'PASS' if ok else 'FAIL'})"
+            print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--requests", type=int, default=1500, help="per measurement window")
+    parser.add_argument("--step-timeout", type=float, default=120)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    if not PERF_ANALYZER.exists():
+        sys.exit(f"perf_analyzer is missing: {PERF_ANALYZER} (make test installs it)")
+    with tempfile.TemporaryDirectory(prefix="repoman-pipeline-") as tmp:
+        repo = repository(Path(tmp))
+        cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(repo)]
+        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--model-control-mode", "none"]
+        server = Server("repoman", cmd)
+        try:
+            server.wait_ready()
+            rows = []
+            for conc in args.concurrency:
+                for variant in VARIANTS:
+                    log(f"{variant} at c{conc}")
+                    started = time.monotonic()
+                    rows.append(measure(server, variant, conc, args))
+                    log(f"  {time.monotonic() - started:.1f}s")
+        finally:
+            server.stop()
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
