@@ -6,8 +6,8 @@ The pipeline is the bundled worked example: iris_preprocess (Python, mm -> cm) -
 one Python ``execute`` per batch (onnxruntime in-process, one session). Both are served by one
 repoman on 127.0.0.1 and driven by Triton's perf_analyzer (closed loop) at each concurrency;
 the mean batch each member formed comes from its statistics (inference_count / execution_count
-deltas). ``VARIANTS`` has a row for BLS (a Python model calling the others): it reads n/a until
-BLS exists; give it a model name then.
+deltas). BLS is the bundled iris_bls: a Python model whose ``async def execute`` calls the three
+members with ``async_exec`` (every request of its batch in flight at once).
 
 Usage: .venv/bin/python bench/pipeline.py [--concurrency 1 64] [--requests 1500] [--json FILE]
 """
@@ -31,12 +31,11 @@ BUNDLED = ROOT / "model_repository"
 MEMBERS = ("iris_preprocess", "iris", "iris_postprocess")
 
 # What each variant sends requests to, and the models whose batches it reports (None: not
-# there yet). BLS: a Python model whose execute calls the three members; add it with #16's
-# second half.
+# there yet).
 VARIANTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "ensemble": ("iris_species", MEMBERS),
     "all-in-one": ("iris_allinone", ("iris_allinone",)),
-    "bls": (None, MEMBERS),
+    "bls": ("iris_bls", MEMBERS),
 }
 
 ALL_IN_ONE = '''
@@ -91,7 +90,7 @@ dynamic_batching { max_queue_delay_microseconds: 500 }
 
 def repository(folder: Path) -> Path:
     repo = folder / "repo"
-    for name in (*MEMBERS, "iris_species"):
+    for name in (*MEMBERS, "iris_species", "iris_bls"):
         shutil.copytree(BUNDLED / name, repo / name)
     allinone = repo / "iris_allinone"
     (allinone / "1").mkdir(parents=True)
@@ -145,6 +144,9 @@ def print_table(rows: list[dict]) -> None:
     for conc in sorted({row["concurrency"] for row in rows}):
         found = {row["variant"]: row for row in rows if row["concurrency"] == conc}
         ensemble, whole = found.get("ensemble", {}), found.get("all-in-one", {})
+        bls = found.get("bls", {})
+        if bls.get("infer_s") and whole.get("infer_s"):
+            print(f"c{conc}: bls / all-in-one = {bls['infer_s'] / whole['infer_s']:.0%}")
         if ensemble.get("infer_s") and whole.get("infer_s"):
             ratio = ensemble["infer_s"] / whole["infer_s"]
             batch = min(v for k, v in ensemble.items() if k.startswith("batch:"))

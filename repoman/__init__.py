@@ -15,6 +15,7 @@ from repoman.backends import (
     Batch,
     Result,
 )
+from repoman.calls import Caller, ModelCall, model_caller
 from repoman.config.model import ModelConfig, TensorConfig
 from repoman.errors import BackendError, ConfigError, ErrorKind, RepomanError
 from repoman.hookspecs import hookimpl
@@ -36,9 +37,11 @@ __all__ = [
     "BackendError",
     "BackendRegistry",
     "Batch",
+    "Caller",
     "ConfigError",
     "DataType",
     "ErrorKind",
+    "ModelCall",
     "ModelConfig",
     "ModelSignature",
     "RepomanError",
@@ -51,6 +54,7 @@ __all__ = [
     "get_tensors",
     "hookimpl",
     "int_parameter",
+    "model_caller",
     "put_tensor",
     "put_tensors",
     "time_left",

@@ -91,10 +91,13 @@ def start_server(
     env: dict[str, str] | None = None,
     launcher: Sequence[str] = (sys.executable, "-m", "repoman"),
     cwd: Path = ROOT,
+    new_session: bool = False,
 ) -> ServerProcess:
     """Run ``repoman serve`` on 127.0.0.1 with a port the OS picks; wait until it listens (and is ready).
 
     ``launcher`` is the command that stands for ``repoman`` (another environment's script, say).
+    ``new_session``: the server leads a process group of its own (as in a terminal), so a
+    test can signal that group without signalling itself.
     """
     command = [
         *launcher,
@@ -114,7 +117,9 @@ def start_server(
     workers = os.environ.get("REPOMAN_TEST_HTTP_WORKERS")
     if workers and "--http-workers" not in args:
         command += ["--http-workers", workers]
-    return start_command(command, ready=ready, timeout=timeout, env=env, cwd=cwd)
+    return start_command(
+        command, ready=ready, timeout=timeout, env=env, cwd=cwd, new_session=new_session
+    )
 
 
 def start_command(
@@ -124,6 +129,7 @@ def start_command(
     timeout: float = 90,
     env: dict[str, str] | None = None,
     cwd: Path = ROOT,
+    new_session: bool = False,
 ) -> ServerProcess:
     """Run exactly ``command`` (a ``repoman serve`` whose port the log's 'listening on' line
     gives); wait until it listens (and is ready)."""
@@ -134,6 +140,7 @@ def start_command(
         text=True,
         cwd=cwd,
         env={**os.environ, **(env or {})},
+        start_new_session=new_session,
     )
     server = ServerProcess(process)
     found = threading.Event()

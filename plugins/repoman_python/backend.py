@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib.util
 import inspect
@@ -22,11 +23,13 @@ from repoman import (
     BackendContext,
     BackendError,
     Batch,
+    Caller,
     DataType,
     ModelSignature,
     RepomanError,
     Result,
     TensorConfig,
+    model_caller,
 )
 from repoman_python import pb_utils, triton_compat
 from repoman_python.api import Request, Response
@@ -59,6 +62,10 @@ class PythonBackend(Backend):
         # NOTE: messages clients see name the file within the repository, not its server path.
         self._where = f"{context.config.name}/{context.version}/{context.model_path.name}"
         self._label = f"model '{context.config.name}' version {context.version}"
+        self.caller: Caller | None = None
+        """Where the model's calls to models go (BLS): the stub's channel to the server;
+        None: the door the server opens for the batch running (``repoman.model_caller``)."""
+        self._loop: asyncio.AbstractEventLoop | None = None  # runs an ``async def execute``
 
     def load(self) -> None:
         path = self.context.model_path
@@ -133,9 +140,17 @@ class PythonBackend(Backend):
     def _call_execute(self, requests: list[Any]) -> Any:
         """The model's own execute, its logging routed to it; any exception a BackendError
         naming the file (a RepomanError as it is)."""
+        send = triton_compat.transport(self.caller or model_caller())
         try:
-            with pb_utils._logging_as(self._log_name, self):
-                return self._model.execute(requests)
+            with pb_utils._logging_as(self._log_name, self), pb_utils._calling_through(send):
+                responses = self._model.execute(requests)
+                if inspect.isawaitable(responses):
+                    # NOTE: an ``async def execute`` (to await async_exec calls) runs to the
+                    # end on this instance's own loop, here, before the batch is answered.
+                    if self._loop is None:
+                        self._loop = asyncio.new_event_loop()
+                    responses = self._loop.run_until_complete(responses)
+                return responses
         except RepomanError:
             raise
         except Exception as exc:
@@ -194,6 +209,9 @@ class PythonBackend(Backend):
         finally:
             _forget(self._module_name)
             pb_utils._forget_metrics(self)
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
 
 
 def _failed(where: object, step: str, exc: Exception) -> BackendError:

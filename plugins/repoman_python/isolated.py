@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +27,16 @@ from repoman import (
     BackendContext,
     BackendError,
     Batch,
+    Caller,
+    ErrorKind,
+    ModelCall,
     RepomanError,
     Result,
     get_tensors,
     int_parameter,
+    model_caller,
     put_tensors,
+    time_left,
 )
 from repoman_python import custom_metrics, wire
 from repoman_python import process as stubs
@@ -132,7 +138,15 @@ class IsolatedPythonBackend(Backend):
 
     def _start(self) -> None:
         """Start a stub and load the model in it; BackendError (and no stub) on failure."""
-        load_timeout, memory = self._timeouts[0], self._memory_limit
+        load_timeout: float = self._timeouts[0]
+        memory = self._memory_limit
+        within = f"within {load_timeout:g} s (load_timeout_seconds)"
+        # NOTE: a load the manager gives up on (--model-load-timeout) must not leave its
+        # stub running: the stub is bounded by what is left of the manager's deadline too.
+        left = time_left()
+        if left is not None and left < load_timeout:
+            load_timeout = max(left, 0.001)
+            within = f"within the --model-load-timeout ({left:.1f} s were left)"
         inputs = Arena.create(ARENA_BYTES, name="repoman-python-inputs")
         outputs = Arena.create(ARENA_BYTES, name="repoman-python-outputs")
         context = self.context
@@ -161,8 +175,7 @@ class IsolatedPythonBackend(Backend):
         except TimeoutError:
             self._stop(kill=True)
             raise StubDied(
-                f"{self._label}: the model did not load within {load_timeout:g} s "
-                "(load_timeout_seconds); its process was killed"
+                f"{self._label}: the model did not load {within}; its process was killed"
             ) from None
         except (wire.Closed, OSError) as exc:
             code = self._stop(kill=True)
@@ -237,6 +250,7 @@ class IsolatedPythonBackend(Backend):
         execute_timeout = self._timeouts[1]
         assert self._sock is not None and self._inputs is not None and self._outputs is not None
         blocks: list[int] = []
+        calls = _Calls(self._sock, self._inputs, self._outputs, model_caller())
         try:
             requests = [put_tensors(self._inputs, dict(r), blocks) for r in batch.requests]
             body = {
@@ -250,7 +264,12 @@ class IsolatedPythonBackend(Backend):
             }
             self._sock.settimeout(execute_timeout)
             wire.send(self._sock, ("execute", body))
+            # NOTE: this thread only waits on the socket while the model runs; a call it
+            # makes (BLS) is started here and answered from the event loop when done.
             kind, detail = self._receive()
+            while kind == "call":
+                calls.start(detail)
+                kind, detail = self._receive()
         except TimeoutError:
             self._stop(kill=True)
             self._restart = True
@@ -267,6 +286,7 @@ class IsolatedPythonBackend(Backend):
                 "started again for the next batch"
             ) from None
         finally:
+            calls.close()
             if self._inputs is not None:
                 for offset in blocks:
                     self._inputs.free(offset)
@@ -300,6 +320,95 @@ class IsolatedPythonBackend(Backend):
         if local is not None:
             return local.metrics_snapshot()
         return self._metrics
+
+
+class _Calls:
+    """The calls a stub's model makes during one ``execute`` (BLS), on the server's side.
+
+    Each ``call`` message (from untrusted plain data) becomes a ModelCall through the door
+    the scheduler opened for the batch; its answer goes back to the stub from the thread
+    that settles it (the event loop), its outputs in the inputs arena. Once the batch
+    returns (:meth:`close`) nothing more is sent and the answers' blocks are freed.
+    """
+
+    def __init__(
+        self, sock: socket.socket, inputs: Arena, outputs: Arena, caller: Caller | None
+    ) -> None:
+        self._sock, self._inputs, self._outputs = sock, inputs, outputs
+        self._caller = caller
+        self._lock = threading.Lock()
+        self._blocks: list[int] = []
+        self._closed = False
+
+    def start(self, body: Any) -> None:
+        tag = body.get("tag") if isinstance(body, dict) else None
+        try:
+            call = self._read(body)
+            if self._caller is None:
+                raise BackendError("models can be called only from within execute")
+            running = self._caller(call)
+        except Exception as exc:
+            self._answer_error(tag, exc)
+            return
+        running.add_done_callback(lambda done: self._answer(tag, done))
+
+    def _read(self, body: Any) -> ModelCall:
+        """The call ``body`` describes; its inputs copied out of the stub's arena (the stub
+        frees them once answered; the member may run later)."""
+        try:
+            inputs = {
+                str(name): np.array(array, copy=True)
+                for name, array in get_tensors(self._outputs, body["inputs"]).items()
+            }
+            version = body["version"]
+            timeout = body["timeout_us"]
+            if not (version is None or type(version) is int) or type(timeout) is not int:
+                raise TypeError("version and timeout_us must be integers")
+            parameters = body["parameters"]
+            if not isinstance(parameters, dict):
+                raise TypeError("parameters must be a dict")
+            return ModelCall(
+                model=str(body["model"]),
+                inputs=inputs,
+                outputs=tuple(str(name) for name in body["outputs"]),
+                version=version,
+                request_id=str(body["request_id"]),
+                parameters=parameters,
+                timeout_us=max(timeout, 0),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BackendError(f"an unreadable call from the model: {exc}") from None
+
+    def _answer(self, tag: Any, done: Future[Mapping[str, np.ndarray]]) -> None:
+        error = done.exception()
+        if error is not None:
+            self._answer_error(tag, error)
+            return
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                descriptors = put_tensors(self._inputs, dict(done.result()), self._blocks)
+                wire.send(self._sock, ("answer", tag, "outputs", descriptors))
+            except (OSError, ValueError) as exc:
+                log.debug("answering a call failed: %s", exc)  # NOTE: the stub is gone
+
+    def _answer_error(self, tag: Any, error: BaseException) -> None:
+        kind = error.kind if isinstance(error, RepomanError) else ErrorKind.INTERNAL
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                wire.send(self._sock, ("answer", tag, "error", (str(error), int(kind))))
+            except OSError as exc:
+                log.debug("answering a call failed: %s", exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            blocks, self._blocks = self._blocks, []
+        for offset in blocks:
+            self._inputs.free(offset)
 
 
 def _seconds(params: Mapping[str, str], name: str, default: int) -> int:

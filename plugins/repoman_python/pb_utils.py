@@ -7,14 +7,17 @@ internals), so a future stub process can import it as it is. The backend registe
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextvars
 import itertools
 import json
 import logging
 import math
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -167,14 +170,118 @@ class Tensor:
         return f"Tensor({self._name!r}, shape={self.shape()}, dtype={self._array.dtype})"
 
 
-class InferenceRequest:
-    """One request handed to ``execute``. Models cannot build their own yet (no BLS)."""
+_Transport = Callable[["InferenceRequest"], "Future[InferenceResponse]"]
+"""Sends a request a model builds to the server; the future gets the response (an error in
+it, never raised). Set only while the model's ``execute`` runs."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TritonModelException(
-            "InferenceRequest(model_name=...): calling another model from a Python model "
-            "(BLS) is not supported by repoman yet"
-        )
+_transport: contextvars.ContextVar[_Transport | None] = contextvars.ContextVar(
+    "pb_utils_transport", default=None
+)
+
+
+@contextmanager
+def _calling_through(transport: _Transport | None) -> Iterator[None]:
+    token = _transport.set(transport)
+    try:
+        yield
+    finally:
+        _transport.reset(token)
+
+
+class InferenceRequest:
+    """A request handed to ``execute``, or one a model builds to call a model (BLS):
+    ``InferenceRequest(model_name, requested_output_names, inputs, ...).exec()``."""
+
+    def __init__(
+        self,
+        model_name: str,
+        requested_output_names: Sequence[str],
+        inputs: Sequence[Tensor],
+        model_version: int = -1,
+        request_id: str = "",
+        correlation_id: int | str = 0,
+        flags: int = 0,
+        timeout: int = 0,
+        preferred_memory: Any = None,
+        parameters: Mapping[str, Any] | str | None = None,
+    ) -> None:
+        if not isinstance(model_name, str) or not model_name:
+            raise TritonModelException(
+                f"InferenceRequest: model_name must be a str, got {model_name!r}"
+            )
+        if isinstance(requested_output_names, str) or not all(
+            isinstance(n, str) for n in requested_output_names
+        ):
+            raise TritonModelException(
+                "InferenceRequest: requested_output_names must be a list of str"
+            )
+        inputs = list(inputs)
+        wrong = [type(t).__name__ for t in inputs if not isinstance(t, Tensor)]
+        if wrong:
+            raise TritonModelException(
+                f"InferenceRequest: inputs must be pb_utils.Tensor objects, got {wrong[0]}"
+            )
+        for name, value in (("model_version", model_version), ("timeout", timeout)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TritonModelException(
+                    f"InferenceRequest: {name} must be an int, got {value!r}"
+                )
+        if timeout < 0:
+            raise TritonModelException(f"InferenceRequest: timeout must be >= 0, got {timeout}")
+        if isinstance(parameters, str):
+            try:
+                parameters = json.loads(parameters)
+            except ValueError as exc:
+                raise TritonModelException(f"InferenceRequest: parameters: {exc}") from None
+        if not isinstance(parameters, Mapping | None):
+            raise TritonModelException("InferenceRequest: parameters must be a dict")
+        self._inputs = inputs
+        self._outputs = list(requested_output_names)
+        self._id = str(request_id)
+        self._parameters = json.dumps(dict(parameters or {}))
+        self._flags = flags
+        self._correlation_id = correlation_id
+        self._model_name = model_name
+        self._model_version = model_version
+        self._timeout = timeout
+
+    def model_name(self) -> str:
+        return self._model_name
+
+    def model_version(self) -> int:
+        return self._model_version
+
+    def timeout(self) -> int:
+        """Microseconds the caller waits for the response (0: no limit)."""
+        return self._timeout
+
+    def _send(self, decoupled: bool) -> Future[InferenceResponse]:
+        if decoupled:
+            raise TritonModelException(
+                "InferenceRequest.exec(decoupled=True): calling decoupled models is not "
+                "supported by repoman"
+            )
+        if not getattr(self, "_model_name", ""):
+            raise TritonModelException(
+                "InferenceRequest.exec: this is a request the model received; build an "
+                "InferenceRequest(model_name=...) to call a model"
+            )
+        transport = _transport.get()
+        if transport is None:
+            raise TritonModelException(
+                "InferenceRequest.exec: models can be called only from within execute"
+            )
+        return transport(self)
+
+    def exec(self, decoupled: bool = False) -> InferenceResponse:
+        """Run the request on its model and wait for the response; an error (unknown model,
+        bad input, the model's failure, the timeout) is in the response, not raised."""
+        return self._send(decoupled).result()
+
+    async def async_exec(self, decoupled: bool = False) -> InferenceResponse:
+        """``exec`` as an awaitable, for an ``async def execute`` (many at once with
+        ``asyncio.gather``)."""
+        return await asyncio.wrap_future(self._send(decoupled))
 
     @classmethod
     def _received(
@@ -193,6 +300,9 @@ class InferenceRequest:
         request._parameters = json.dumps(dict(parameters or {}))
         request._flags = flags
         request._correlation_id = correlation_id
+        request._model_name = ""
+        request._model_version = -1
+        request._timeout = 0
         return request
 
     def inputs(self) -> list[Tensor]:
@@ -216,11 +326,6 @@ class InferenceRequest:
 
     def is_cancelled(self) -> bool:
         return False
-
-    def exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise TritonModelException("InferenceRequest.exec (BLS) is not supported by repoman yet")
-
-    async_exec = exec
 
     def __repr__(self) -> str:
         return f"InferenceRequest(inputs={[t.name() for t in self._inputs]})"
@@ -490,8 +595,7 @@ def _labels_key(name: str, labels: Mapping[str, str] | None) -> tuple[tuple[str,
             )
         if not isinstance(value, str):
             raise TritonModelException(
-                f"metric {name}: label {key}'s value must be a string, got "
-                f"{type(value).__name__}"
+                f"metric {name}: label {key}'s value must be a string, got {type(value).__name__}"
             )
     return tuple(sorted(labels.items()))
 
@@ -516,9 +620,7 @@ def _bounds(name: str, buckets: Sequence[float] | None) -> tuple[float, ...]:
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TritonModelException(
-            f"metric {name}: expected a number, got {type(value).__name__}"
-        )
+        raise TritonModelException(f"metric {name}: expected a number, got {type(value).__name__}")
     return float(value)
 
 
@@ -553,8 +655,7 @@ class Metric:
             raise self._refuse("increment (use observe)")
         if kind == MetricFamily.COUNTER and not number >= 0:
             raise TritonModelException(
-                f"metric {self._family.name}: a counter only goes up; increment({value!r}) "
-                "refused"
+                f"metric {self._family.name}: a counter only goes up; increment({value!r}) refused"
             )
         with _metrics_lock:
             self._value += number

@@ -51,6 +51,11 @@ def start(origin: output.Origin) -> tuple[subprocess.Popen[bytes], socket.socket
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                # NOTE: a session (and process group) of its own: a terminal's Ctrl-C
+                # (SIGINT to the server's group) reaches the server only, whose orderly
+                # stop runs each model's finalize. The stub still dies with the server
+                # (PR_SET_PDEATHSIG and its parent watch), however the server ends.
+                start_new_session=True,
             )
         )
     except BaseException:

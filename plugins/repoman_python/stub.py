@@ -11,20 +11,29 @@ message a model's mistakes produce is the same in both modes. The stub answers o
 message at a time, dies with the server (PR_SET_PDEATHSIG, and a watch on its parent), and
 exits after ``unload`` or when the server closes its end. Each reply to ``load`` and
 ``execute`` carries the current values of the model's custom metrics (pb_utils.MetricFamily).
+
+While ``execute`` runs, the model may call models (BLS): each call goes to the server as a
+``call`` message (its inputs in the outputs arena) and its ``answer`` comes back (outputs in
+the inputs arena), in any order; a reader thread takes the answers as they come, so many
+calls can be in flight (``async_exec``) and ``execute`` just waits on its own.
 """
 
 from __future__ import annotations
 
 import ctypes
 import faulthandler
+import itertools
 import logging
 import os
+import queue
 import resource
 import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +43,9 @@ from repoman import (
     Arena,
     BackendContext,
     Batch,
+    ErrorKind,
+    ModelCall,
+    RepomanError,
     TensorDescriptor,
     get_tensors,
     put_tensors,
@@ -84,6 +96,14 @@ class Stub:
         self.inputs: Arena | None = None
         self.outputs: Arena | None = None
         self.output_blocks: list[int] = []
+        self._send_lock = threading.Lock()  # the model's calls and the replies share the socket
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._tags = itertools.count(1)
+        self._calls: dict[int, tuple[Future[Mapping[str, np.ndarray]], list[int]]] = {}
+
+    def send(self, message: Any) -> None:
+        with self._send_lock:
+            wire.send(self.sock, message)
 
     def serve(self) -> int:
         message, fds = wire.receive(self.sock, trusted=True, with_fds=2)
@@ -98,19 +118,94 @@ class Stub:
         self.backend = PythonBackend(context)
         if not self._reply(self.backend.load):
             return 1
+        threading.Thread(target=self._read, name="stub-reader", daemon=True).start()
         while True:
-            try:
-                (kind, body), _ = wire.receive(self.sock, trusted=True)
-            except wire.Closed:
+            message = self._inbox.get()
+            if message is None:
                 return 0
+            kind, body = message
             if kind == "execute":
                 self._release_outputs()
-                wire.send(self.sock, (*self._execute(body), _metrics()))
+                self.backend.caller = self.call
+                try:
+                    reply = self._execute(body)
+                finally:
+                    self.backend.caller = None
+                    self._abandon_calls()
+                self.send((*reply, _metrics()))
             elif kind == "unload":
                 self._reply(self.backend.unload)
                 return 0
             else:
                 raise ValueError(f"unknown message {kind!r}")
+
+    def _read(self) -> None:
+        """The reader thread: answers to the model's calls settle them; the rest goes to
+        the main loop (None: the server closed its end)."""
+        try:
+            while True:
+                message, _ = wire.receive(self.sock, trusted=True)
+                if message[0] == "answer":
+                    self._answered(*message[1:])
+                else:
+                    self._inbox.put(message)
+        except (wire.Closed, OSError):
+            self._inbox.put(None)
+
+    # ---- calls to models (BLS) -------------------------------------------------------
+
+    def call(self, call: ModelCall) -> Future[Mapping[str, np.ndarray]]:
+        """Send ``call`` to the server (any thread, while execute runs); the future gets the
+        outputs, or the RepomanError the server answered with."""
+        assert self.outputs is not None
+        future: Future[Mapping[str, np.ndarray]] = Future()
+        blocks: list[int] = []
+        arrays = {name: _as_bytes(np.asarray(array)) for name, array in call.inputs.items()}
+        with self._send_lock:
+            tag = next(self._tags)
+            descriptors = put_tensors(self.outputs, arrays, blocks)
+            self._calls[tag] = (future, blocks)
+            body = {
+                "tag": tag,
+                "model": call.model,
+                "version": call.version,
+                "inputs": descriptors,
+                "outputs": list(call.outputs),
+                "request_id": call.request_id,
+                "parameters": dict(call.parameters),
+                "timeout_us": call.timeout_us,
+            }
+            wire.send(self.sock, ("call", body))
+        return future
+
+    def _answered(self, tag: int, kind: str, detail: Any) -> None:
+        with self._send_lock:
+            entry = self._calls.pop(tag, None)
+        if entry is None:
+            return  # NOTE: a call abandoned when its execute returned; its blocks are gone
+        future, blocks = entry
+        assert self.outputs is not None and self.inputs is not None
+        # NOTE: the server copied the inputs when the call arrived, before it answered.
+        for offset in blocks:
+            self.outputs.free(offset)
+        if kind == "outputs":
+            # NOTE: copied: the server frees the answer's blocks once execute returns.
+            arrays = {
+                n: np.array(a, copy=True) for n, a in get_tensors(self.inputs, detail).items()
+            }
+            future.set_result(arrays)
+        else:
+            message, code = detail
+            future.set_exception(RepomanError(message, ErrorKind(code)))
+
+    def _abandon_calls(self) -> None:
+        """execute returned with calls unanswered: their answers are dropped, and their
+        input blocks freed with the next batch's (the server may not have read them yet)."""
+        with self._send_lock:
+            calls, self._calls = self._calls, {}
+        for future, blocks in calls.values():
+            self.output_blocks.extend(blocks)
+            future.set_exception(RepomanError("the call was abandoned: execute returned"))
 
     def _describe(self, body: dict[str, Any]) -> int:
         """Describe a model file (its ``auto_complete_config``), answer, exit."""
@@ -131,9 +226,9 @@ class Stub:
         try:
             step()
         except Exception as exc:
-            wire.send(self.sock, ("error", error_info(exc), _metrics()))
+            self.send(("error", error_info(exc), _metrics()))
             return False
-        wire.send(self.sock, ("ok", None, _metrics()))
+        self.send(("ok", None, _metrics()))
         return True
 
     def _execute(self, body: dict[str, Any]) -> tuple[str, Any]:
@@ -159,9 +254,10 @@ class Stub:
             return "error", error_info(result)
         assert self.outputs is not None
         arrays = {name: _as_bytes(array) for name, array in result.items()}
-        descriptors: dict[str, TensorDescriptor] = put_tensors(
-            self.outputs, arrays, self.output_blocks
-        )
+        with self._send_lock:  # NOTE: the blocks list is shared with abandoned calls' blocks
+            descriptors: dict[str, TensorDescriptor] = put_tensors(
+                self.outputs, arrays, self.output_blocks
+            )
         return "outputs", descriptors
 
     def _release_outputs(self) -> None:

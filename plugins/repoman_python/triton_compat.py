@@ -6,12 +6,13 @@ import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from repoman import BackendContext, BackendError, Batch, ErrorKind
+from repoman import BackendContext, BackendError, Batch, Caller, ErrorKind, ModelCall
 from repoman_python import pb_utils
 
 NOT_APPLICABLE = {
@@ -128,3 +129,54 @@ def auto_complete(hook: Any, parameters: Mapping[str, str], where: Path) -> dict
     if (config.get("model_transaction_policy") or {}).get("decoupled"):
         raise BackendError(f"{where}: decoupled models are not supported by repoman yet")
     return config
+
+
+# ---- models calling models (BLS) ------------------------------------------------------
+
+
+def transport(caller: Caller | None) -> pb_utils._Transport | None:
+    """What ``InferenceRequest.exec()`` sends through: ``caller`` (the core's door, or the
+    stub's channel to it), its answer turned into an InferenceResponse, errors included."""
+    if caller is None:
+        return None
+
+    def send(request: pb_utils.InferenceRequest) -> Future[pb_utils.InferenceResponse]:
+        answer: Future[pb_utils.InferenceResponse] = Future()
+        version = request.model_version()
+        call = ModelCall(
+            model=request.model_name(),
+            inputs={tensor.name(): tensor.as_numpy() for tensor in request.inputs()},
+            outputs=tuple(request.requested_output_names()),
+            version=None if version < 0 else version,
+            request_id=request.request_id(),
+            parameters=json.loads(request.parameters()),
+            timeout_us=request.timeout(),
+        )
+        try:
+            running = caller(call)
+        except Exception as exc:
+            answer.set_result(error_response(exc))
+            return answer
+
+        def settle(done: Future[Mapping[str, np.ndarray]]) -> None:
+            try:
+                outputs = done.result()
+            except CancelledError:
+                answer.set_result(error_response(BackendError("the call was cancelled")))
+            except Exception as exc:
+                answer.set_result(error_response(exc))
+            else:
+                tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]
+                answer.set_result(pb_utils.InferenceResponse(output_tensors=tensors))
+
+        running.add_done_callback(settle)
+        return answer
+
+    return send
+
+
+def error_response(exc: BaseException) -> pb_utils.InferenceResponse:
+    """The response a failed call gets: a TritonError whose code is the error's kind."""
+    kind = getattr(exc, "kind", ErrorKind.INTERNAL)
+    code = int(kind) if isinstance(kind, ErrorKind) else int(ErrorKind.INTERNAL)
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))

@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from repoman.dataplane.calls import ModelCalls
 from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
 from repoman.grpc import OFF, GrpcEdge, GrpcOptions
@@ -85,6 +86,7 @@ async def serve(args: argparse.Namespace) -> int:
         blocked=dispatcher.blocked,
     )
     dispatcher.bind(manager.route)
+    scheduler.bind_calls(ModelCalls(manager, dispatcher))  # NOTE: models calling models (BLS)
     single = _single_model(repository, args.model_name)
     source = RepositorySource(
         repository,

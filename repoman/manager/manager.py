@@ -193,7 +193,14 @@ class ModelManager:
                 for context in instance_contexts(mv.config, mv.version, mv.path, filename)
             ]
             async with self._loading:  # NOTE: a load given up on frees its place at once
-                loading = in_thread(load_instances, instances, name="repoman-load")
+                # NOTE: the deadline reaches the backend (repoman.time_left()), so one that
+                # starts a process (a python model's stub) ends it when this gives up.
+                deadline = (
+                    None if self._load_timeout is None else time.monotonic() + self._load_timeout
+                )
+                loading = in_thread(
+                    load_instances, instances, name="repoman-load", deadline=deadline
+                )
                 try:
                     await asyncio.wait_for(asyncio.shield(loading), self._load_timeout)
                 except TimeoutError:

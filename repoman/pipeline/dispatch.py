@@ -105,6 +105,7 @@ class Dispatcher:
         timeout_us: int | None = None,
         request_id: str = "",
         parameters: Mapping[str, Any] | None = None,
+        callers: tuple[ModelVersion, ...] = (),
     ) -> Mapping[str, np.ndarray]:
         """Run one request on ``version`` (any model, ensemble or not); return its outputs.
 
@@ -120,6 +121,7 @@ class Dispatcher:
             timeout_us=timeout_us,
             request_id=request_id,
             parameters=parameters,
+            callers=callers,
         )
         try:
             return await item.future
@@ -136,9 +138,12 @@ class Dispatcher:
         timeout_us: int | None = None,
         request_id: str = "",
         parameters: Mapping[str, Any] | None = None,
+        callers: tuple[ModelVersion, ...] = (),
     ) -> Handle:
         """:meth:`submit` without the waiting: the request on its way, whose ``future`` gets
-        the outputs (or the error). A caller that gives up calls :meth:`withdraw`."""
+        the outputs (or the error). A caller that gives up calls :meth:`withdraw`.
+        ``callers``: for a call a model makes from inside batches (BLS), the instances
+        those batches hold (see ``Running.held``)."""
         ensemble = self._ensembles.get(version)
         if ensemble is None:
             if version.config.is_ensemble:
@@ -151,6 +156,7 @@ class Dispatcher:
                 timeout_us=timeout_us,
                 request_id=request_id,
                 parameters=parameters,
+                callers=callers,
             )
         if ensemble.closing:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")

@@ -42,3 +42,6 @@ class Pending:
     """The VersionQueue holding it (set on admission), for withdrawing it."""
     request_id: str = ""
     parameters: Mapping[str, Any] | None = None
+    callers: tuple[Any, ...] = ()
+    """A call from inside batches (BLS): the versions whose instances the batches waiting
+    for it hold (a version once per instance held)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from repoman.backends import Backend, Batch, Result
+from repoman.calls import Caller, calls_through
 from repoman.errors import BackendError, RepomanError
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable
@@ -35,15 +37,34 @@ class Running:
     work: Future[list[Outcome]] | None = None
     watchdog: Cancellable | None = None
     written_off: bool = False
+    lent: bool = False
+    """It made a call to a model and lent its worker's place while it waits (BLS)."""
+    finished: bool = False
 
     @property
     def taken(self) -> list[Pending]:
         return [item for taken, _ in self.parts for item in taken]
 
+    def held(self) -> tuple[ModelVersion, ...]:
+        """The instances a call from this work would wait on: its own, and (at least) those
+        of the batches waiting for its requests, a version once per instance."""
+        counts: Counter[ModelVersion] = Counter()
+        for item in self.taken:
+            for version, count in Counter(item.callers).items():
+                counts[version] = max(counts[version], count)
+        counts[self.queue.version] += 1
+        return tuple(counts.elements())
 
-def execute(instance: Backend, parts: list[Part]) -> list[Outcome]:
+
+def execute(instance: Backend, parts: list[Part], caller: Caller | None = None) -> list[Outcome]:
     """Run on a worker thread: each batch in turn; one that raises fails alone; one whose
-    every client went away meanwhile is skipped."""
+    every client went away meanwhile is skipped. ``caller``: the door for the calls its
+    model makes to models (``repoman.model_caller()`` within ``instance.execute``)."""
+    with calls_through(caller):
+        return _execute(instance, parts)
+
+
+def _execute(instance: Backend, parts: list[Part]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for taken, batch in parts:
         started = time.perf_counter_ns()

@@ -6,12 +6,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
 from repoman.backends import Result
+from repoman.calls import Caller, ModelCall
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 HungListener = Callable[[ModelVersion, str], None]
 """Told when a version's batch was written off as hung (the version, why)."""
+
+CallHandler = Callable[[ModelCall, tuple[ModelVersion, ...]], Awaitable[Mapping[str, np.ndarray]]]
+"""Runs a call a model makes from inside a batch (on the event loop), given the instances
+that batch and those waiting for it hold (the data plane's; bound by the composition root)."""
 
 
 class SharedScheduler:
@@ -58,6 +64,12 @@ class SharedScheduler:
         self._timer: Cancellable | None = None
         self._timer_at = float("inf")
         self._dispatch_scheduled = False
+        self._calls: CallHandler | None = None
+        self._call_tasks: set[asyncio.Task[Any]] = set()
+
+    def bind_calls(self, handler: CallHandler) -> None:
+        """Let models call models from inside their batches through ``handler``."""
+        self._calls = handler
 
     # ---- the Serving protocol the manager calls -----------------------------------
 
@@ -121,6 +133,7 @@ class SharedScheduler:
         timeout_us: int | None = None,
         request_id: str = "",
         parameters: Mapping[str, Any] | None = None,
+        callers: tuple[ModelVersion, ...] = (),
     ) -> Pending:
         """:meth:`submit` without the waiting: the queued request, whose ``future`` gets the
         outputs (or the error). A caller that gives up calls :meth:`withdraw`."""
@@ -142,6 +155,7 @@ class SharedScheduler:
             raise
         item.queue = queue
         item.request_id, item.parameters = request_id, parameters
+        item.callers = callers
         if item.deadline is not None:
             item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
         self._kick()
@@ -232,13 +246,62 @@ class SharedScheduler:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
         running = Running(queue, instance, parts, time.perf_counter_ns())
-        running.work = self._pool.submit(execute, instance, parts)
+        caller = self._caller(running) if self._calls is not None else None
+        running.work = self._pool.submit(execute, instance, parts, caller)
         done = asyncio.wrap_future(running.work)
         done.add_done_callback(lambda fut: self._finished(running, fut))
         if self._execution_timeout is not None:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
             )
+
+    # ---- calls from inside a batch (BLS) ----------------------------------------------
+
+    def _caller(self, running: Running) -> Caller:
+        """The door for the calls ``running``'s model makes, from its worker thread."""
+        loop = asyncio.get_running_loop()
+
+        def call(request: ModelCall) -> Future[Mapping[str, np.ndarray]]:
+            answer: Future[Mapping[str, np.ndarray]] = Future()
+            loop.call_soon_threadsafe(self._start_call, running, request, answer)
+            return answer
+
+        return call
+
+    def _start_call(
+        self, running: Running, request: ModelCall, answer: Future[Mapping[str, np.ndarray]]
+    ) -> None:
+        if not answer.set_running_or_notify_cancel():
+            return
+        if not (running.lent or running.finished or running.written_off):
+            # NOTE: the batch now waits for others: its worker's place is lent (one more
+            # thread) until it returns, so its calls, and everyone else's batches, never
+            # wait for a worker that is waiting for them (a model calling itself included).
+            running.lent = True
+            self._idle += 1
+            self._pool.grow()
+            self._kick()
+        assert self._calls is not None
+        task = asyncio.ensure_future(self._calls(request, running.held()))
+        self._call_tasks.add(task)
+
+        def settle(done: asyncio.Future[Mapping[str, np.ndarray]]) -> None:
+            self._call_tasks.discard(task)
+            if done.cancelled():
+                answer.set_exception(RepomanError("the call was cancelled"))
+            elif done.exception() is not None:
+                answer.set_exception(done.exception())
+            else:
+                answer.set_result(done.result())
+
+        task.add_done_callback(settle)
+
+    def _give_back(self, running: Running) -> None:
+        running.finished = True
+        if running.lent:
+            running.lent = False
+            self._idle -= 1
+            self._pool.shrink()
 
     def _finished(self, running: Running, fut: asyncio.Future[list[Outcome]]) -> None:
         queue = running.queue
@@ -253,6 +316,7 @@ class SharedScheduler:
         if running.watchdog is not None:
             running.watchdog.cancel()
         self._idle += 1
+        self._give_back(running)
         queue.finish(running.instance)
         error = fut.exception()
         outcomes: list[Outcome] = [] if error is not None else fut.result()
@@ -303,6 +367,7 @@ class SharedScheduler:
         running.written_off = True
         self.written_off += 1
         self._idle += 1  # NOTE: a fresh thread took the stuck one's place
+        self._give_back(running)
         queue, version = running.queue, running.queue.version
         reason = (
             f"a batch did not finish within {self._execution_timeout:g} s "

@@ -47,6 +47,16 @@ class WorkerPool(Executor):
         self._work.put((future, fn, args, kwargs))
         return future
 
+    def grow(self) -> None:
+        """One more thread (a running call waits on others and lends its place)."""
+        if not self._closed:
+            self._spawn()
+
+    def shrink(self) -> None:
+        """One thread fewer, once one is free (the lent place is given back)."""
+        if not self._closed:
+            self._work.put(_STOP)
+
     def write_off(self, future: Future[Any]) -> bool:
         """Give up on the thread running ``future``: it takes no more work, a new thread
         replaces it. A call not started yet is cancelled instead (no thread is stuck). False

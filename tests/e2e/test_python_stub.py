@@ -37,6 +37,9 @@ class Model:
             if code == 2:
                 ctypes.string_at(0)
             if code == 3:
+                markers = os.environ.get("REPOMAN_TEST_MARKERS")
+                if markers:  # NOTE: tells the test the batch is in the model now
+                    open(os.path.join(markers, "busy"), "w").close()
                 time.sleep(3600)
             if code == 4:
                 hog = []
@@ -200,16 +203,27 @@ def test_an_initialize_that_hangs_or_dies_fails_the_load_with_a_reason(server):
     assert states["healthy"]["state"] == "READY"
 
 
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+
+
 def test_sigterm_stops_every_stub_and_leaves_nothing(tmp_path):
     shm_before = set(os.listdir("/dev/shm"))
     repo = tmp_path / "repo"
+    markers = tmp_path / "markers"
+    markers.mkdir()
     add_model(repo, "busy", FAULTY, CONFIG)
     add_model(repo, "idle", FAULTY, CONFIG)
-    server = start_server(repo, "--shutdown-timeout", "3")
+    server = start_server(
+        repo, "--shutdown-timeout", "3", env={"REPOMAN_TEST_MARKERS": str(markers)}
+    )
     assert infer(server, "idle", 0)[0] == 200
     stuck = threading.Thread(target=infer_until_cut_off, args=(server,), daemon=True)
     stuck.start()
-    time.sleep(0.5)  # the batch is in the model now
+    wait_for((markers / "busy").exists, 30, "the batch reached the model")
     pids = stub_pids(server.process.pid)
     assert len(pids) == 2
     started = time.monotonic()
@@ -221,3 +235,48 @@ def test_sigterm_stops_every_stub_and_leaves_nothing(tmp_path):
         time.sleep(0.1)
     assert not [pid for pid in pids if alive(pid)], "stub processes outlived the server"
     assert set(os.listdir("/dev/shm")) - shm_before == set()
+
+
+FINALIZES = """
+import os
+from repoman_python import Response
+
+class Model:
+    def execute(self, requests):
+        return [Response({"Y": r.input("X")}) for r in requests]
+
+    def finalize(self):
+        with open(os.path.join(os.environ["REPOMAN_TEST_MARKERS"], "finalized"), "w") as f:
+            f.write(str(os.getpid()))
+"""
+
+
+def test_ctrl_c_to_the_server_s_group_runs_finalize_in_every_stub(tmp_path):
+    repo = tmp_path / "repo"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    add_model(repo, "finalizes", FINALIZES, CONFIG)
+    server = start_server(repo, env={"REPOMAN_TEST_MARKERS": str(markers)}, new_session=True)
+    assert infer(server, "finalizes", 0)[0] == 200
+    pids = stub_pids(server.process.pid)
+    assert len(pids) == 1
+    os.killpg(server.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert server.process.wait(30) == 0, server.log()
+    assert (markers / "finalized").read_text() == str(next(iter(pids))), server.log()
+    wait_for(lambda: not any(alive(pid) for pid in pids), 5, "the stub exited")
+
+
+def test_a_load_the_manager_gives_up_on_ends_its_stub(tmp_path):
+    """--model-load-timeout bounds a stub's load, not only the model's own 120 s default."""
+    repo = tmp_path / "repo"
+    add_model(repo, "init_hangs", INIT_HANGS, CONFIG)
+    started = time.monotonic()
+    server = start_server(repo, "--model-load-timeout", "2")
+    try:
+        _, index = server.request("POST", "/v2/repository/index", b"")
+        assert index[0]["state"] == "FAILED", index
+        assert "--model-load-timeout" in index[0]["reason"]
+        wait_for(lambda: not stub_pids(server.process.pid), 10, "the hanging stub was killed")
+        assert time.monotonic() - started < 60
+    finally:
+        server.stop()

@@ -55,9 +55,17 @@ def test_a_received_request_and_lookups_by_name():
     assert not response.has_error() and response.error() is None
 
 
-def test_building_a_request_to_call_another_model_says_bls_is_not_supported():
-    with pytest.raises(TritonModelException, match=r"BLS.*not supported"):
-        InferenceRequest(model_name="other", requested_output_names=["Y"], inputs=[])
+def test_a_request_to_call_a_model_runs_only_within_execute_and_never_decoupled():
+    request = InferenceRequest(
+        model_name="other", requested_output_names=["Y"], inputs=[], timeout=5
+    )
+    assert (request.model_name(), request.model_version(), request.timeout()) == ("other", -1, 5)
+    with pytest.raises(TritonModelException, match=r"only from within execute"):
+        request.exec()
+    with pytest.raises(TritonModelException, match=r"decoupled models is not supported"):
+        request.exec(decoupled=True)
+    with pytest.raises(TritonModelException, match=r"pb_utils.Tensor"):
+        InferenceRequest("other", ["Y"], [np.zeros(2)])
 
 
 def test_responses_and_errors():
