@@ -3,6 +3,7 @@ whose import or auto_complete_config exits, crashes or hangs fails alone, with t
 
 from __future__ import annotations
 
+import re
 import textwrap
 import time
 from collections.abc import Iterator
@@ -115,8 +116,10 @@ def reasons(server: ServerProcess) -> dict[str, tuple[str, str]]:
         ),
         (
             "hangs",
+            # NOTE: what was left of the timeout when describing began: the resolve before it
+            # takes a moment
             "1/model.py: auto_complete_config did not finish within the --model-load-timeout "
-            f"({LOAD_TIMEOUT:.1f} s were left); its process was killed",
+            "({left} s were left); its process was killed",
         ),
     ],
     ids=["os._exit at import", "segfault", "hang"],
@@ -124,8 +127,9 @@ def reasons(server: ServerProcess) -> dict[str, tuple[str, str]]:
 def test_a_model_whose_description_dies_or_hangs_fails_alone_with_the_reason(server, model, reason):
     state, said = reasons(server)[model]
     assert state == "UNAVAILABLE", (state, said)
-    assert reason in said
-    assert reason in server.log()  # the log says it too
+    pattern = re.compile(re.escape(reason).replace(re.escape("{left}"), r"\d+\.\d"))
+    assert pattern.search(said), said
+    assert pattern.search(server.log())  # the log says it too
     with httpclient.InferenceServerClient(server.address) as client:
         assert not client.is_model_ready(model)
         x = httpclient.InferInput("X", [1, 2], "INT32")
