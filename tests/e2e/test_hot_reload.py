@@ -83,7 +83,8 @@ class Traffic:
                         answer = infer_digits(client)
                     self.versions.append(answer["model_version"])
                 except Exception as exc:
-                    self.errors.append(repr(exc))
+                    # NOTE: repr of tritonclient's exception drops its message and status
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
