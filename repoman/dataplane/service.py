@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from repoman import __version__
 from repoman.config.model import TensorConfig
 from repoman.dataplane.redact import Redactor
+from repoman.dataplane.refusals import refusal_reason
 from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
 from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound, RepomanError
 from repoman.inference import InferRequest, InferResponse
@@ -80,7 +81,11 @@ class InferenceService:
         """
         check_model_name(name)
         routed = self._manager.route(name, version)
-        request = await read(ExpectedInputs(routed.config))
+        try:
+            request = await read(ExpectedInputs(routed.config))
+        except RepomanError as exc:
+            self._dispatcher.stats(routed).record_failure(refusal_reason(exc))
+            raise
         if routed.state is not State.READY:
             # NOTE: swapped out while the body arrived: the version now serving takes it.
             routed = self._manager.route(name, version)
@@ -88,7 +93,11 @@ class InferenceService:
 
     async def _run(self, version: ModelVersion, request: InferRequest) -> InferResponse:
         config = version.config
-        prepared = prepare(config, request)
+        try:
+            prepared = prepare(config, request)
+        except RepomanError as exc:
+            self._dispatcher.stats(version).record_failure(refusal_reason(exc))
+            raise
         outputs = await self._dispatcher.submit(
             version,
             prepared.inputs,
@@ -105,6 +114,28 @@ class InferenceService:
             id=request.id,
             outputs=shaped,
         )
+
+    def refused(self, name: str, version: int | None, reason: str) -> None:
+        """Count a request for ``name``/``version`` the edge refused before routing it (no
+        credentials, a body over the limit): on the version it names, else the one serving.
+        A request for a model or version that is not held is not counted on any version."""
+        found = self._counted_version(name, version)
+        if found is not None:
+            self._dispatcher.stats(found).record_failure(reason)
+
+    def encoded(self, name: str, version: int, seconds: float) -> None:
+        """Record the time the edge took to encode a response of ``name``/``version``."""
+        found = self._counted_version(name, version)
+        if found is not None:
+            self._dispatcher.stats(found).encode_seconds.observe(seconds)
+
+    def _counted_version(self, name: str, version: int | None) -> ModelVersion | None:
+        if version is not None:
+            return next((v for v in self._manager.versions(name) if v.version == version), None)
+        try:
+            return self._manager.route(name, None)
+        except RepomanError:
+            return None
 
     # ---- health and metadata -------------------------------------------------------
 

@@ -232,6 +232,10 @@ class _Peer:
                 self.hub._dispatcher.withdraw(item)
                 if not item.future.done():
                     item.future.cancel()
+        elif kind == "refused":
+            self.hub._service.refused(*message[1:])
+        elif kind == "encoded":
+            self.hub._service.encoded(*message[1:])
         elif kind == "call":
             asyncio.get_running_loop().create_task(self._call(*message[1:]))
         else:

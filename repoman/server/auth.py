@@ -10,7 +10,7 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from repoman.server.middleware import Handler, error_response
+from repoman.server.middleware import Handler, count_refusal, error_response
 
 REPOSITORY_PREFIX = "/v2/repository"
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
@@ -84,6 +84,8 @@ def access_middleware(policy: AccessPolicy) -> Middleware:
         denied = policy.check(scope, request.headers.get("Authorization", ""))
         if denied is None:
             return await handler(request)
+        if scope is Scope.DATA:
+            count_refusal(request, "unauthorized")
         response = error_response(denied.status, denied.message)
         if denied.needs_credentials:
             response.headers["WWW-Authenticate"] = 'Bearer realm="repoman"'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -77,8 +78,11 @@ async def infer(request: web.Request) -> web.Response:
     async def read(expected: ExpectedInputs) -> InferRequest:
         return await _read_infer_request(request, name, version, expected)
 
-    infer_request, response = await request.app[SERVICE].infer(name, version, read)
+    service = request.app[SERVICE]
+    infer_request, response = await service.infer(name, version, read)
+    started = time.perf_counter()
     payload, json_length = encode_infer_response(response, infer_request)
+    service.encoded(name, response.model_version, time.perf_counter() - started)
     if json_length is None:
         return web.Response(body=payload, content_type="application/json")
     return web.Response(
@@ -86,6 +90,17 @@ async def infer(request: web.Request) -> web.Response:
         content_type="application/octet-stream",
         headers={HEADER_LENGTH: str(json_length)},
     )
+
+
+def inference_target(request: web.Request) -> tuple[str, int | None] | None:
+    """The model and version an ``/infer`` request names (None for any other route, or a
+    version that is not a number): where the edge counts a request it refuses early."""
+    if request.match_info.route.handler is not infer:
+        return None
+    try:
+        return _target(request)
+    except InvalidRequest:
+        return None
 
 
 async def _read_infer_request(

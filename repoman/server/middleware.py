@@ -12,6 +12,7 @@ from aiohttp import HttpVersion11, hdrs, web
 
 from repoman.errors import RepomanError
 from repoman.server.encode import encode_error
+from repoman.server.handlers import inference_target
 from repoman.server.keys import LIMITS, SERVICE
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,16 @@ async def refuse_oversized_bodies(request: web.Request, handler: Handler) -> web
     limits = request.app[LIMITS]
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
+        count_refusal(request, "too_large")
         raise limits.too_large(declared)
     return await handler(request)
+
+
+def count_refusal(request: web.Request, reason: str) -> None:
+    """Count an inference request refused here, before its handler (and the data plane)."""
+    target = inference_target(request)
+    if target is not None:
+        request.app[SERVICE].refused(*target, reason)
 
 
 async def continue_within_limits(request: web.Request) -> web.StreamResponse | None:
@@ -90,6 +99,7 @@ async def continue_within_limits(request: web.Request) -> web.StreamResponse | N
     limits = request.app[LIMITS]
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
+        count_refusal(request, "too_large")
         refusal = limits.too_large(declared)
         return await _answer_and_close(request, error_response(refusal.status, refusal.message))
     expect = request.headers.get(hdrs.EXPECT, "")
