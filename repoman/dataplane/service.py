@@ -12,6 +12,7 @@ from repoman.config.model import TensorConfig
 from repoman.dataplane.redact import Redactor
 from repoman.dataplane.refusals import refusal_reason
 from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
+from repoman.dataplane.status import RepositoryReport, StatusBoard
 from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound, RepomanError
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
@@ -51,12 +52,14 @@ class InferenceService:
         dispatcher: Dispatcher,
         control: RepositoryControl | None = None,
         repository: Path | None = None,
+        report: RepositoryReport | None = None,
     ) -> None:
         self._manager = manager
         self._dispatcher = dispatcher
         self._control = control
         self._ready = False
         self.redact = Redactor(repository)
+        self._board = StatusBoard(manager, dispatcher, self.redact, report)
 
     @property
     def ready(self) -> bool:
@@ -200,6 +203,13 @@ class InferenceService:
                     continue
                 rows.append(self._dispatcher.stats(mv).as_dict(model, mv.version))
         return {"model_stats": rows}
+
+    async def status(self, repository: bool = False) -> dict[str, Any]:
+        """The status page's document (see dataplane/status.py); ``repository``: with what
+        the watcher saw, for a caller the repository API would answer."""
+        document = self._board.document(ready=self._ready, repository=repository)
+        document["control"] = self._control is not None
+        return document
 
     async def load_model(self, name: str, config_text: str | None = None) -> None:
         """Load (or reload) a model from the repository; returns when it is served or failed."""

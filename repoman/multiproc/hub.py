@@ -41,6 +41,7 @@ CALLS = frozenset(
         "model_config",
         "repository_index",
         "statistics",
+        "status",
         "load_model",
         "unload_model",
     }

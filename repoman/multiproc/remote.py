@@ -188,6 +188,9 @@ class RemoteDataPlane:
     ) -> dict[str, Any]:
         return dict(await self._ask("statistics", name, version))
 
+    async def status(self, repository: bool = False) -> dict[str, Any]:
+        return dict(await self._ask("status", repository))
+
     async def load_model(self, name: str, config_text: str | None = None) -> None:
         await self._ask("load_model", name, config_text)
 

@@ -92,17 +92,6 @@ async def infer(request: web.Request) -> web.Response:
     )
 
 
-def inference_target(request: web.Request) -> tuple[str, int | None] | None:
-    """The model and version an ``/infer`` request names (None for any other route, or a
-    version that is not a number): where the edge counts a request it refuses early."""
-    if request.match_info.route.handler is not infer:
-        return None
-    try:
-        return _target(request)
-    except InvalidRequest:
-        return None
-
-
 async def _read_infer_request(
     request: web.Request, name: str, version: int | None, expected: ExpectedInputs
 ) -> InferRequest:

@@ -11,8 +11,8 @@ from http import HTTPStatus
 from aiohttp import HttpVersion11, hdrs, web
 
 from repoman.errors import RepomanError
+from repoman.names import parse_version
 from repoman.server.encode import encode_error
-from repoman.server.handlers import inference_target
 from repoman.server.keys import LIMITS, SERVICE
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,19 @@ async def refuse_oversized_bodies(request: web.Request, handler: Handler) -> web
         count_refusal(request, "too_large")
         raise limits.too_large(declared)
     return await handler(request)
+
+
+def inference_target(request: web.Request) -> tuple[str, int | None] | None:
+    """The model and version an ``/infer`` request names (None for any other route, or a
+    version that is not a number): where the edge counts a request it refuses early."""
+    model = request.match_info.get("model")
+    if model is None or request.method != "POST" or not request.path.endswith("/infer"):
+        return None
+    raw = request.match_info.get("version")
+    try:
+        return model, (parse_version(raw) if raw else None)
+    except RepomanError:
+        return None
 
 
 def count_refusal(request: web.Request, reason: str) -> None:
