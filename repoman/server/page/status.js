@@ -85,8 +85,18 @@ function issuesList(issues) {
 }
 
 function errorBox(text, issues) {
-  return h("div", { class: "error", role: "note" }, h("p", { style: "margin:0" }, text),
-    issuesList(issues));
+  // The located issues as a list (file:line first, as `repoman validate` prints them); any
+  // other line of the message as text.
+  const located = new Set((issues || []).map((i) => i.file + ":" + i.line));
+  const rest = text.split("\n").filter((line) => ![...located].some((where) => line.includes(where + ":") || line.startsWith(where + " ")));
+  return h("div", { class: "error", role: "note" },
+    rest.length ? h("p", { style: "margin:0" }, rest.join("\n")) : null, issuesList(issues));
+}
+
+function shortSeconds(value) {
+  if (value < 0.001) return Math.round(value * 1e6) + "µ";
+  if (value < 1) return +(value * 1e3).toFixed(1) + "m";
+  return +value.toFixed(1) + "s";
 }
 
 function configView(config, filled) {
@@ -175,7 +185,7 @@ function versionDetails(model, version) {
         "; writes " + Object.entries(step.outputs).map(([k, v]) => k + "→" + v).join(", "))))) : null,
     h("div", { class: "charts" },
       chart("batch_sizes", "Batch sizes (executions per size)", stats.batch_sizes.bounds, (b) => "≤" + b),
-      chart("queue_seconds", "Queue time (requests)", stats.queue_seconds.bounds, (b) => seconds(b)),
+      chart("queue_seconds", "Queue time (requests; µ = µs, m = ms)", stats.queue_seconds.bounds, shortSeconds),
       h("div", { class: "scroll" }, reasonsTable(version)),
       h("div", { class: "scroll" }, splitTable())),
     h("h4", {}, "Config ", h("span", { class: "muted" },
@@ -206,7 +216,7 @@ function modelSection(model, control) {
   }
   const routing = model.serving !== null
     ? ["Requests without a version go to version ", h("strong", { "data-field": "serving" }, String(model.serving)), "."]
-    : ["No version serves requests without a version", model.not_serving ? ": " + model.not_serving : "."];
+    : ["No version serves requests without a version", model.versions.length || !model.error ? ": " + model.not_serving : " (see below)."];
   const actions = control ? h("div", { class: "actions" },
     h("button", { type: "button", onclick: () => act(model.name, "load") }, "Load " + model.name),
     h("button", { type: "button", onclick: () => act(model.name, "unload") }, "Unload " + model.name)) : null;
