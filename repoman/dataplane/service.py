@@ -133,12 +133,12 @@ class InferenceService:
             self._dispatcher.stats(found).encode_seconds.observe(seconds)
 
     def _counted_version(self, name: str, version: int | None) -> ModelVersion | None:
-        if version is not None:
-            return next((v for v in self._manager.versions(name) if v.version == version), None)
         try:
-            return self._manager.route(name, None)
+            return self._manager.route(name, version)  # NOTE: the common case, one lookup
         except RepomanError:
-            return None
+            if version is None:
+                return None
+        return next((v for v in self._manager.versions(name) if v.version == version), None)
 
     # ---- health and metadata -------------------------------------------------------
 
