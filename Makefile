@@ -7,7 +7,7 @@ PERF_VENV := .tools/perf_analyzer
 PERF := $(PERF_VENV)/bin/perf_analyzer
 PORT ?= 8000
 
-.PHONY: serve test lint install models bench clean
+.PHONY: serve test lint install models bench clean browser
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing repoman with its test tools (first run takes a few minutes)"
@@ -28,9 +28,19 @@ $(PERF): tools/install-perf-analyzer
 	@$(PYTHON) tools/install-perf-analyzer "$(PERF_VENV)" || \
 	  echo "==> perf_analyzer could not be installed (see above): its tests will skip"
 
+## headless Chromium for the status page's browser tests: Debian's package, installed when we
+## may (root or password-less sudo); otherwise those tests skip and say why
+APT_CHROMIUM := apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "==> installing Debian's chromium for the status page's browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then sh -c '$(APT_CHROMIUM)'; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo -n sh -c '$(APT_CHROMIUM)'; \
+	  else false; fi || echo "==> chromium could not be installed: the browser tests will skip"; }
+
 ## lint, layering check, the whole test suite, then the end-to-end tests again with every
 ## server running two front-end processes (--http-workers 2): a client must see no difference
-test: $(STAMP) $(PERF) lint
+test: $(STAMP) $(PERF) browser lint
 	$(BIN)/pytest
 	REPOMAN_TEST_HTTP_WORKERS=2 $(BIN)/pytest tests/e2e -q
 

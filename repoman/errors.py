@@ -81,6 +81,10 @@ class InvalidRequest(RepomanError):
     kind = ErrorKind.INVALID_ARG
 
 
+class UnknownOutput(InvalidRequest):
+    """A request asked for an output the model does not have."""
+
+
 class UnsupportedMediaType(RepomanError):
     """The request body is of a kind the endpoint does not read."""
 

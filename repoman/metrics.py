@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from repoman.manager import ModelManager, ModelVersion, State
 from repoman.pipeline.dispatch import Dispatcher
-from repoman.scheduler.stats import Histogram
+from repoman.scheduler.stats import FAILURE_REASONS, Histogram, VersionStats
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # (Triton's metric name, help, how to read it from VersionStats) — durations in microseconds.
 _COUNTERS = (
     ("nv_inference_request_success", "Successful inference requests", lambda s: s.success.count),
-    (
-        "nv_inference_request_failure",
-        "Failed inference requests (rejections included)",
-        lambda s: s.fail.count,
-    ),
     (
         "nv_inference_count",
         "Inferences performed (batch rows, not requests)",
@@ -65,6 +60,23 @@ _COUNTERS = (
     ),
 )
 
+# The per-request time split, each a histogram in seconds (the queue's is
+# repoman_queue_duration_seconds): (name part, help, how to read it from VersionStats).
+_REQUEST_SPLIT: tuple[tuple[str, str, Callable[[VersionStats], Histogram]], ...] = (
+    (
+        "duration",
+        "End to end in the scheduler, queued to answered (failures included)",
+        lambda s: s.request_seconds,
+    ),
+    (
+        "batch_wait",
+        "Taken from the queue to its batch's execute starting",
+        lambda s: s.batch_wait_seconds,
+    ),
+    ("compute", "The backend's execute of the request's batch", lambda s: s.compute_seconds),
+    ("encode", "Encoding the response at the HTTP or gRPC edge", lambda s: s.encode_seconds),
+)
+
 
 class RepomanCollector(Collector):
     """Everything is read when Prometheus scrapes: nothing is added to the request path.
@@ -94,6 +106,19 @@ class RepomanCollector(Collector):
             for mv in versions:
                 value = read(self._scheduler.stats(mv))
                 lines.append(f'{name}{{model="{mv.model}",version="{mv.version}"}} {value}')
+        name = "nv_inference_request_failure"
+        lines += [
+            f"# HELP {name} Inference requests answered with an error, by reason: refused "
+            "before the queue, refused by it, timed out, failed by the backend",
+            f"# TYPE {name} counter",
+        ]
+        for mv in versions:
+            failures = self._scheduler.stats(mv).failures
+            for reason in FAILURE_REASONS:
+                lines.append(
+                    f'{name}{{model="{mv.model}",version="{mv.version}",reason="{reason}"}} '
+                    f"{failures.get(reason, 0)}"
+                )
         return "\n".join(lines) + "\n"
 
     def collect(self) -> Iterator[Metric]:
@@ -114,6 +139,13 @@ class RepomanCollector(Collector):
         queued = HistogramMetricFamily(
             "repoman_queue_duration_seconds", "Time each request waited in the queue", labels=LABELS
         )
+        split = [
+            (
+                HistogramMetricFamily(f"repoman_request_{part}_seconds", help_text, labels=LABELS),
+                read,
+            )
+            for part, help_text, read in _REQUEST_SPLIT
+        ]
         for mv in versions:
             labels = [mv.model, str(mv.version)]
             stats = self._scheduler.stats(mv)
@@ -126,12 +158,15 @@ class RepomanCollector(Collector):
                 rejected.add_metric([*labels, reason], stats.rejected.get(reason, 0))
             batch.add_metric(labels, *_buckets(stats.batch_sizes))
             queued.add_metric(labels, *_buckets(stats.queue_seconds))
+            for family, read in split:
+                family.add_metric(labels, *_buckets(read(stats)))
         failures = CounterMetricFamily(
             "repoman_model_load_failures", "Failed load attempts", labels=LABELS
         )
         for (model, version), count in sorted(self._manager.load_failures.items()):
             failures.add_metric([model, str(version)], count)
         yield from (pending, load, state, rejected, batch, queued, failures)
+        yield from (family for family, _ in split)
 
 
 def _buckets(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:

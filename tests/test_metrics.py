@@ -85,12 +85,17 @@ def test_counts_after_a_scripted_run_match_exactly(tmp_path, server_factory):
     assert value(samples, "nv_inference_request_success", **echo) == 3
     assert value(samples, "nv_inference_count", **echo) == 6
     assert value(samples, "nv_inference_exec_count", **echo) == 3
-    assert value(samples, "nv_inference_request_failure", **echo) == 0
+    assert value(samples, "nv_inference_request_failure", reason="backend", **echo) == 0
     bad_labels = {"model": "bad", "version": "1"}
-    assert value(samples, "nv_inference_request_failure", **bad_labels) == 2
+    assert value(samples, "nv_inference_request_failure", reason="backend", **bad_labels) == 2
     assert value(samples, "nv_inference_request_success", **bad_labels) == 0
     slow = {"model": "slow", "version": "1"}
     assert value(samples, "repoman_rejected_requests_total", reason="queue_full", **slow) == full
+    assert value(samples, "nv_inference_request_failure", reason="queue_full", **slow) == full
+    assert value(samples, "repoman_request_duration_seconds_count", **echo) == 3
+    assert value(samples, "repoman_request_compute_seconds_count", **echo) == 3
+    assert value(samples, "repoman_request_batch_wait_seconds_count", **echo) == 3
+    assert value(samples, "repoman_request_encode_seconds_count", **echo) == 3
     assert value(samples, "nv_inference_request_success", **slow) == outcomes.count("ok")
     assert value(samples, "repoman_batch_size_count", **echo) == 3
     assert value(samples, "repoman_batch_size_bucket", le="2.0", **echo) == 2  # sizes 1 and 2

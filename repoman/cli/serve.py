@@ -105,7 +105,7 @@ async def serve(args: argparse.Namespace) -> int:
     )
     explicit = args.model_control_mode == "explicit"
     service = InferenceService(
-        manager, dispatcher, source if explicit else None, repository=repository
+        manager, dispatcher, source if explicit else None, repository=repository, report=source
     )
 
     def metrics_sources() -> list[tuple[str, Callable[[], object]]]:

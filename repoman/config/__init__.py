@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 from repoman.config import defaults, normalise, pbtxt, schema, support, triton_rules, yaml_source
 from repoman.config.build import build
+from repoman.config.filled import filled_paths
 from repoman.config.model import (
     DynamicBatching,
     InstanceGroup,
@@ -185,15 +187,20 @@ def parse_model_config(
     # NOTE: refused fields come first: checking the rest of a sequence-batching or ensemble
     # config would only report the consequences of a feature repoman does not have.
     _raise_if(refused + issues)
+    filled: tuple[str, ...] = ()
     if complete is not None:
+        before = copy.deepcopy(doc)
         doc = complete(doc)
+        filled = filled_paths(before, doc)
     _raise_if(schema.validate(doc, positions, filename))
     issues = defaults.apply(
         doc, positions, filename, model_name=model_name, default_platform=default_platform
     )
     gpu_count = triton_rules.visible_gpu_count()
     _raise_if(issues + triton_rules.check(doc, positions, filename, gpu_count=gpu_count))
-    return build(schema.canonical(doc), source=None, warnings=tuple(warnings))
+    return build(
+        schema.canonical(doc), source=None, warnings=tuple(warnings), auto_completed=filled
+    )
 
 
 MAX_ISSUES = 100

@@ -17,7 +17,13 @@ from repoman.config.model import (
 from repoman.types import DataType
 
 
-def build(doc: dict[str, Any], *, source: Path | None, warnings: tuple[str, ...]) -> ModelConfig:
+def build(
+    doc: dict[str, Any],
+    *,
+    source: Path | None,
+    warnings: tuple[str, ...],
+    auto_completed: tuple[str, ...] = (),
+) -> ModelConfig:
     """``doc`` must have passed the schema and semantic checks; this step cannot fail."""
     return ModelConfig(
         name=doc["name"],
@@ -54,6 +60,7 @@ def build(doc: dict[str, Any], *, source: Path | None, warnings: tuple[str, ...]
         source=source,
         warnings=warnings,
         normalised=doc,
+        auto_completed=auto_completed,
     )
 
 

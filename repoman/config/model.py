@@ -110,6 +110,9 @@ class ModelConfig:
     source: Path | None = None
     warnings: tuple[str, ...] = ()
     normalised: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    auto_completed: tuple[str, ...] = field(default=(), compare=False)
+    """What auto-complete filled in from the model file, as paths into ``as_dict()``
+    (``max_batch_size``, ``input.x`` for a whole tensor, ``input.x.dims`` for one field)."""
 
     def as_dict(self) -> dict[str, Any]:
         return self.normalised

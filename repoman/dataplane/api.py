@@ -27,6 +27,13 @@ class DataPlane(Protocol):
         self, name: str, version: int | None, read: ReadRequest
     ) -> tuple[InferRequest, InferResponse]: ...
 
+    def refused(self, name: str, version: int | None, reason: str) -> None:
+        """Count an inference request the edge refused before the data plane saw it (a
+        FAILURE_REASONS entry: ``unauthorized``, ``too_large``)."""
+
+    def encoded(self, name: str, version: int, seconds: float) -> None:
+        """Record the time the edge took to encode one response."""
+
     def server_metadata(self) -> dict[str, Any]: ...
 
     async def model_ready(self, name: str, version: int | None = None) -> bool: ...
@@ -40,6 +47,8 @@ class DataPlane(Protocol):
     async def statistics(
         self, name: str | None = None, version: int | None = None
     ) -> dict[str, Any]: ...
+
+    async def status(self, repository: bool = False) -> dict[str, Any]: ...
 
     async def load_model(self, name: str, config_text: str | None = None) -> None: ...
 

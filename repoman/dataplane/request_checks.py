@@ -10,7 +10,7 @@ from typing import NoReturn
 import numpy as np
 
 from repoman.config.model import ModelConfig, TensorConfig
-from repoman.errors import InvalidRequest
+from repoman.errors import InvalidRequest, UnknownOutput
 from repoman.inference import InferRequest
 from repoman.signature import compatible_dims
 from repoman.types import DataType
@@ -33,7 +33,7 @@ def check_request(config: ModelConfig, request: InferRequest) -> dict[str, np.nd
         for wanted in request.outputs:
             if wanted.name not in outputs:
                 known = ", ".join(sorted(outputs))
-                raise InvalidRequest(
+                raise UnknownOutput(
                     f"unknown output {_quoted(wanted.name)} requested from {_where(config)} "
                     f"(its outputs: {known})"
                 )

@@ -10,7 +10,9 @@ from typing import Any, Protocol
 from repoman import __version__
 from repoman.config.model import TensorConfig
 from repoman.dataplane.redact import Redactor
+from repoman.dataplane.refusals import refusal_reason
 from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
+from repoman.dataplane.status import RepositoryReport, StatusBoard
 from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound, RepomanError
 from repoman.inference import InferRequest, InferResponse
 from repoman.manager import ModelManager, ModelVersion, State
@@ -50,12 +52,14 @@ class InferenceService:
         dispatcher: Dispatcher,
         control: RepositoryControl | None = None,
         repository: Path | None = None,
+        report: RepositoryReport | None = None,
     ) -> None:
         self._manager = manager
         self._dispatcher = dispatcher
         self._control = control
         self._ready = False
         self.redact = Redactor(repository)
+        self._board = StatusBoard(manager, dispatcher, self.redact, report)
 
     @property
     def ready(self) -> bool:
@@ -80,7 +84,11 @@ class InferenceService:
         """
         check_model_name(name)
         routed = self._manager.route(name, version)
-        request = await read(ExpectedInputs(routed.config))
+        try:
+            request = await read(ExpectedInputs(routed.config))
+        except RepomanError as exc:
+            self._dispatcher.stats(routed).record_failure(refusal_reason(exc))
+            raise
         if routed.state is not State.READY:
             # NOTE: swapped out while the body arrived: the version now serving takes it.
             routed = self._manager.route(name, version)
@@ -88,7 +96,11 @@ class InferenceService:
 
     async def _run(self, version: ModelVersion, request: InferRequest) -> InferResponse:
         config = version.config
-        prepared = prepare(config, request)
+        try:
+            prepared = prepare(config, request)
+        except RepomanError as exc:
+            self._dispatcher.stats(version).record_failure(refusal_reason(exc))
+            raise
         outputs = await self._dispatcher.submit(
             version,
             prepared.inputs,
@@ -105,6 +117,28 @@ class InferenceService:
             id=request.id,
             outputs=shaped,
         )
+
+    def refused(self, name: str, version: int | None, reason: str) -> None:
+        """Count a request for ``name``/``version`` the edge refused before routing it (no
+        credentials, a body over the limit): on the version it names, else the one serving.
+        A request for a model or version that is not held is not counted on any version."""
+        found = self._counted_version(name, version)
+        if found is not None:
+            self._dispatcher.stats(found).record_failure(reason)
+
+    def encoded(self, name: str, version: int, seconds: float) -> None:
+        """Record the time the edge took to encode a response of ``name``/``version``."""
+        found = self._counted_version(name, version)
+        if found is not None:
+            self._dispatcher.stats(found).encode_seconds.observe(seconds)
+
+    def _counted_version(self, name: str, version: int | None) -> ModelVersion | None:
+        try:
+            return self._manager.route(name, version)  # NOTE: the common case, one lookup
+        except RepomanError:
+            if version is None:
+                return None
+        return next((v for v in self._manager.versions(name) if v.version == version), None)
 
     # ---- health and metadata -------------------------------------------------------
 
@@ -169,6 +203,13 @@ class InferenceService:
                     continue
                 rows.append(self._dispatcher.stats(mv).as_dict(model, mv.version))
         return {"model_stats": rows}
+
+    async def status(self, repository: bool = False) -> dict[str, Any]:
+        """The status page's document (see dataplane/status.py); ``repository``: with what
+        the watcher saw, for a caller the repository API would answer."""
+        document = self._board.document(ready=self._ready, repository=repository)
+        document["control"] = self._control is not None
+        return document
 
     async def load_model(self, name: str, config_text: str | None = None) -> None:
         """Load (or reload) a model from the repository; returns when it is served or failed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -54,8 +55,11 @@ def _authorization(context: grpc.aio.ServicerContext) -> str:
     return ""
 
 
-def rpc(scope: Scope) -> Callable[[Method[Request, Response]], Method[Request, Response]]:
-    """Guard an RPC by the access policy for ``scope``; answer errors with their status."""
+def rpc(
+    scope: Scope, *, inference: bool = False
+) -> Callable[[Method[Request, Response]], Method[Request, Response]]:
+    """Guard an RPC by the access policy for ``scope``; answer errors with their status.
+    ``inference``: a refusal is counted on the model the request names."""
 
     def wrap(method: Method[Request, Response]) -> Method[Request, Response]:
         @functools.wraps(method)
@@ -66,6 +70,8 @@ def rpc(scope: Scope) -> Callable[[Method[Request, Response]], Method[Request, R
             if policy.restricts:
                 denied = policy.check(scope, _authorization(context))
                 if denied is not None:
+                    if inference:
+                        _count_refusal(self.plane, request, "unauthorized")
                     await context.abort(BY_HTTP_STATUS[denied.status], denied.message)
             try:
                 return await method(self, request, context)
@@ -85,6 +91,14 @@ def rpc(scope: Scope) -> Callable[[Method[Request, Response]], Method[Request, R
         return handler
 
     return wrap
+
+
+def _count_refusal(plane: DataPlane, request: Any, reason: str) -> None:
+    try:
+        version = _version(request.model_version)
+    except RepomanError:
+        return  # NOTE: no version to count it on
+    plane.refused(request.model_name, version, reason)
 
 
 async def _unimplemented(context: grpc.aio.ServicerContext, message: str) -> Any:
@@ -138,7 +152,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # ---- inference -----------------------------------------------------------------------
 
-    @rpc(Scope.DATA)
+    @rpc(Scope.DATA, inference=True)
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
         name = request.model_name
         version = _version(request.model_version)
@@ -149,7 +163,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             )
 
         infer_request, response = await self.plane.infer(name, version, read)
-        return encode_infer_response(response, infer_request)
+        started = time.perf_counter()
+        encoded = encode_infer_response(response, infer_request)
+        self.plane.encoded(name, response.model_version, time.perf_counter() - started)
+        return encoded
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any

@@ -41,6 +41,7 @@ CALLS = frozenset(
         "model_config",
         "repository_index",
         "statistics",
+        "status",
         "load_model",
         "unload_model",
     }
@@ -232,6 +233,10 @@ class _Peer:
                 self.hub._dispatcher.withdraw(item)
                 if not item.future.done():
                     item.future.cancel()
+        elif kind == "refused":
+            self.hub._service.refused(*message[1:])
+        elif kind == "encoded":
+            self.hub._service.encoded(*message[1:])
         elif kind == "call":
             asyncio.get_running_loop().create_task(self._call(*message[1:]))
         else:

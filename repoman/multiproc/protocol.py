@@ -9,6 +9,8 @@ front-end -> core
    priority, timeout_us, request_id, parameters)  inputs: {name: tensor descriptor}
   ("cancel", rid)                               its client went away
   ("free", [offsets])                           done with response blocks
+  ("refused", model, version, reason)           a request refused before the core saw it
+  ("encoded", model, version, seconds)          the time one response took to encode
   ("call", cid, method, args)                   the rest of the data plane
 core -> front-end
   ("routes", snapshot)                          the routing table, whenever it changes

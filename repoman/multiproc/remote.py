@@ -12,6 +12,7 @@ from typing import Any
 
 from repoman.config.model import ModelConfig
 from repoman.dataplane.api import ReadRequest
+from repoman.dataplane.refusals import refusal_reason
 from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
 from repoman.dataplane.service import EXTENSIONS, SERVER_NAME
 from repoman.errors import ErrorKind, RepomanError
@@ -87,11 +88,19 @@ class RemoteDataPlane:
         check_model_name(name)
         route = self._route(name, version)
         assert route.config is not None
-        request = await read(ExpectedInputs(route.config))
+        try:
+            request = await read(ExpectedInputs(route.config))
+        except RepomanError as exc:
+            self.refused(name, route.version, refusal_reason(exc))
+            raise
         for _ in range(RETRIES):
             route = self._route(name, version)
             assert route.config is not None
-            prepared = prepare(route.config, request)
+            try:
+                prepared = prepare(route.config, request)
+            except RepomanError as exc:
+                self.refused(name, route.version, refusal_reason(exc))
+                raise
             answer = await self._compute(name, version, route, prepared, request)
             if answer[0] == "retry":
                 continue
@@ -141,6 +150,18 @@ class RemoteDataPlane:
                 self.connection.send(("cancel", rid))
             raise
 
+    # ---- counting, told to the core (the one set of statistics) ----------------------------
+
+    def refused(self, name: str, version: int | None, reason: str) -> None:
+        # NOTE: sent before the client's answer, on the one ordered connection: a scrape
+        # through this front-end after the answer counts it.
+        if not self.connection.closed:
+            self.connection.send(("refused", name, version, reason))
+
+    def encoded(self, name: str, version: int, seconds: float) -> None:
+        if not self.connection.closed:
+            self.connection.send(("encoded", name, version, seconds))
+
     # ---- everything else, asked of the core ----------------------------------------------
 
     async def _ask(self, method: str, *args: Any) -> Any:
@@ -166,6 +187,9 @@ class RemoteDataPlane:
         self, name: str | None = None, version: int | None = None
     ) -> dict[str, Any]:
         return dict(await self._ask("statistics", name, version))
+
+    async def status(self, repository: bool = False) -> dict[str, Any]:
+        return dict(await self._ask("status", repository))
 
     async def load_model(self, name: str, config_text: str | None = None) -> None:
         await self._ask("load_model", name, config_text)

@@ -21,7 +21,7 @@ from repoman.pipeline.graph import Plan, check_members, plan, step_label
 from repoman.pipeline.runner import EnsembleCall, Handle
 from repoman.scheduler import SharedScheduler
 from repoman.scheduler.pending import Pending
-from repoman.scheduler.stats import VersionStats
+from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.tensors import batch_rows
 
 log = logging.getLogger(__name__)
@@ -189,12 +189,12 @@ class Dispatcher:
     ) -> None:
         elapsed = time.perf_counter_ns() - call.started_ns
         if not done.cancelled() and done.exception() is None:
-            ensemble.stats.success.add(elapsed)
+            ensemble.stats.record_success(elapsed)
             ensemble.stats.inference_count += rows if ensemble.plan.batching else 1
             ensemble.stats.execution_count += 1
             ensemble.stats.last_inference_ms = time.time_ns() // 1_000_000
-        else:
-            ensemble.stats.fail.add(elapsed)
+        elif (error := None if done.cancelled() else done.exception()) is not None:
+            ensemble.stats.record_failure(failure_reason(error), elapsed)
         ensemble.in_flight -= 1
         if ensemble.closing and ensemble.in_flight == 0:
             ensemble.drained.set()

@@ -237,6 +237,7 @@ class VersionQueue:
         for item in list(self._candidates()):
             if not item.future.done():
                 item.future.set_exception(error)
+                self.stats.record_failure("unavailable")
                 failed += 1
             self.unqueue(item)
         self._check_drained()

@@ -20,7 +20,7 @@ from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import VersionQueue
 from repoman.scheduler.running import Outcome, Running, execute, request_error
-from repoman.scheduler.stats import VersionStats
+from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -387,10 +387,10 @@ class SharedScheduler:
     def _answer(self, queue: VersionQueue, item: Pending, result: Result, now: float) -> None:
         elapsed = int((now - item.arrived) * 1e9)
         if isinstance(result, Exception):
-            queue.stats.fail.add(elapsed)
+            queue.stats.record_failure(failure_reason(result), elapsed)
             if not item.future.done():
                 item.future.set_exception(request_error(queue.version, result))
         else:
-            queue.stats.success.add(elapsed)
+            queue.stats.record_success(elapsed)
             if not item.future.done():
                 item.future.set_result(result)

@@ -8,6 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from repoman.errors import ModelNotReady, RequestTimeout, ServerBusy, StepFailed
+
 
 @dataclass
 class Duration:
@@ -35,9 +37,13 @@ class Histogram:
     def __post_init__(self) -> None:
         self.counts = [0] * (len(self.bounds) + 1)
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.total += value * count
+
+    def as_dict(self) -> dict[str, Any]:
+        """Bounds, per-bucket (not cumulative) counts ending with +Inf's, and the sum."""
+        return {"bounds": list(self.bounds), "counts": list(self.counts), "sum": self.total}
 
     def cumulative(self) -> list[tuple[str, int]]:
         """(upper bound as text, cumulative count) pairs ending with +Inf."""
@@ -65,6 +71,42 @@ QUEUE_SECONDS_BUCKETS = (
     1.0,
     2.5,
 )
+
+SECONDS_BUCKETS = (*QUEUE_SECONDS_BUCKETS, 5.0, 10.0)
+"""Bounds of the request-time histograms (end to end, batch wait, compute, encode)."""
+
+FAILURE_REASONS = (
+    "bad_input",
+    "unknown_output",
+    "too_large",
+    "body_timeout",
+    "unauthorized",
+    "queue_full",
+    "timeout",
+    "unavailable",
+    "backend",
+)
+"""Why a request was answered with an error, as ``nv_inference_request_failure``'s ``reason``:
+refused before the queue (the first five), refused or dropped by the queue (``queue_full``,
+``timeout``; ``unavailable``: the version stopped serving while it waited), or failed by its
+backend (``backend``, an execution timeout included)."""
+
+
+def failure_reason(error: BaseException) -> str:
+    """The FAILURE_REASONS entry for an error a request got once it was queued."""
+    while isinstance(error, StepFailed):  # NOTE: an ensemble's failure is its step's
+        error = error.cause
+    if isinstance(error, ServerBusy):
+        return "queue_full"
+    if isinstance(error, RequestTimeout):
+        return "timeout"
+    if isinstance(error, ModelNotReady):
+        return "unavailable"
+    return "backend"
+
+
+def _seconds() -> Histogram:
+    return Histogram(SECONDS_BUCKETS)
 
 
 @dataclass
@@ -96,6 +138,17 @@ class VersionStats:
     queue_seconds: Histogram = field(default_factory=lambda: Histogram(QUEUE_SECONDS_BUCKETS))
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Requests refused by the queue, by reason (``queue_full``, ``timeout``)."""
+    failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Every request answered with an error, by reason (FAILURE_REASONS); sums to fail.count."""
+    request_seconds: Histogram = field(default_factory=_seconds)
+    """End to end in the scheduler (queued to answered), successes and failures alike."""
+    batch_wait_seconds: Histogram = field(default_factory=_seconds)
+    """Taken from the queue to its batch's execute starting (hand-off, earlier batches of the
+    same run)."""
+    compute_seconds: Histogram = field(default_factory=_seconds)
+    """The backend's execute of the request's batch."""
+    encode_seconds: Histogram = field(default_factory=_seconds)
+    """Encoding the response, at the edge (HTTP or gRPC, in whichever process answered)."""
 
     def record_queued(self, seconds: float) -> None:
         self.queue.add(int(seconds * 1e9))
@@ -103,7 +156,17 @@ class VersionStats:
 
     def record_rejection(self, reason: str, elapsed_ns: int = 0) -> None:
         self.rejected[reason] += 1
+        self.record_failure(reason, elapsed_ns)
+
+    def record_failure(self, reason: str, elapsed_ns: int = 0) -> None:
+        """One request answered with an error (refused before the queue, by it, or failed)."""
+        self.failures[reason] += 1
         self.fail.add(elapsed_ns)
+        self.request_seconds.observe(elapsed_ns / 1e9)
+
+    def record_success(self, elapsed_ns: int) -> None:
+        self.success.add(elapsed_ns)
+        self.request_seconds.observe(elapsed_ns / 1e9)
 
     def record_batch(
         self, size: int, requests: int, *, input_ns: int, infer_ns: int, output_ns: int
@@ -117,6 +180,8 @@ class VersionStats:
         self.execution_count += 1
         self.inference_count += size
         self.batch_sizes.observe(size)
+        self.batch_wait_seconds.observe(input_ns / 1e9, requests)
+        self.compute_seconds.observe(infer_ns / 1e9, requests)
         self.last_inference_ms = time.time_ns() // 1_000_000
         batch = self.batches[size]
         for total, per_batch, ns in (

@@ -9,10 +9,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from repoman.dataplane.api import DataPlane, MetricsSource
-from repoman.server import handlers
+from repoman.server import handlers, page
 from repoman.server.auth import AccessPolicy, access_middleware
 from repoman.server.body import BodyLimits
-from repoman.server.keys import DECODER, LIMITS, METRICS, SERVICE
+from repoman.server.keys import ACCESS, DECODER, LIMITS, METRICS, SERVICE
 from repoman.server.middleware import (
     continue_within_limits,
     errors_as_json,
@@ -50,6 +50,7 @@ def make_app(
     app[SERVICE] = service
     app[METRICS] = metrics
     app[LIMITS] = limits
+    app[ACCESS] = policy
     # NOTE: threads start on first use, so small requests never create one.
     decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="repoman-decode")
     app[DECODER] = decoder
@@ -85,6 +86,7 @@ def make_app(
             web.post("/v2/repository/index", handlers.repository_index, **expect),
             web.post("/v2/repository/models/{model}/load", handlers.repository_load, **expect),
             web.post("/v2/repository/models/{model}/unload", handlers.repository_unload, **expect),
+            *page.ROUTES,
         ]
     )
     return app

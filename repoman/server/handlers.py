@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -77,8 +78,11 @@ async def infer(request: web.Request) -> web.Response:
     async def read(expected: ExpectedInputs) -> InferRequest:
         return await _read_infer_request(request, name, version, expected)
 
-    infer_request, response = await request.app[SERVICE].infer(name, version, read)
+    service = request.app[SERVICE]
+    infer_request, response = await service.infer(name, version, read)
+    started = time.perf_counter()
     payload, json_length = encode_infer_response(response, infer_request)
+    service.encoded(name, response.model_version, time.perf_counter() - started)
     if json_length is None:
         return web.Response(body=payload, content_type="application/json")
     return web.Response(

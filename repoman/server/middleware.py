@@ -11,6 +11,7 @@ from http import HTTPStatus
 from aiohttp import HttpVersion11, hdrs, web
 
 from repoman.errors import RepomanError
+from repoman.names import parse_version
 from repoman.server.encode import encode_error
 from repoman.server.keys import LIMITS, SERVICE
 
@@ -77,8 +78,29 @@ async def refuse_oversized_bodies(request: web.Request, handler: Handler) -> web
     limits = request.app[LIMITS]
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
+        count_refusal(request, "too_large")
         raise limits.too_large(declared)
     return await handler(request)
+
+
+def inference_target(request: web.Request) -> tuple[str, int | None] | None:
+    """The model and version an ``/infer`` request names (None for any other route, or a
+    version that is not a number): where the edge counts a request it refuses early."""
+    model = request.match_info.get("model")
+    if model is None or request.method != "POST" or not request.path.endswith("/infer"):
+        return None
+    raw = request.match_info.get("version")
+    try:
+        return model, (parse_version(raw) if raw else None)
+    except RepomanError:
+        return None
+
+
+def count_refusal(request: web.Request, reason: str) -> None:
+    """Count an inference request refused here, before its handler (and the data plane)."""
+    target = inference_target(request)
+    if target is not None:
+        request.app[SERVICE].refused(*target, reason)
 
 
 async def continue_within_limits(request: web.Request) -> web.StreamResponse | None:
@@ -90,6 +112,7 @@ async def continue_within_limits(request: web.Request) -> web.StreamResponse | N
     limits = request.app[LIMITS]
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
+        count_refusal(request, "too_large")
         refusal = limits.too_large(declared)
         return await _answer_and_close(request, error_response(refusal.status, refusal.message))
     expect = request.headers.get(hdrs.EXPECT, "")

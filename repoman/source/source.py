@@ -14,14 +14,14 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from repoman.aspired import Aspired
 from repoman.config import config_too_large
 from repoman.errors import ModelNotFound, RepomanError
 from repoman.names import valid_model_name
 from repoman.source.resolve import OVERRIDE_NAME, Resolver
-from repoman.source.scan import ModelFolder, ScanOptions, read_model, scan_repository
+from repoman.source.scan import ModelFolder, Scan, ScanOptions, read_model, scan_repository
 from repoman.source.watcher import RepositoryWatcher
 from repoman.threads import in_thread
 
@@ -84,6 +84,7 @@ class RepositorySource:
         self._wanted: dict[str, ModelFolder | None] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._resolving = asyncio.Semaphore(4)
+        self._last_scan: tuple[float, Scan] | None = None
 
     async def start(self) -> None:
         """The first pass over the repository (awaited); in poll mode, then start watching."""
@@ -103,6 +104,35 @@ class RepositorySource:
                 rescan_every=self._rescan_every,
             )
             await self._watcher.start()
+
+    def report(self) -> dict[str, Any]:
+        """What the last pass over the repository saw, for the status page: when, each model
+        folder's versions, what is still settling (being copied), what was ignored and why.
+        Paths are absolute (the caller redacts them)."""
+        report: dict[str, Any] = {
+            "mode": self.mode,
+            "poll_seconds": self._rescan_every if self.mode == "poll" else None,
+            "quiet_seconds": self._options.quiet,
+            "scanned_at": None,
+        }
+        if self._last_scan is None:
+            return report
+        at, scan = self._last_scan
+        report.update(
+            scanned_at=at,
+            failed=scan.failed,
+            models={
+                name: {
+                    "versions": [v.number for v in folder.versions],
+                    "settling": list(folder.settling),
+                    "config_settling_seconds": folder.config_settling_for,
+                }
+                for name, folder in sorted(scan.models.items())
+            },
+            ignored=list(scan.ignored),
+            unreadable=list(scan.unreadable),
+        )
+        return report
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -125,6 +155,7 @@ class RepositorySource:
         scan = await asyncio.to_thread(
             scan_repository, self.root, options, now=time.time(), single=self.single
         )
+        self._last_scan = (time.time(), scan)
         for line in scan.ignored:
             if line not in self._ignored_seen:
                 self._ignored_seen.add(line)

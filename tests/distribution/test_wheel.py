@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 import venv
 import zipfile
 from collections.abc import Iterator
@@ -153,6 +154,10 @@ def test_the_installed_wheel_serves_the_bundled_repository(
         [tf] = [entry for entry in index if entry["name"] == "tf"]
         assert tf["state"] == "FAILED", tf
         assert "install it with: pip install 'repoman[tensorflow]'" in tf["reason"], tf
+        # The status page's files are package data: the installed wheel serves them.
+        for path in ("/", "/status.js", "/status.css"):
+            with urllib.request.urlopen(server.url + path, timeout=10) as response:
+                assert response.status == 200 and response.read(), path
     finally:
         assert server.stop() == 0, server.log()
 
