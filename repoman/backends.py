@@ -135,6 +135,10 @@ class BackendSpec:
     default_model_filename: str = ""
     plugin: str = ""
     describe: Describe | None = None
+    check_complete: bool = True
+    """Whether a complete config is still described and compared with its model file before
+    it loads (cheap readers of a file: yes; a ``describe`` that runs the model's own code,
+    as the python backend's does: no, it only completes configs that leave things out)."""
 
 
 class BackendRegistry:
@@ -157,12 +161,15 @@ class BackendRegistry:
         default_model_filename: str = "",
         describe: Describe | str | None = None,
         install_hint: str = "",
+        check_complete: bool = True,
     ) -> None:
         """Make backend ``name`` available; it serves configs whose ``platform`` is listed.
 
         ``factory(context)`` builds one instance; usually it is the ``Backend`` class itself.
         ``describe``, when given, reads a model file's own inputs and outputs: it lets a
-        model folder without a config (or with a partial one) be served (auto-complete).
+        model folder without a config (or with a partial one) be served (auto-complete),
+        and, unless ``check_complete`` is False, checks a complete config against the model
+        file before it loads.
 
         Either may be given as a string ``"package.module:name"`` instead: the module is then
         imported only when a model using the backend is first loaded or described, so a
@@ -182,7 +189,13 @@ class BackendRegistry:
         if isinstance(describe, str):
             describe = LazyReference(describe, install_hint)
         self._specs[name] = BackendSpec(
-            name, factory, tuple(platforms), default_model_filename, self._plugin, describe
+            name,
+            factory,
+            tuple(platforms),
+            default_model_filename,
+            self._plugin,
+            describe,
+            check_complete,
         )
 
     def for_plugin(self, plugin: str) -> BackendRegistry:

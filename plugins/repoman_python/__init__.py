@@ -25,6 +25,9 @@ def repoman_register_backends(registry: BackendRegistry) -> None:
         "repoman_python.isolated:IsolatedPythonBackend",
         default_model_filename="model.py",
         describe="repoman_python.describe:describe_model",
+        # NOTE: describing runs the model's code in a process of its own: only for a config
+        # that leaves things out (auto-complete), not to check every complete one at start
+        check_complete=False,
     )
 
 

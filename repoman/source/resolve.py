@@ -212,7 +212,7 @@ class Resolver:
             model_path = _model_path(version.path, config.default_model_filename, spec)
         except RepomanError as exc:
             return dataclasses.replace(version, error=exc)
-        if spec.describe is None or not model_path.exists():
+        if spec.describe is None or not spec.check_complete or not model_path.exists():
             return version
         try:
             signature = self._describe(spec, model_path, config.parameters)
