@@ -28,6 +28,12 @@ class Handle(Protocol):
     @property
     def future(self) -> asyncio.Future[Mapping[str, np.ndarray]]: ...
 
+    @property
+    def compute(self) -> tuple[int, int, int] | None:
+        """Once answered: the compute input, infer and output nanoseconds it took (a queued
+        request: its batch's; an ensemble's call: the sum of its steps')."""
+        ...
+
 
 class Steps(Protocol):
     """What an ensemble's call needs from the dispatcher that runs it."""
@@ -66,6 +72,7 @@ class EnsembleCall:
         inputs: Mapping[str, np.ndarray],
         wanted: tuple[str, ...],
         *,
+        priority: int = 0,
         timeout_us: int | None,
         request_id: str,
         parameters: Mapping[str, Any] | None,
@@ -74,12 +81,16 @@ class EnsembleCall:
             asyncio.get_running_loop().create_future()
         )
         self.started_ns = time.perf_counter_ns()
+        self.launched_ns = 0
+        """When its first steps were handed to the scheduler (its "queue" time ends)."""
+        self.compute: tuple[int, int, int] | None = None
         self._steps = steps
         self._version = version
         self._plan = plan
         self._tensors: dict[str, np.ndarray] = dict(inputs)
         self._wanted = wanted
         self._missing = len(wanted)
+        self._priority = priority
         self._timeout_us = timeout_us
         self._request_id = request_id
         self._parameters = parameters
@@ -88,6 +99,7 @@ class EnsembleCall:
         self._running: dict[int, Handle] = {}
 
     def start(self) -> None:
+        self.launched_ns = time.perf_counter_ns()
         if not self._needed:
             self.future.set_result({})  # NOTE: no output asked for: nothing to run
             return
@@ -118,6 +130,7 @@ class EnsembleCall:
                 member,
                 inputs,
                 tuple(step.output_map),
+                priority=_member_priority(member.config, self._priority),
                 timeout_us=self._timeout_us,
                 request_id=self._request_id,
                 parameters=self._parameters,
@@ -132,7 +145,7 @@ class EnsembleCall:
     def _finished(
         self, index: int, member: ModelVersion, done: asyncio.Future[Mapping[str, np.ndarray]]
     ) -> None:
-        self._running.pop(index, None)
+        item = self._running.pop(index, None)
         if self.future.done():
             return  # NOTE: failed or cancelled meanwhile; this step's result is not needed
         if done.cancelled():
@@ -143,6 +156,8 @@ class EnsembleCall:
             self._fail(index, member, error)
             return
         outputs = done.result()
+        if item is not None and item.compute is not None:
+            self._add_compute(item.compute)
         config = member.config
         plan, tensors = self._plan, self._tensors
         for key, tensor in self._plan.steps[index].output_map.items():
@@ -166,6 +181,12 @@ class EnsembleCall:
                         return
         if not self._running and all(name in tensors for name in self._wanted):
             self.future.set_result({name: tensors[name] for name in self._wanted})
+
+    def _add_compute(self, step: tuple[int, int, int]) -> None:
+        total = self.compute
+        self.compute = (
+            step if total is None else (total[0] + step[0], total[1] + step[1], total[2] + step[2])
+        )
 
     def _fail(self, index: int, member: ModelVersion | None, error: BaseException) -> None:
         step = self._plan.steps[index]
@@ -209,6 +230,16 @@ def _member_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[s
             target = ((array.shape[0],) if batching else ()) + tensor.reshape
             inputs[name] = array.reshape(target)
     return inputs
+
+
+def _member_priority(config: ModelConfig, priority: int) -> int:
+    """The ensemble request's priority as a member takes it: a level the member does not
+    have means its default level (0), as Triton's requests do."""
+    if priority <= 0 or config.is_ensemble:
+        return priority  # NOTE: a nested ensemble hands it on to its own members
+    dynamic = config.dynamic_batching if config.max_batch_size > 0 else None
+    levels = dynamic.priority_levels if dynamic is not None else 0
+    return priority if priority <= max(levels, 1) else 0
 
 
 def _reshape_out(config: ModelConfig, name: str, array: np.ndarray) -> np.ndarray:

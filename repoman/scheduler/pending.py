@@ -42,3 +42,6 @@ class Pending:
     """The VersionQueue holding it (set on admission), for withdrawing it."""
     request_id: str = ""
     parameters: Mapping[str, Any] | None = None
+    compute: tuple[int, int, int] | None = None
+    """Once executed: the compute input, infer and output nanoseconds of its batch (an
+    ensemble adds up its steps' as Triton reports an ensemble's compute times)."""

@@ -267,13 +267,20 @@ class SharedScheduler:
             if not isinstance(results, BaseException):
                 _, started, ended = outcomes[index]
                 queue.used_ns += ended - started
+                compute = (
+                    max(0, started - handed),
+                    ended - started,
+                    time.perf_counter_ns() - ended,
+                )
                 queue.stats.record_batch(
                     batch.size,
                     len(taken),
-                    input_ns=max(0, started - handed),
-                    infer_ns=ended - started,
-                    output_ns=time.perf_counter_ns() - ended,
+                    input_ns=compute[0],
+                    infer_ns=compute[1],
+                    output_ns=compute[2],
                 )
+                for item in taken:
+                    item.compute = compute
                 handed = ended
                 if len(results) != len(taken):
                     results = BackendError(
