@@ -375,6 +375,31 @@ def test_loading_an_ensemble_with_a_missing_member_fails_naming_it(
     assert "cannot serve" not in server.log()
 
 
+def test_a_config_fetched_as_json_over_grpc_loads_back_over_http_and_grpc(
+    tmp_path: Path, server_factory
+) -> None:
+    import tritonclient.grpc as grpcclient
+
+    repo = tmp_path / "repo"
+    species_pipeline(repo)
+    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "species")
+    with (
+        grpcclient.InferenceServerClient(server.grpc_address) as grpc,
+        httpclient.InferenceServerClient(server.address, network_timeout=30) as http,
+    ):
+        for model in ("species", "iris", "to_cm"):
+            fetched = grpc.get_model_config(model, as_json=True)["config"]
+            # protobuf's JSON writes 64-bit integers as strings: "dims": ["4"], ...
+            assert fetched["input"][0]["dims"] == ["4"], fetched
+            http.load_model(model, config=json.dumps(fetched))
+            grpc.load_model(model, config=json.dumps(fetched))
+            assert grpc.get_model_config(model, as_json=True)["config"] == fetched
+        steps = grpc.get_model_config("species", as_json=True)["config"]["ensemble_scheduling"]
+        assert {step["model_version"] for step in steps["step"]} == {"-1"}
+        result = infer(http, "species", "MEASURES_MM", MEASURES_MM)
+        assert [row[0] for row in result.as_numpy("SPECIES")] == list(SPECIES)
+
+
 # ---- nested ensembles, shutting down ---------------------------------------------------------
 
 
