@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -233,14 +235,16 @@ class SharedScheduler:
                 queue.stats.record_queued(now - item.arrived)
         running = Running(queue, instance, parts, time.perf_counter_ns())
         running.work = self._pool.submit(execute, instance, parts)
-        done = asyncio.wrap_future(running.work)
-        done.add_done_callback(lambda fut: self._finished(running, fut))
+        # NOTE: the worker schedules _finished itself (asyncio.wrap_future would take one
+        # more loop iteration, to settle an asyncio future whose callback then runs it).
+        loop = asyncio.get_running_loop()
+        running.work.add_done_callback(lambda fut: _call_soon(loop, self._finished, running, fut))
         if self._execution_timeout is not None:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
             )
 
-    def _finished(self, running: Running, fut: asyncio.Future[list[Outcome]]) -> None:
+    def _finished(self, running: Running, fut: Future[list[Outcome]]) -> None:
         queue = running.queue
         version = queue.version
         if running.written_off:
@@ -336,3 +340,15 @@ class SharedScheduler:
             queue.stats.success.add(elapsed)
             if not item.future.done():
                 item.future.set_result(result)
+        if item.on_answer is not None:
+            try:
+                item.on_answer()
+            except Exception:  # NOTE: as a failing future callback: logged, never fatal
+                log.exception("a request's answer listener failed")
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """From a worker thread: run ``callback`` on the loop (unless the loop is gone: a call
+    written off as hung may return after the server stopped)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
