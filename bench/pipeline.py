@@ -215,7 +215,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\nthree-step pipeline (pre -> ONNX -> post), {os.cpu_count()} cores, perf_analyzer")
-    head = f"{'variant':<11} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  mean batch"
+    head = f"{'variant':<13} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  mean batch"
     print(head)
     print("-" * (len(head) + 40))
     for row in rows:
@@ -225,7 +225,7 @@ def print_table(rows: list[dict]) -> None:
             if key.startswith("batch:")
         )
         print(
-            f"{row['variant']:<11} {row['concurrency']:>4} {fmt(row.get('infer_s'), '8.0f')} "
+            f"{row['variant']:<13} {row['concurrency']:>4} {fmt(row.get('infer_s'), '8.0f')} "
             f"{fmt(row.get('p50_ms'), '7.2f')} {fmt(row.get('p99_ms'), '7.2f')}  "
             f"{batches or 'n/a'}"
         )
@@ -259,7 +259,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="repoman-pipeline-") as tmp:
         repo = repository(Path(tmp))
         cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(repo)]
-        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--model-control-mode", "none"]
+        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
+        cmd += ["--model-control-mode", "none"]
         server = Server("repoman", cmd)
         try:
             server.wait_ready()
