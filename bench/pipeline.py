@@ -9,6 +9,12 @@ the mean batch each member formed comes from its statistics (inference_count / e
 deltas). BLS is the bundled iris_bls: a Python model whose ``async def execute`` calls the three
 members with ``async_exec`` (every request of its batch in flight at once).
 
+``ensemble-onnx`` is the same ensemble with ONNX pre/post members (``iris_pre_onnx``: x / 10;
+``iris_post_onnx``: ArgMax, Gather of the species names, ReduceMax): its steps run in the core
+process, where the Python members each cost a round trip to their stub process per batch.
+The gap between the two ensembles is what those hops cost. It needs the ``onnx`` package (the
+``models`` extra) to write the two models; without it the row reads n/a.
+
 Usage: .venv/bin/python bench/pipeline.py [--concurrency 1 64] [--requests 1500] [--json FILE]
 """
 
@@ -29,11 +35,13 @@ from _load import PERF_ANALYZER, ROOT, Server, counts, log, run_perf  # noqa: E4
 
 BUNDLED = ROOT / "model_repository"
 MEMBERS = ("iris_preprocess", "iris", "iris_postprocess")
+ONNX_MEMBERS = ("iris_pre_onnx", "iris", "iris_post_onnx")
 
 # What each variant sends requests to, and the models whose batches it reports (None: not
 # there yet).
 VARIANTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "ensemble": ("iris_species", MEMBERS),
+    "ensemble-onnx": ("iris_species_onnx", ONNX_MEMBERS),
     "all-in-one": ("iris_allinone", ("iris_allinone",)),
     "bls": ("iris_bls", MEMBERS),
 }
@@ -88,6 +96,86 @@ dynamic_batching { max_queue_delay_microseconds: 500 }
 """
 
 
+ONNX_MEMBER_CONFIG = """
+name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 16
+input [ {{ name: "{inp}" data_type: TYPE_FP32 dims: [ {in_dims} ] }} ]
+output [ {outputs} ]
+dynamic_batching {{ max_queue_delay_microseconds: 500 }}
+parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
+"""
+
+
+def onnx_members(repo: Path) -> bool:
+    """Write iris_pre_onnx, iris_post_onnx and the ensemble iris_species_onnx; False when the
+    onnx package is missing."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+    except ImportError:
+        log("onnx is not installed (pip install '.[models]'): no ensemble-onnx row")
+        return False
+
+    def save(name: str, graph: onnx.GraphProto, inp: str, in_dims: str, outputs: str) -> None:
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        (repo / name / "1").mkdir(parents=True)
+        onnx.save(model, str(repo / name / "1" / "model.onnx"))
+        config = ONNX_MEMBER_CONFIG.format(name=name, inp=inp, in_dims=in_dims, outputs=outputs)
+        (repo / name / "config.pbtxt").write_text(config)
+
+    floats = TensorProto.FLOAT
+    pre = helper.make_graph(
+        [helper.make_node("Div", ["measurements_mm", "ten"], ["features"])],
+        "iris_pre",
+        [helper.make_tensor_value_info("measurements_mm", floats, ["N", 4])],
+        [helper.make_tensor_value_info("features", floats, ["N", 4])],
+        [helper.make_tensor("ten", floats, [], [10.0])],
+    )
+    save(
+        "iris_pre_onnx",
+        pre,
+        "measurements_mm",
+        "4",
+        '{ name: "features" data_type: TYPE_FP32 dims: [ 4 ] }',
+    )
+    post = helper.make_graph(
+        [
+            helper.make_node("ArgMax", ["probabilities"], ["best"], axis=1, keepdims=1),
+            helper.make_node("Gather", ["names", "best"], ["species"], axis=0),
+            helper.make_node("ReduceMax", ["probabilities"], ["confidence"], axes=[1], keepdims=1),
+        ],
+        "iris_post",
+        [helper.make_tensor_value_info("probabilities", floats, ["N", 3])],
+        [
+            helper.make_tensor_value_info("species", TensorProto.STRING, ["N", 1]),
+            helper.make_tensor_value_info("confidence", floats, ["N", 1]),
+        ],
+        [
+            helper.make_tensor(
+                "names", TensorProto.STRING, [3], [b"setosa", b"versicolor", b"virginica"]
+            )
+        ],
+    )
+    save(
+        "iris_post_onnx",
+        post,
+        "probabilities",
+        "3",
+        '{ name: "species" data_type: TYPE_STRING dims: [ 1 ] }, '
+        '{ name: "confidence" data_type: TYPE_FP32 dims: [ 1 ] }',
+    )
+    ensemble = (BUNDLED / "iris_species" / "config.pbtxt").read_text()
+    ensemble = ensemble.replace('"iris_species"', '"iris_species_onnx"')
+    ensemble = ensemble.replace('"iris_preprocess"', '"iris_pre_onnx"')
+    ensemble = ensemble.replace('"iris_postprocess"', '"iris_post_onnx"')
+    (repo / "iris_species_onnx" / "1").mkdir(parents=True)
+    (repo / "iris_species_onnx" / "config.pbtxt").write_text(ensemble)
+    return True
+
+
 def repository(folder: Path) -> Path:
     repo = folder / "repo"
     for name in (*MEMBERS, "iris_species", "iris_bls"):
@@ -97,6 +185,8 @@ def repository(folder: Path) -> Path:
     (allinone / "config.pbtxt").write_text(ALL_IN_ONE_CONFIG)
     (allinone / "1" / "model.py").write_text(ALL_IN_ONE)
     shutil.copy(BUNDLED / "iris" / "1" / "model.onnx", allinone / "1" / "iris.onnx")
+    if not onnx_members(repo):
+        VARIANTS["ensemble-onnx"] = (None, ONNX_MEMBERS)
     return repo
 
 
@@ -107,9 +197,7 @@ def measure(server: Server, variant: str, conc: int, args: argparse.Namespace) -
         return row
     assert server.port is not None
     before = {m: counts(server.port, m) for m in members}
-    # NOTE: -x 1: perf_analyzer, given an ensemble without a version, stops at once with
-    # "failed to find the requested model version"; with one it reads every member's stats.
-    cmd = [str(PERF_ANALYZER), "-m", model, "-x", "1", "-u", f"127.0.0.1:{server.port}"]
+    cmd = [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{server.port}"]
     cmd += f"-i http --concurrency-range {conc} --measurement-mode count_windows".split()
     cmd += f"-s 1000 --measurement-request-count {args.requests} --max-trials 3".split()
     row.update(run_perf(cmd, args.step_timeout))
@@ -126,7 +214,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\nthree-step pipeline (pre -> ONNX -> post), {os.cpu_count()} cores, perf_analyzer")
-    head = f"{'variant':<11} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  mean batch"
+    head = f"{'variant':<13} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  mean batch"
     print(head)
     print("-" * (len(head) + 40))
     for row in rows:
@@ -136,23 +224,23 @@ def print_table(rows: list[dict]) -> None:
             if key.startswith("batch:")
         )
         print(
-            f"{row['variant']:<11} {row['concurrency']:>4} {fmt(row.get('infer_s'), '8.0f')} "
+            f"{row['variant']:<13} {row['concurrency']:>4} {fmt(row.get('infer_s'), '8.0f')} "
             f"{fmt(row.get('p50_ms'), '7.2f')} {fmt(row.get('p99_ms'), '7.2f')}  "
             f"{batches or 'n/a'}"
         )
     print()
     for conc in sorted({row["concurrency"] for row in rows}):
         found = {row["variant"]: row for row in rows if row["concurrency"] == conc}
-        ensemble, whole = found.get("ensemble", {}), found.get("all-in-one", {})
-        bls = found.get("bls", {})
-        if bls.get("infer_s") and whole.get("infer_s"):
-            print(f"c{conc}: bls / all-in-one = {bls['infer_s'] / whole['infer_s']:.0%}")
-        if ensemble.get("infer_s") and whole.get("infer_s"):
+        whole = found.get("all-in-one", {})
+        for variant in ("ensemble", "ensemble-onnx", "bls"):
+            ensemble = found.get(variant, {})
+            if not (ensemble.get("infer_s") and whole.get("infer_s")):
+                continue
             ratio = ensemble["infer_s"] / whole["infer_s"]
             batch = min(v for k, v in ensemble.items() if k.startswith("batch:"))
-            line = f"c{conc}: ensemble / all-in-one = {ratio:.0%}; "
+            line = f"c{conc}: {variant} / all-in-one = {ratio:.0%}; "
             line += f"smallest member mean batch {batch:.1f}"
-            if conc >= 64:
+            if conc >= 64 and variant == "ensemble":
                 ok = ratio >= 0.8 and batch > 1
                 line += f"  (target >= 80% with mean batch > 1: {'PASS' if ok else 'FAIL'})"
             print(line)
@@ -170,7 +258,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="repoman-pipeline-") as tmp:
         repo = repository(Path(tmp))
         cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(repo)]
-        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--model-control-mode", "none"]
+        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
+        cmd += ["--model-control-mode", "none"]
         server = Server("repoman", cmd)
         try:
             server.wait_ready()

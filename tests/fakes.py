@@ -62,12 +62,19 @@ class PerRequestErrorBackend(EchoBackend):
 
 
 class BlockingBackend(EchoBackend):
-    """Blocks in execute until released; lets tests hold workers busy deterministically."""
+    """Blocks in execute until released; lets tests hold workers busy deterministically.
+    Records the first element of each request it ran, in the order it ran them."""
 
     gate = threading.Event()
 
+    def load(self) -> None:
+        super().load()
+        self.firsts: list[float] = []
+
     def execute(self, batch: Batch) -> Sequence[Result]:
         self.gate.wait(30)
+        for request in batch.requests:
+            self.firsts.append(float(request[batch.input_names[0]].reshape(-1)[0]))
         return super().execute(batch)
 
 

@@ -180,9 +180,9 @@ def parse_model_config(
         tree = yaml_source.parse_json(text, filename=filename)
     else:
         raise ValueError(f"unknown config format {fmt!r}; expected 'pbtxt', 'yaml' or 'json'")
-    # NOTE: a JSON config is read by the YAML reader, and normalised as YAML.
-    tree_fmt = "pbtxt" if fmt == "pbtxt" else "yaml"
-    doc, positions, issues = normalise.normalise(tree, fmt=tree_fmt, filename=filename)
+    # NOTE: a JSON config is read by the YAML reader, and normalised as YAML (plus
+    # protobuf's JSON mapping of numbers written as strings).
+    doc, positions, issues = normalise.normalise(tree, fmt=fmt, filename=filename)
     refused, warnings = support.check(doc, positions, filename)
     # NOTE: refused fields come first: checking the rest of a sequence-batching or ensemble
     # config would only report the consequences of a feature repoman does not have.

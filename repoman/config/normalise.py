@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from repoman.config import schema as schemas
+from repoman.config.pbtxt import MAX_INT
 from repoman.config.tree import (
     Field,
     KeyPath,
@@ -21,12 +24,16 @@ from repoman.errors import ConfigIssue
 from repoman.types import DataType
 
 _BOOL_WORDS = {"true": True, "True": True, "t": True, "false": False, "False": False, "f": False}
+_JSON_INTEGER = re.compile(r"-?[0-9]{1,24}")
 
 
 def normalise(
     tree: Message, *, fmt: str, filename: str
 ) -> tuple[dict[str, Any], Positions, list[ConfigIssue]]:
     """Return the normalised dict, where each of its paths came from, and the issues found.
+
+    ``fmt``: "pbtxt", "yaml", or "json" (read as YAML, plus protobuf's JSON mapping: an
+    integer or a number may be written as a string, as Triton's JSON writes int64 fields).
 
     Issues found here are structural (unknown or repeated fields, values of the wrong kind);
     the dict is complete enough to look for unsupported fields even when there are some.
@@ -39,7 +46,8 @@ def normalise(
 
 class _Normaliser:
     def __init__(self, fmt: str, file: str) -> None:
-        self.fmt = fmt
+        self.json = fmt == "json"
+        self.fmt = "yaml" if self.json else fmt  # NOTE: JSON is YAML, with the rule below
         self.file = file
         self.positions = Positions()
         self.issues: list[ConfigIssue] = []
@@ -197,6 +205,10 @@ class _Normaliser:
                 return _BOOL_WORDS[value]
             if kind == "int" and value in (0, 1) and self.fmt == "pbtxt":
                 return bool(value)
+        if self.json and kind == "string" and isinstance(value, str):
+            number = self._json_number(node, resolved.get("type"), path)
+            if number is not None:
+                return number
         if resolved.get("type") == "string" and kind == "ident":
             self.fail(
                 node.pos,
@@ -205,6 +217,28 @@ class _Normaliser:
                 f'write "{value}"',
             )
         return value
+
+
+    def _json_number(self, node: Scalar, wanted: Any, path: KeyPath) -> int | float | None:
+        """Protobuf's JSON mapping: a parser takes an integer or a number written as a
+        string ("dims": ["4"], "max_queue_delay_microseconds": "500"); its writer spells
+        every 64-bit integer so, as tritonclient's ``get_model_config(as_json=True)``
+        shows. None: not such a string (the schema says what was expected)."""
+        text = str(node.value)
+        if wanted == "integer" and _JSON_INTEGER.fullmatch(text):
+            value = int(text)
+            if abs(value) > MAX_INT:
+                self.fail(
+                    node.pos, path, f"expected an integer that fits in 64 bits, found {text!r}"
+                )
+            return value
+        if wanted == "number" and text.strip() == text:
+            try:
+                number = float(text)
+            except ValueError:
+                return None
+            return number if math.isfinite(number) else None
+        return None
 
 
 def _ascii_digits(text: str) -> bool:

@@ -33,8 +33,8 @@ class Serving(Protocol):
 StateListener = Callable[[str, int, str, str], None]
 
 Blocked = Callable[[ModelVersion], str]
-"""Why a READY version cannot serve now ("" when it can): an ensemble whose members are not
-all ready (the layer that runs ensembles says; the manager only asks)."""
+"""Why a version cannot serve now ("" when it can): an ensemble whose members are not all
+ready or do not fit its wiring (the layer that runs ensembles says; the manager only asks)."""
 
 
 class ModelManager:
@@ -108,11 +108,16 @@ class ModelManager:
 
     # ---- carrying out the policy -----------------------------------------------------
 
-    async def apply(self, aspired: Aspired, *, retry_failed: bool = False) -> list[str]:
+    async def apply(
+        self, aspired: Aspired, *, retry_failed: bool = False, need_members: bool = False
+    ) -> list[str]:
         """Make one model match ``aspired`` (``Aspired(name)``: unload it all); returns what
         failed on the way (a model error, versions that failed to load), for a caller that
         asked for this load and must be told. ``retry_failed``: try again versions that
-        failed with these very files (an explicit load asks for that)."""
+        failed with these very files (an explicit load asks for that). ``need_members``: an
+        ensemble version that cannot serve when it loads (``blocked`` says why: a member
+        missing, not ready or not fitting) fails to load, as in Triton's explicit mode;
+        without it, it loads and waits for its members (serving once they are ready)."""
         name = aspired.model
         failures: list[str] = [aspired.error] if aspired.error else []
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -128,7 +133,7 @@ class ModelManager:
                     break
                 outcomes = await asyncio.gather(
                     *(
-                        self._load(name, a.target, a.replacing)
+                        self._load(name, a.target, a.replacing, need_members)
                         if isinstance(a, Load)
                         else self._retire(versions[a.version])
                         for a in actions
@@ -149,7 +154,9 @@ class ModelManager:
             log.error("model %s: cannot be served:\n%s", name, error)
         self._model_errors[name] = error
 
-    async def _load(self, name: str, target: AspiredVersion, replacing: bool) -> str:
+    async def _load(
+        self, name: str, target: AspiredVersion, replacing: bool, need_members: bool = False
+    ) -> str:
         """Load ``target``; on success open it and swap it in ("" returned), else record why
         it failed and return that."""
         versions, failed = self._versions[name], self._failed[name]
@@ -160,6 +167,8 @@ class ModelManager:
         if current is None:
             versions[target.version] = mv  # NOTE: shows as LOADING in the index meanwhile
         reason = target.error or await self._build(mv)
+        if not reason and need_members and mv.config.is_ensemble and self._blocked is not None:
+            reason = self._blocked(mv)
         if reason:
             failed[target.version] = target.identity
             self._set_state(mv, State.FAILED, reason)
@@ -256,10 +265,19 @@ class ModelManager:
         task.add_done_callback(self._background.discard)
 
     async def shutdown(self) -> None:
-        """Drain and unload every version."""
-        await asyncio.gather(
-            *(self._retire(mv) for vs in self._versions.values() for mv in list(vs.values()))
-        )
+        """Drain and unload every version: ensembles before the models their steps use, so
+        that their requests in flight finish and no ensemble sees a member go away."""
+        left = {name: list(vs.values()) for name, vs in self._versions.items()}
+        while left:
+            used = {
+                step.model_name
+                for versions in left.values()
+                for mv in versions
+                for step in mv.config.ensemble_steps
+            }
+            # NOTE: ensembles that include each other are never ready: retire them together.
+            wave = [name for name in left if name not in used] or list(left)
+            await asyncio.gather(*(self._retire(mv) for name in wave for mv in left.pop(name)))
         self._versions.clear()
 
     def _set_state(self, mv: ModelVersion, state: State, reason: str = "") -> None:

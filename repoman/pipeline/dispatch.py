@@ -166,6 +166,7 @@ class Dispatcher:
             ensemble.plan,
             inputs,
             tuple(outputs),
+            priority=priority,
             timeout_us=timeout_us,
             request_id=request_id,
             parameters=parameters,
@@ -187,14 +188,25 @@ class Dispatcher:
     def _answered(
         self, ensemble: _Ensemble, call: EnsembleCall, rows: int, done: asyncio.Future[Any]
     ) -> None:
+        # NOTE: Triton's numbers for an ensemble: a successful request counts once in
+        # success (its whole duration), queue (until its first steps went to the scheduler),
+        # compute input/infer/output (the sum of its steps' compute times) and as one
+        # execution of its own batch size; a failed one only in fail.
+        stats = ensemble.stats
         elapsed = time.perf_counter_ns() - call.started_ns
         if not done.cancelled() and done.exception() is None:
-            ensemble.stats.record_success(elapsed)
-            ensemble.stats.inference_count += rows if ensemble.plan.batching else 1
-            ensemble.stats.execution_count += 1
-            ensemble.stats.last_inference_ms = time.time_ns() // 1_000_000
+            stats.record_success(elapsed)
+            stats.record_queued(max(0, call.launched_ns - call.started_ns) / 1e9)
+            compute = call.compute or (0, 0, 0)
+            stats.record_batch(
+                rows if ensemble.plan.batching else 1,
+                1,
+                input_ns=compute[0],
+                infer_ns=compute[1],
+                output_ns=compute[2],
+            )
         elif (error := None if done.cancelled() else done.exception()) is not None:
-            ensemble.stats.record_failure(failure_reason(error), elapsed)
+            stats.record_failure(failure_reason(error), elapsed)
         ensemble.in_flight -= 1
         if ensemble.closing and ensemble.in_flight == 0:
             ensemble.drained.set()
@@ -234,7 +246,9 @@ class Dispatcher:
             reason = self._check(version)
         finally:
             self._checking.pop()
-        if self._said.get(model) != reason:
+        # NOTE: only a READY version "cannot serve"; a load that checks its members says
+        # why it failed itself.
+        if version.state is State.READY and self._said.get(model) != reason:
             self._said[model] = reason
             if reason:
                 log.warning(

@@ -30,6 +30,16 @@ class Plan:
     reads: tuple[frozenset[str], ...]
     producer: dict[str, int]
     consumers: dict[str, tuple[int, ...]]
+    waits: tuple[int, ...] = ()
+    """Per step: how many of the tensors it reads other steps produce."""
+    versions: tuple[int | None, ...] = ()
+    """Per step: the member version it names (None: the newest ready one)."""
+    input_items: tuple[tuple[tuple[str, str], ...], ...] = ()
+    """Per step: (member input, ensemble tensor) pairs."""
+    output_items: tuple[tuple[tuple[str, str], ...], ...] = ()
+    """Per step: (member output, ensemble tensor) pairs."""
+    outputs: tuple[tuple[str, ...], ...] = ()
+    """Per step: the member outputs it asks for."""
     _needed: dict[tuple[str, ...], tuple[int, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -60,14 +70,22 @@ def plan(config: ModelConfig) -> Plan:
     for index, step in enumerate(steps):
         for tensor in dict.fromkeys(step.input_map.values()):
             consumers.setdefault(tensor, []).append(index)
+    inputs = frozenset(t.name for t in config.inputs)
+    reads = tuple(frozenset(s.input_map.values()) for s in steps)
+    # NOTE: what each request needs per step is computed once here, not per request.
     return Plan(
         name=config.name,
         batching=config.max_batch_size > 0,
         steps=steps,
-        inputs=frozenset(t.name for t in config.inputs),
-        reads=tuple(frozenset(s.input_map.values()) for s in steps),
+        inputs=inputs,
+        reads=reads,
         producer=producer,
         consumers={t: tuple(c) for t, c in consumers.items()},
+        waits=tuple(len(r - inputs) for r in reads),
+        versions=tuple(None if s.model_version < 0 else s.model_version for s in steps),
+        input_items=tuple(tuple(s.input_map.items()) for s in steps),
+        output_items=tuple(tuple(s.output_map.items()) for s in steps),
+        outputs=tuple(tuple(s.output_map) for s in steps),
     )
 
 

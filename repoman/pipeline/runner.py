@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,10 +23,23 @@ from repoman.signature import compatible_dims
 
 
 class Handle(Protocol):
-    """A request on its way: a queued one (the scheduler's Pending) or an ensemble's call."""
+    """A request on its way: a queued one (the scheduler's Pending) or an ensemble's call.
+
+    ``on_answer``, when set, is called as soon as the request is answered normally, before
+    its future's callbacks (which run an event-loop iteration later); a request ended any
+    other way (timeout, withdrawal) reaches only its future.
+    """
+
+    on_answer: Callable[[], None] | None
 
     @property
     def future(self) -> asyncio.Future[Mapping[str, np.ndarray]]: ...
+
+    @property
+    def compute(self) -> tuple[int, int, int] | None:
+        """Once answered: the compute input, infer and output nanoseconds it took (a queued
+        request: its batch's; an ensemble's call: the sum of its steps')."""
+        ...
 
 
 class Steps(Protocol):
@@ -66,6 +79,7 @@ class EnsembleCall:
         inputs: Mapping[str, np.ndarray],
         wanted: tuple[str, ...],
         *,
+        priority: int = 0,
         timeout_us: int | None,
         request_id: str,
         parameters: Mapping[str, Any] | None,
@@ -74,22 +88,28 @@ class EnsembleCall:
             asyncio.get_running_loop().create_future()
         )
         self.started_ns = time.perf_counter_ns()
+        self.launched_ns = 0
+        """When its first steps were handed to the scheduler (its "queue" time ends)."""
+        self.compute: tuple[int, int, int] | None = None
+        self.on_answer: Callable[[], None] | None = None
         self._steps = steps
         self._version = version
         self._plan = plan
         self._tensors: dict[str, np.ndarray] = dict(inputs)
         self._wanted = wanted
         self._missing = len(wanted)
+        self._priority = priority
         self._timeout_us = timeout_us
         self._request_id = request_id
         self._parameters = parameters
         self._needed = plan.needed(wanted)
-        self._waiting = {i: len(plan.reads[i] - plan.inputs) for i in self._needed}
+        self._waiting = {i: plan.waits[i] for i in self._needed}
         self._running: dict[int, Handle] = {}
 
     def start(self) -> None:
+        self.launched_ns = time.perf_counter_ns()
         if not self._needed:
-            self.future.set_result({})  # NOTE: no output asked for: nothing to run
+            self._answer({})  # NOTE: no output asked for: nothing to run
             return
         for index in self._needed:
             if self._waiting[index] == 0:
@@ -106,18 +126,18 @@ class EnsembleCall:
     # ---- steps -----------------------------------------------------------------------
 
     def _launch(self, index: int) -> None:
-        step = self._plan.steps[index]
-        version = None if step.model_version < 0 else step.model_version
+        plan, tensors = self._plan, self._tensors
         member: ModelVersion | None = None
         try:
-            member = self._steps.route(step.model_name, version)
+            member = self._steps.route(plan.steps[index].model_name, plan.versions[index])
             inputs = _member_inputs(
-                member.config, {key: self._tensors[t] for key, t in step.input_map.items()}
+                member.config, {key: tensors[t] for key, t in plan.input_items[index]}
             )
             item = self._steps.enqueue(
                 member,
                 inputs,
-                tuple(step.output_map),
+                plan.outputs[index],
+                priority=_member_priority(member.config, self._priority) if self._priority else 0,
                 timeout_us=self._timeout_us,
                 request_id=self._request_id,
                 parameters=self._parameters,
@@ -127,14 +147,22 @@ class EnsembleCall:
             return
         self._running[index] = item
         routed = member
-        item.future.add_done_callback(lambda done: self._finished(index, routed, done))
 
-    def _finished(
-        self, index: int, member: ModelVersion, done: asyncio.Future[Mapping[str, np.ndarray]]
-    ) -> None:
-        self._running.pop(index, None)
+        def answered(_: object = None) -> None:
+            self._finished(index, routed, item)
+
+        # NOTE: answered at once when the scheduler answers the step; the future's callback
+        # covers every other ending (and is a no-op after the first).
+        item.on_answer = answered
+        item.future.add_done_callback(answered)
+
+    def _finished(self, index: int, member: ModelVersion, item: Handle) -> None:
+        if self._running.get(index) is not item:
+            return  # NOTE: already handled, or withdrawn
+        del self._running[index]
         if self.future.done():
             return  # NOTE: failed or cancelled meanwhile; this step's result is not needed
+        done = item.future
         if done.cancelled():
             self._fail(index, member, RepomanError("the step was cancelled"))
             return
@@ -143,9 +171,11 @@ class EnsembleCall:
             self._fail(index, member, error)
             return
         outputs = done.result()
+        if item.compute is not None:
+            self._add_compute(item.compute)
         config = member.config
         plan, tensors = self._plan, self._tensors
-        for key, tensor in self._plan.steps[index].output_map.items():
+        for key, tensor in plan.output_items[index]:
             value = outputs.get(key)
             if value is None:
                 self._fail(
@@ -165,7 +195,18 @@ class EnsembleCall:
                     if self.future.done():
                         return
         if not self._running and all(name in tensors for name in self._wanted):
-            self.future.set_result({name: tensors[name] for name in self._wanted})
+            self._answer({name: tensors[name] for name in self._wanted})
+
+    def _answer(self, outputs: Mapping[str, np.ndarray]) -> None:
+        self.future.set_result(outputs)
+        if self.on_answer is not None:
+            self.on_answer()
+
+    def _add_compute(self, step: tuple[int, int, int]) -> None:
+        total = self.compute
+        self.compute = (
+            step if total is None else (total[0] + step[0], total[1] + step[1], total[2] + step[2])
+        )
 
     def _fail(self, index: int, member: ModelVersion | None, error: BaseException) -> None:
         step = self._plan.steps[index]
@@ -175,6 +216,8 @@ class EnsembleCall:
             self.future.set_exception(
                 StepFailed(self._version.model, index, step.model_name, version, error)
             )
+            if self.on_answer is not None:
+                self.on_answer()
 
     def _stop(self) -> None:
         running, self._running = self._running, {}
@@ -209,6 +252,16 @@ def _member_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[s
             target = ((array.shape[0],) if batching else ()) + tensor.reshape
             inputs[name] = array.reshape(target)
     return inputs
+
+
+def _member_priority(config: ModelConfig, priority: int) -> int:
+    """The ensemble request's priority as a member takes it: a level the member does not
+    have means its default level (0), as Triton's requests do."""
+    if priority <= 0 or config.is_ensemble:
+        return priority  # NOTE: a nested ensemble hands it on to its own members
+    dynamic = config.dynamic_batching if config.max_batch_size > 0 else None
+    levels = dynamic.priority_levels if dynamic is not None else 0
+    return priority if priority <= max(levels, 1) else 0
 
 
 def _reshape_out(config: ModelConfig, name: str, array: np.ndarray) -> np.ndarray:

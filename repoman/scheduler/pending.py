@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,3 +45,10 @@ class Pending:
     callers: tuple[Any, ...] = ()
     """A call from inside batches (BLS): the versions whose instances the batches waiting
     for it hold (a version once per instance held)."""
+    on_answer: Callable[[], None] | None = None
+    """Called at once when the scheduler answers it after its batch ran (its future's own
+    callbacks run an event-loop iteration later): an ensemble hands the next step on without
+    waiting for that iteration. Any other ending (timeout, withdrawal) reaches the future."""
+    compute: tuple[int, int, int] | None = None
+    """Once executed: the compute input, infer and output nanoseconds of its batch (an
+    ensemble adds up its steps' as Triton reports an ensemble's compute times)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -248,8 +249,10 @@ class SharedScheduler:
         running = Running(queue, instance, parts, time.perf_counter_ns())
         caller = self._caller(running) if self._calls is not None else None
         running.work = self._pool.submit(execute, instance, parts, caller)
-        done = asyncio.wrap_future(running.work)
-        done.add_done_callback(lambda fut: self._finished(running, fut))
+        # NOTE: the worker schedules _finished itself (asyncio.wrap_future would take one
+        # more loop iteration, to settle an asyncio future whose callback then runs it).
+        loop = asyncio.get_running_loop()
+        running.work.add_done_callback(lambda fut: _call_soon(loop, self._finished, running, fut))
         if self._execution_timeout is not None:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
@@ -303,7 +306,7 @@ class SharedScheduler:
             self._idle -= 1
             self._pool.shrink()
 
-    def _finished(self, running: Running, fut: asyncio.Future[list[Outcome]]) -> None:
+    def _finished(self, running: Running, fut: Future[list[Outcome]]) -> None:
         queue = running.queue
         version = queue.version
         if running.written_off:
@@ -331,13 +334,20 @@ class SharedScheduler:
             if not isinstance(results, BaseException):
                 _, started, ended = outcomes[index]
                 queue.used_ns += ended - started
+                compute = (
+                    max(0, started - handed),
+                    ended - started,
+                    time.perf_counter_ns() - ended,
+                )
                 queue.stats.record_batch(
                     batch.size,
                     len(taken),
-                    input_ns=max(0, started - handed),
-                    infer_ns=ended - started,
-                    output_ns=time.perf_counter_ns() - ended,
+                    input_ns=compute[0],
+                    infer_ns=compute[1],
+                    output_ns=compute[2],
                 )
+                for item in taken:
+                    item.compute = compute
                 handed = ended
                 if len(results) != len(taken):
                     results = BackendError(
@@ -394,3 +404,15 @@ class SharedScheduler:
             queue.stats.record_success(elapsed)
             if not item.future.done():
                 item.future.set_result(result)
+        if item.on_answer is not None:
+            try:
+                item.on_answer()
+            except Exception:  # NOTE: as a failing future callback: logged, never fatal
+                log.exception("a request's answer listener failed")
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """From a worker thread: run ``callback`` on the loop (unless the loop is gone: a call
+    written off as hung may return after the server stopped)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)

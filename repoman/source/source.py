@@ -35,9 +35,12 @@ REPORT_GRACE = 2.0
 class Target(Protocol):
     """Where the Source sends what it wants (the manager)."""
 
-    async def apply(self, aspired: Aspired, *, retry_failed: bool = False) -> list[str]:
+    async def apply(
+        self, aspired: Aspired, *, retry_failed: bool = False, need_members: bool = False
+    ) -> list[str]:
         """Make one model match ``aspired``; returns, once it does, what failed on the way
-        (``retry_failed``: versions that failed with the same files are tried again)."""
+        (``retry_failed``: versions that failed with the same files are tried again;
+        ``need_members``: an ensemble whose members cannot serve it fails to load)."""
 
     def model_names(self) -> list[str]:
         """The models the target holds now (so a model gone from the disk is unloaded)."""
@@ -240,14 +243,59 @@ class RepositorySource:
 
     # ---- the repository API (explicit mode) ------------------------------------------
 
-    async def load(
-        self, name: str, config_text: str | None = None, *, _seen: set[str] | None = None
-    ) -> list[str]:
+    async def load(self, name: str, config_text: str | None = None) -> list[str]:
         """Load or reload one model as the disk has it now (``config_text``: JSON override);
         returns what failed (empty: every wanted version is served). An override larger than
         the config size limit is refused before it is parsed. As in Triton's explicit mode,
-        an ensemble's load also loads the members it names that are not loaded yet.
+        an ensemble's load also loads the members it names that are not loaded yet (theirs
+        too), each before the ensembles that use it; an ensemble whose members cannot serve
+        it then fails to load.
         """
+        wanted = {name: await self._read(name, config_text)}
+        failures: list[str] = []
+        held = set(self._target.model_names())
+        level = [name]
+        while level:
+            found = {
+                member: None
+                for model in level
+                for member in _members(wanted[model])
+                if member not in held and member not in wanted
+            }
+            read = await asyncio.gather(
+                *(self._read(member) for member in found), return_exceptions=True
+            )
+            level = []
+            for member, result in zip(found, read, strict=True):
+                if isinstance(result, RepomanError):
+                    failures.append(f"member '{member}': {result}")
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    wanted[member] = result
+                    level.append(member)
+        own: list[str] = []
+        while wanted:
+            # NOTE: each wave holds the models none of the others left uses; ensembles that
+            # include each other go together (and fail: they can never serve).
+            left = set(wanted)
+            wave = [m for m, a in wanted.items() if not (_members(a) & (left - {m}))]
+            wave = wave or list(wanted)
+            results = await asyncio.gather(
+                *(
+                    self._target.apply(wanted.pop(m), retry_failed=True, need_members=True)
+                    for m in wave
+                )
+            )
+            for model, failed in zip(wave, results, strict=True):
+                if model == name:
+                    own = failed
+                else:
+                    failures += [f"member '{model}': {failure}" for failure in failed]
+        return own + failures
+
+    async def _read(self, name: str, config_text: str | None = None) -> Aspired:
+        """What loading ``name`` wants, as the disk (and ``config_text``) has it now."""
         path = self._model_path(name)
         if path is None or not path.is_dir():
             raise ModelNotFound(name)
@@ -261,28 +309,7 @@ class RepositorySource:
         folder = await asyncio.to_thread(
             read_model, path, options, now=time.time(), name=name, root=self.root
         )
-        aspired = await self.aspired(folder, config_text)
-        failures = await self._target.apply(aspired, retry_failed=True)
-        seen = _seen if _seen is not None else {name}
-        held = set(self._target.model_names())
-        members = {
-            step.model_name: None
-            for version in aspired.versions
-            for step in version.config.ensemble_steps
-            if step.model_name not in held and step.model_name not in seen
-        }
-        seen.update(members)
-        results = await asyncio.gather(
-            *(self.load(member, _seen=seen) for member in members), return_exceptions=True
-        )
-        for member, result in zip(members, results, strict=True):
-            if isinstance(result, RepomanError):
-                failures.append(f"member '{member}': {result}")
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                failures += [f"member '{member}': {failure}" for failure in result]
-        return failures
+        return await self.aspired(folder, config_text)
 
     async def unload(self, name: str) -> None:
         await self._target.apply(Aspired(name))
@@ -306,3 +333,8 @@ class RepositorySource:
         return sorted(
             p.name for p in self.root.iterdir() if p.is_dir() and valid_model_name(p.name)
         )
+
+
+def _members(aspired: Aspired) -> set[str]:
+    """The models the steps of ``aspired``'s versions use (none for a plain model)."""
+    return {step.model_name for v in aspired.versions for step in v.config.ensemble_steps}

@@ -245,3 +245,86 @@ def test_a_yaml_integer_with_thousands_of_digits_is_a_config_error() -> None:
     text = "max_batch_size: " + "1" * 5000 + "\n"
     with pytest.raises(ConfigError, match="expected an integer that fits in 64 bits"):
         yaml_source.parse(text, filename="config.yaml")
+
+
+# ---- protobuf's JSON mapping: numbers written as strings ------------------------------------
+
+# What tritonclient.grpc's get_model_config(as_json=True) gives back: every 64-bit integer
+# (dims, delays, an ensemble step's model_version) written as a string.
+PROTOBUF_JSON = {
+    "name": "m",
+    "backend": "python",
+    "max_batch_size": "8",
+    "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": ["-1", "4"]}],
+    "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": ["4"]}],
+    "dynamic_batching": {
+        "max_queue_delay_microseconds": "500",
+        "preferred_batch_size": ["4"],
+        "priority_levels": "2",
+        "default_priority_level": "1",
+        "priority_queue_policy": {"2": {"max_queue_size": "3"}},
+    },
+    "instance_group": [{"count": "2", "kind": "KIND_CPU"}],
+}
+
+
+def test_a_json_config_takes_integers_written_as_strings() -> None:
+    config = parse_model_config(
+        json.dumps(PROTOBUF_JSON), filename="<load>", fmt="json", model_name="m"
+    )
+    assert config.max_batch_size == 8
+    assert config.inputs[0].dims == (-1, 4) and config.outputs[0].dims == (4,)
+    dynamic = config.dynamic_batching
+    assert dynamic is not None
+    assert dynamic.max_queue_delay_microseconds == 500
+    assert dynamic.preferred_batch_size == (4,)
+    assert dynamic.priority_queue_policy[2].max_queue_size == 3
+    assert config.instance_groups[0].count == 2
+
+
+def test_an_ensemble_step_s_model_version_may_be_a_string() -> None:
+    doc = {
+        "platform": "ensemble",
+        "max_batch_size": 8,
+        "input": [{"name": "IN", "data_type": "TYPE_FP32", "dims": ["4"]}],
+        "output": [{"name": "OUT", "data_type": "TYPE_FP32", "dims": ["4"]}],
+        "ensemble_scheduling": {
+            "step": [
+                {
+                    "model_name": "a",
+                    "model_version": "-1",
+                    "input_map": {"X": "IN"},
+                    "output_map": {"Y": "OUT"},
+                }
+            ]
+        },
+    }
+    config = parse_model_config(json.dumps(doc), filename="<load>", fmt="json", model_name="e")
+    assert config.ensemble_steps[0].model_version == -1
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"four"', "expected an integer, found 'four'"),
+        ('"4.0"', "expected an integer, found '4.0'"),
+        ('" 4"', "expected an integer, found ' 4'"),
+        ('"+4"', "expected an integer, found '+4'"),
+        ('""', "expected an integer, found ''"),
+        ('"' + "9" * 21 + '"', "expected an integer that fits in 64 bits"),
+    ],
+)
+def test_only_a_decimal_integer_string_stands_for_an_integer(value: str, message: str) -> None:
+    text = JSON_CONFIG.replace('"max_batch_size": 8', f'"max_batch_size": {value}')
+    with pytest.raises(ConfigError) as info:
+        parse_model_config(text, filename="<load>", fmt="json", model_name="m")
+    assert message in str(info.value)
+
+
+def test_a_yaml_config_still_refuses_a_quoted_integer() -> None:
+    text = (
+        'max_batch_size: "8"\ninput: [{name: x, data_type: FP32, dims: [4]}]\n'
+        "output: [{name: y, data_type: FP32, dims: [4]}]\n"
+    )
+    with pytest.raises(ConfigError, match="expected an integer, found '8'"):
+        parse_model_config(text, filename="config.yaml", fmt="yaml", model_name="m")

@@ -203,3 +203,23 @@ def orphan_pipeline(repo: Path) -> None:
         + step("ghost", {"X": "doubled"}, {"Y": "OUT"})
         + "}\n",
     )
+
+
+def nested_pipeline(repo: Path) -> None:
+    """An ensemble whose first step is the ensemble 'fan' (needs fan_pipeline):
+    IN -> fan -> (SUM = x, DOUBLED = 2x) -> double(DOUBLED) = 4x as OUT."""
+    ensemble(
+        repo,
+        "nested",
+        """
+        platform: "ensemble"
+        max_batch_size: 8
+        input [{ name: "IN" data_type: TYPE_FP32 dims: [ 4 ] }]
+        output [{ name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] },
+                { name: "SUM" data_type: TYPE_FP32 dims: [ 4 ] }]
+        ensemble_scheduling {
+        """
+        + step("fan", {"IN": "IN"}, {"SUM": "SUM", "DOUBLED": "doubled"})
+        + step("double", {"X": "doubled"}, {"Y": "OUT"})
+        + "}\n",
+    )

@@ -20,6 +20,7 @@ from tests.e2e.ensemble_repo import (
     ensemble,
     fan_pipeline,
     fragile_pipeline,
+    nested_pipeline,
     orphan_pipeline,
     python_model,
     species_pipeline,
@@ -358,6 +359,73 @@ def test_loading_an_ensemble_with_a_missing_member_fails_naming_it(
     status, body = _post(server, "/v2/repository/models/orphan/load")
     assert status == 400
     assert "failed to load 'orphan'" in body["error"] and "member 'ghost'" in body["error"]
+    # not loaded, as in Triton: the index says why; its member 'double' did load
+    row = index_row(server, "orphan")
+    assert row["state"] == "FAILED", row
+    assert "step 1 ('ghost'): unknown model: 'ghost'" in row["reason"]
+    assert index_row(server, "double")["state"] == "READY"
+    with httpclient.InferenceServerClient(server.address, network_timeout=30) as client:
+        assert not client.is_model_ready("orphan")
+        python_model(repo, "ghost", expr="x + 1")
+        # it stays failed until loaded again, which now loads the member too
+        assert index_row(server, "orphan")["state"] == "FAILED"
+        assert _post(server, "/v2/repository/models/orphan/load") == (200, {})
+        result = infer(client, "orphan", "IN", np.ones((1, 4), dtype=np.float32))
+        np.testing.assert_array_equal(result.as_numpy("OUT"), np.full((1, 4), 3.0))
+    assert "cannot serve" not in server.log()
+
+
+def test_a_config_fetched_as_json_over_grpc_loads_back_over_http_and_grpc(
+    tmp_path: Path, server_factory
+) -> None:
+    import tritonclient.grpc as grpcclient
+
+    repo = tmp_path / "repo"
+    species_pipeline(repo)
+    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "species")
+    with (
+        grpcclient.InferenceServerClient(server.grpc_address) as grpc,
+        httpclient.InferenceServerClient(server.address, network_timeout=30) as http,
+    ):
+        for model in ("species", "iris", "to_cm"):
+            fetched = grpc.get_model_config(model, as_json=True)["config"]
+            # protobuf's JSON writes 64-bit integers as strings: "dims": ["4"], ...
+            assert fetched["input"][0]["dims"] == ["4"], fetched
+            http.load_model(model, config=json.dumps(fetched))
+            grpc.load_model(model, config=json.dumps(fetched))
+            assert grpc.get_model_config(model, as_json=True)["config"] == fetched
+        steps = grpc.get_model_config("species", as_json=True)["config"]["ensemble_scheduling"]
+        assert {step["model_version"] for step in steps["step"]} == {"-1"}
+        result = infer(http, "species", "MEASURES_MM", MEASURES_MM)
+        assert [row[0] for row in result.as_numpy("SPECIES")] == list(SPECIES)
+
+
+# ---- nested ensembles, shutting down ---------------------------------------------------------
+
+
+def test_a_nested_ensemble_runs_end_to_end_and_the_server_stops_quietly(
+    tmp_path: Path, server_factory
+) -> None:
+    repo = tmp_path / "repo"
+    fan_pipeline(repo)
+    nested_pipeline(repo)
+    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "nested")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    with httpclient.InferenceServerClient(server.address, network_timeout=30) as client:
+        for _ in range(3):
+            result = infer(client, "nested", "IN", x)
+            np.testing.assert_array_equal(result.as_numpy("OUT"), 4 * x)
+            np.testing.assert_array_equal(result.as_numpy("SUM"), x)
+    # loading the outer ensemble loaded the inner one and its members
+    assert index_row(server, "fan")["state"] == "READY"
+    outer, inner = model_stats(server, "nested"), model_stats(server, "fan")
+    assert outer["inference_count"] == inner["inference_count"] == 6
+    assert outer["inference_stats"]["success"]["count"] == 3
+    # the outer ensemble's compute time holds the inner one's (the sum of its steps')
+    for kind in ("compute_infer", "compute_input"):
+        assert outer["inference_stats"][kind]["ns"] > inner["inference_stats"][kind]["ns"] > 0
+    assert server.stop() == 0, server.log()
+    assert "cannot serve" not in server.log(), server.log()
 
 
 # ---- front-end processes --------------------------------------------------------------------

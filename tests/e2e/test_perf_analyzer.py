@@ -87,3 +87,30 @@ def test_perf_analyzer_over_grpc_runs_clean(bundled_server, perf_analyzer):
     match = re.search(r"Throughput: ([0-9.]+) infer/sec", output)
     assert match and float(match.group(1)) > 0, output
     assert "error" not in output.lower(), output
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_measures_an_ensemble_without_naming_a_version(
+    bundled_server, perf_analyzer, protocol
+):
+    # NOTE: without -x perf_analyzer picks, for the ensemble and each member, the version
+    # whose queue count grew during the window: an ensemble must count its requests there.
+    address = bundled_server.address if protocol == "http" else bundled_server.grpc_address
+    command = [
+        str(perf_analyzer), "-m", "iris_species", "-u", address, "-i", protocol,
+        "--concurrency-range", "4", "--measurement-mode", "count_windows",
+        "--measurement-request-count", "100", "--max-trials", "4",
+        "--stability-percentage", "100",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    output = run.stdout + run.stderr
+    if run.returncode != 0 and "stable measurement" in output:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        output += "\n--- second run ---\n" + run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "failed to find the requested model version" not in output
+    match = re.search(r"Throughput: ([0-9.]+) infer/sec", output)
+    assert match and float(match.group(1)) > 0, output
+    assert "Composing models" in output, output
+    for member in ("iris_preprocess", "iris", "iris_postprocess"):
+        assert f"{member}, version: 1" in output, output

@@ -20,11 +20,11 @@ from repoman.scheduler import SharedScheduler
 from tests import fakes
 
 
-def member(name: str, backend: str = "echo") -> ModelConfig:
+def member(name: str, backend: str = "echo", extra: str = "") -> ModelConfig:
     return parse_model_config(
         f'backend: "{backend}"\nmax_batch_size: 8\n'
         'input [{ name: "INPUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n'
-        'output [{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n',
+        'output [{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n' + extra,
         filename="config.pbtxt",
         fmt="pbtxt",
         model_name=name,
@@ -65,10 +65,10 @@ class Core:
             version = AspiredVersion(1, config, (("f", 1, 1),), Path("/nowhere"), "")
             assert await self.manager.apply(Aspired(config.name, (version,), frozenset({1}))) == []
 
-    async def infer(self, model: str, value: float = 1.0) -> np.ndarray:
+    async def infer(self, model: str, value: float = 1.0, priority: int = 0) -> np.ndarray:
         rows = np.full((1, 2), value, dtype=np.float32)
         version = self.manager.route(model)
-        outputs = await self.dispatcher.submit(version, {"IN": rows}, ["OUT"])
+        outputs = await self.dispatcher.submit(version, {"IN": rows}, ["OUT"], priority=priority)
         return outputs["OUT"]
 
 
@@ -173,5 +173,54 @@ def test_ensembles_that_include_each_other_are_never_ready() -> None:
             ModelNotReady, match=r"ensembles include each other \(one -> two -> one\)"
         ):
             core.manager.route("one")
+
+    run(scenario)
+
+
+def test_an_ensemble_reports_triton_s_numbers_its_steps_compute_times_summed() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a"), member("b"), chain("pipe", "a", "b"))
+        for _ in range(3):
+            await core.infer("pipe")
+        stats = core.dispatcher.stats(core.manager.route("pipe"))
+        steps = [core.dispatcher.stats(core.manager.route(name)) for name in ("a", "b")]
+        assert stats.success.count == stats.queue.count == stats.execution_count == 3
+        assert 0 < stats.queue.ns < stats.success.ns
+        for kind in ("compute_input", "compute_infer", "compute_output"):
+            total = getattr(stats, kind)
+            assert total.count == 3
+            assert total.ns == sum(getattr(step, kind).ns for step in steps), kind
+        assert stats.compute_infer.ns > 0
+        [(size, batch)] = stats.batches.items()
+        assert size == 1 and batch.compute_infer.ns == stats.compute_infer.ns
+
+    run(scenario)
+
+
+PRIORITIES = "dynamic_batching { priority_levels: 2 default_priority_level: 2 }\n"
+
+
+def test_an_ensemble_request_s_priority_orders_its_steps_in_the_member_s_queue() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("slow", "blocking", PRIORITIES), chain("pipe", "slow"))
+        slow = core.manager.route("slow")
+        first = asyncio.create_task(core.infer("pipe", 0.0))  # holds the one worker
+        await until(lambda: core.scheduler.stats(slow).queue.count == 1)
+        waiting = [
+            asyncio.create_task(core.infer("pipe", value, priority))
+            for value, priority in ((1.0, 0), (2.0, 2), (3.0, 1))
+        ]
+        await until(lambda: core.scheduler.queued(slow) == 3)
+        fakes.BlockingBackend.gate.set()
+        await asyncio.gather(first, *waiting)
+        assert slow.instances[0].firsts == [0.0, 3.0, 1.0, 2.0]  # priority 1 went first
+
+    run(scenario)
+
+
+def test_a_priority_a_member_does_not_have_takes_its_default_level() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a"), chain("pipe", "a"))
+        np.testing.assert_array_equal(await core.infer("pipe", 2.0, 5), np.full((1, 2), 2.0))
 
     run(scenario)

@@ -34,7 +34,9 @@ class Recorder:
         self.applied: dict[str, Aspired] = {}
         self.calls: list[Aspired] = []
 
-    async def apply(self, aspired: Aspired, *, retry_failed: bool = False) -> list[str]:
+    async def apply(
+        self, aspired: Aspired, *, retry_failed: bool = False, need_members: bool = False
+    ) -> list[str]:
         self.applied[aspired.model] = aspired
         self.calls.append(aspired)
         return []
