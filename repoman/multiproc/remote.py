@@ -77,17 +77,18 @@ class RemoteDataPlane:
         check_model_name(name)
         route = self._route(name, version)
         assert route.config is not None
-        request = await read(ExpectedInputs(route.config))
+        expected = ExpectedInputs(route.config)
+        request = await read(expected)
         for _ in range(RETRIES):
             route = self._route(name, version)
             assert route.config is not None
-            prepared = prepare(route.config, request)
+            prepared = prepare(route.config, request, expected)
             answer = await self._compute(name, version, route, prepared, request)
             if answer[0] == "retry":
                 continue
             number, outputs = answer[1], answer[2]
             wanted = {output: outputs[output] for output in prepared.wanted}
-            shaped = reshape_outputs(route.config, wanted)
+            shaped = reshape_outputs(route.config, wanted, copy=False)
             return request, InferResponse(
                 model_name=name, model_version=number, id=request.id, outputs=shaped
             )

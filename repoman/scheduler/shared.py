@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -232,15 +233,22 @@ class SharedScheduler:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
         running = Running(queue, instance, parts, time.perf_counter_ns())
-        running.work = self._pool.submit(execute, instance, parts)
-        done = asyncio.wrap_future(running.work)
-        done.add_done_callback(lambda fut: self._finished(running, fut))
+        running.work = work = self._pool.submit(execute, instance, parts)
+        loop = asyncio.get_running_loop()
+
+        def back_on_the_loop(fut: Future[list[Outcome]]) -> None:
+            # NOTE: runs on the worker thread. One call_soon_threadsafe is the whole way
+            # back: asyncio.wrap_future would add an asyncio future and two more callbacks.
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._finished, running, fut)
+
+        work.add_done_callback(back_on_the_loop)
         if self._execution_timeout is not None:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
             )
 
-    def _finished(self, running: Running, fut: asyncio.Future[list[Outcome]]) -> None:
+    def _finished(self, running: Running, fut: Future[list[Outcome]]) -> None:
         queue = running.queue
         version = queue.version
         if running.written_off:
@@ -290,6 +298,9 @@ class SharedScheduler:
                 log.error("%s", failure)
                 results = [failure] * len(taken)
             for item, result in zip(taken, results, strict=True):
+                if not queue.preserve_ordering:
+                    self._answer(queue, item, result, now)
+                    continue
                 for ready, outcome in queue.deliver(item, result):
                     self._answer(queue, ready, outcome, now)
         self._dispatch()
@@ -326,6 +337,8 @@ class SharedScheduler:
             if not item.future.done():
                 item.future.set_exception(request_error(queue.version, result))
         else:
-            queue.stats.success.add(elapsed)
+            success = queue.stats.success
+            success.count += 1
+            success.ns += elapsed
             if not item.future.done():
                 item.future.set_result(result)

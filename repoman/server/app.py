@@ -13,11 +13,7 @@ from repoman.server import handlers
 from repoman.server.auth import AccessPolicy, access_middleware
 from repoman.server.body import BodyLimits
 from repoman.server.keys import DECODER, LIMITS, METRICS, SERVICE
-from repoman.server.middleware import (
-    continue_within_limits,
-    errors_as_json,
-    refuse_oversized_bodies,
-)
+from repoman.server.middleware import continue_within_limits, errors_as_json
 
 DECODE_THREADS = 1
 """Big bodies decoded at once. Decoding holds the GIL, so more threads would not decode faster;
@@ -43,7 +39,7 @@ def make_app(
     """
     policy = access or AccessPolicy()
     limits = limits or BodyLimits()
-    middlewares: list[Middleware] = [errors_as_json, refuse_oversized_bodies]
+    middlewares: list[Middleware] = [errors_as_json]
     if policy.restricts:
         middlewares.append(access_middleware(policy))
     app = web.Application(middlewares=middlewares, client_max_size=limits.max_bytes)
@@ -84,9 +80,7 @@ def make_app(
             web.get(versioned + "/stats", handlers.statistics),
             web.post("/v2/repository/index", handlers.repository_index, **expect),
             web.post("/v2/repository/models/{model}/load", handlers.repository_load, **expect),
-            web.post(
-                "/v2/repository/models/{model}/unload", handlers.repository_unload, **expect
-            ),
+            web.post("/v2/repository/models/{model}/unload", handlers.repository_unload, **expect),
         ]
     )
     return app
