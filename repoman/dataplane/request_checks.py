@@ -16,12 +16,17 @@ from repoman.signature import compatible_dims
 from repoman.types import DataType
 
 
-def check_request(config: ModelConfig, request: InferRequest) -> dict[str, np.ndarray]:
+def check_request(
+    config: ModelConfig, request: InferRequest, expected: ExpectedInputs | None = None
+) -> dict[str, np.ndarray]:
     """Validate ``request`` against ``config``; return its inputs reshaped for the model.
 
     Checks names (unknown, missing, duplicate), datatypes, ranks and fixed dimensions, the
     batch dimension (≥ 1, ≤ max_batch_size, the same for every input) and the requested
     output names. Raises InvalidRequest naming the tensor and expected vs found.
+
+    ``expected``: what the request was decoded against. When it checked every input against
+    this very ``config`` (``ExpectedInputs.covers``), datatypes and shapes are not checked again.
     """
     declared = config.inputs_by_name
     inputs = request.inputs
@@ -40,11 +45,18 @@ def check_request(config: ModelConfig, request: InferRequest) -> dict[str, np.nd
 
     batch_size: int | None = None
     prepared: dict[str, np.ndarray] = {}
+    checked = expected is not None and expected.covers(config, len(inputs))
+    batching = config.max_batch_size > 0
     for name, array in inputs.items():
         tensor = declared[name]
-        if array.dtype != tensor.data_type.numpy_dtype:
-            _refuse_dtype(config, tensor, _datatype_name(array))
-        rows = _check_shape(config, tensor, array.shape)
+        if checked:
+            # NOTE: decoded as the datatype and shape check_input accepted: only the batch
+            # sizes of different inputs remain to compare.
+            rows = array.shape[0] if batching else None
+        else:
+            if array.dtype != tensor.data_type.numpy_dtype:
+                _refuse_dtype(config, tensor, _datatype_name(array))
+            rows = _check_shape(config, tensor, array.shape)
         if rows is not None:
             if batch_size is None:
                 batch_size = rows
@@ -54,7 +66,7 @@ def check_request(config: ModelConfig, request: InferRequest) -> dict[str, np.nd
                     f"another input has {batch_size}"
                 )
         if tensor.reshape is not None:
-            array = _reshape_in(tensor, array, config.max_batch_size > 0)
+            array = _reshape_in(tensor, array, batching)
         prepared[name] = array
     return prepared
 
@@ -68,10 +80,15 @@ class ExpectedInputs:
     decoded request (missing inputs, batch sizes that disagree, outputs).
     """
 
-    __slots__ = ("_config",)
+    __slots__ = ("_checked", "_config")
 
     def __init__(self, config: ModelConfig) -> None:
         self._config = config
+        self._checked = 0
+
+    def covers(self, config: ModelConfig, count: int) -> bool:
+        """Whether ``count`` inputs, all of them, passed ``check_input`` against ``config``."""
+        return config is self._config and count == self._checked
 
     def check_count(self, count: int) -> None:
         config = self._config
@@ -90,6 +107,7 @@ class ExpectedInputs:
         if datatype is not tensor.data_type:
             _refuse_dtype(config, tensor, datatype.value)
         _check_shape(config, tensor, tuple(shape))
+        self._checked += 1
 
 
 def _check_shape(config: ModelConfig, tensor: TensorConfig, shape: tuple[int, ...]) -> int | None:
@@ -143,12 +161,13 @@ def _where(config: ModelConfig) -> str:
 
 
 def reshape_outputs(
-    config: ModelConfig, outputs: Mapping[str, np.ndarray]
+    config: ModelConfig, outputs: dict[str, np.ndarray], *, copy: bool = True
 ) -> dict[str, np.ndarray]:
-    """Give outputs the shape the config declares (``dims``) where the model used ``reshape``."""
+    """Give outputs the shape the config declares (``dims``) where the model used ``reshape``.
+    Without ``copy``, ``outputs`` itself comes back when nothing needs reshaping."""
     reshaped = config.reshaped_outputs
     if not reshaped:
-        return dict(outputs)
+        return dict(outputs) if copy else outputs
     batching = config.max_batch_size > 0
     shaped: dict[str, np.ndarray] = {}
     for name, array in outputs.items():
@@ -210,9 +229,12 @@ class Prepared:
     timeout_us: int | None = None
 
 
-def prepare(config: ModelConfig, request: InferRequest) -> Prepared:
-    """Check ``request`` against ``config`` and gather what the scheduler needs."""
-    inputs = check_request(config, request)
+def prepare(
+    config: ModelConfig, request: InferRequest, expected: ExpectedInputs | None = None
+) -> Prepared:
+    """Check ``request`` against ``config`` (see check_request for ``expected``) and gather
+    what the scheduler needs."""
+    inputs = check_request(config, request, expected)
     if request.outputs is None:
         wanted = config.output_names
     else:

@@ -84,20 +84,23 @@ class InferenceService:
         """
         check_model_name(name)
         routed = self._manager.route(name, version)
+        expected = ExpectedInputs(routed.config)
         try:
-            request = await read(ExpectedInputs(routed.config))
+            request = await read(expected)
         except RepomanError as exc:
             self._dispatcher.stats(routed).record_failure(refusal_reason(exc))
             raise
         if routed.state is not State.READY:
             # NOTE: swapped out while the body arrived: the version now serving takes it.
             routed = self._manager.route(name, version)
-        return request, await self._run(routed, request)
+        return request, await self._run(routed, request, expected)
 
-    async def _run(self, version: ModelVersion, request: InferRequest) -> InferResponse:
+    async def _run(
+        self, version: ModelVersion, request: InferRequest, expected: ExpectedInputs
+    ) -> InferResponse:
         config = version.config
         try:
-            prepared = prepare(config, request)
+            prepared = prepare(config, request, expected)
         except RepomanError as exc:
             self._dispatcher.stats(version).record_failure(refusal_reason(exc))
             raise
@@ -110,7 +113,9 @@ class InferenceService:
             request_id=request.id or "",
             parameters=request.parameters,
         )
-        shaped = reshape_outputs(config, {name: outputs[name] for name in prepared.wanted})
+        shaped = reshape_outputs(
+            config, {name: outputs[name] for name in prepared.wanted}, copy=False
+        )
         return InferResponse(
             model_name=version.model,
             model_version=version.version,

@@ -88,8 +88,9 @@ class RemoteDataPlane:
         check_model_name(name)
         route = self._route(name, version)
         assert route.config is not None
+        expected = ExpectedInputs(route.config)
         try:
-            request = await read(ExpectedInputs(route.config))
+            request = await read(expected)
         except RepomanError as exc:
             self.refused(name, route.version, refusal_reason(exc))
             raise
@@ -97,7 +98,7 @@ class RemoteDataPlane:
             route = self._route(name, version)
             assert route.config is not None
             try:
-                prepared = prepare(route.config, request)
+                prepared = prepare(route.config, request, expected)
             except RepomanError as exc:
                 self.refused(name, route.version, refusal_reason(exc))
                 raise
@@ -106,7 +107,7 @@ class RemoteDataPlane:
                 continue
             number, outputs = answer[1], answer[2]
             wanted = {output: outputs[output] for output in prepared.wanted}
-            shaped = reshape_outputs(route.config, wanted)
+            shaped = reshape_outputs(route.config, wanted, copy=False)
             return request, InferResponse(
                 model_name=name, model_version=number, id=request.id, outputs=shaped
             )

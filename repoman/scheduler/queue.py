@@ -104,7 +104,7 @@ class VersionQueue:
             inputs,
             outputs,
             rows,
-            shape_signature(inputs),
+            shape_signature(inputs) if self.dynamic else (),  # only batches compare it
             asyncio.get_running_loop().create_future(),
             now,
             level,
@@ -188,11 +188,20 @@ class VersionQueue:
         return self.free.pop(), taken, self._batch(taken)
 
     def _batch(self, taken: list[Pending]) -> Batch:
-        wanted = set().union(*(item.outputs for item in taken))
+        first = taken[0]
+        if len(taken) == 1 and first.outputs == self.output_order:
+            output_names = self.output_order  # NOTE: the common case, without the sets
+        else:
+            wanted = set().union(*(item.outputs for item in taken))
+            output_names = tuple(name for name in self.output_order if name in wanted)
+        if len(first.inputs) == len(self.input_names):
+            input_names = self.input_names  # every input (they were checked against these)
+        else:
+            input_names = tuple(name for name in self.input_names if name in first.inputs)
         return Batch(
             requests=[item.inputs for item in taken],
-            output_names=tuple(name for name in self.output_order if name in wanted),
-            input_names=tuple(name for name in self.input_names if name in taken[0].inputs),
+            output_names=output_names,
+            input_names=input_names,
             batching=self.batching,
             pad_to=self._padded(sum(item.rows for item in taken)),
             row_counts=[item.rows for item in taken],

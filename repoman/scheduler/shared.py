@@ -364,6 +364,9 @@ class SharedScheduler:
                 log.error("%s", failure)
                 results = [failure] * len(taken)
             for item, result in zip(taken, results, strict=True):
+                if not queue.preserve_ordering:
+                    self._answer(queue, item, result, now)
+                    continue
                 for ready, outcome in queue.deliver(item, result):
                     self._answer(queue, ready, outcome, now)
         self._dispatch()

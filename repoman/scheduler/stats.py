@@ -151,7 +151,9 @@ class VersionStats:
     """Encoding the response, at the edge (HTTP or gRPC, in whichever process answered)."""
 
     def record_queued(self, seconds: float) -> None:
-        self.queue.add(int(seconds * 1e9))
+        queue = self.queue
+        queue.count += 1
+        queue.ns += int(seconds * 1e9)
         self.queue_seconds.observe(seconds)
 
     def record_rejection(self, reason: str, elapsed_ns: int = 0) -> None:
@@ -184,13 +186,26 @@ class VersionStats:
         self.compute_seconds.observe(infer_ns / 1e9, requests)
         self.last_inference_ms = time.time_ns() // 1_000_000
         batch = self.batches[size]
-        for total, per_batch, ns in (
-            (self.compute_input, batch.compute_input, input_ns),
-            (self.compute_infer, batch.compute_infer, infer_ns),
-            (self.compute_output, batch.compute_output, output_ns),
-        ):
-            total.add(ns * requests, requests)
-            per_batch.add(ns)
+        # NOTE: written out (no loop, no add()): this runs once per execution, and without
+        # dynamic batching that is once per request.
+        total = self.compute_input
+        total.count += requests
+        total.ns += input_ns * requests
+        total = self.compute_infer
+        total.count += requests
+        total.ns += infer_ns * requests
+        total = self.compute_output
+        total.count += requests
+        total.ns += output_ns * requests
+        per_batch = batch.compute_input
+        per_batch.count += 1
+        per_batch.ns += input_ns
+        per_batch = batch.compute_infer
+        per_batch.count += 1
+        per_batch.ns += infer_ns
+        per_batch = batch.compute_output
+        per_batch.count += 1
+        per_batch.ns += output_ns
 
     def as_dict(self, name: str, version: int) -> dict[str, Any]:
         empty = Duration().as_dict()

@@ -13,11 +13,7 @@ from repoman.server import handlers, page
 from repoman.server.auth import AccessPolicy, access_middleware
 from repoman.server.body import BodyLimits
 from repoman.server.keys import ACCESS, DECODER, LIMITS, METRICS, SERVICE
-from repoman.server.middleware import (
-    continue_within_limits,
-    errors_as_json,
-    refuse_oversized_bodies,
-)
+from repoman.server.middleware import continue_within_limits, errors_as_json
 
 DECODE_THREADS = 1
 """Big bodies decoded at once. Decoding holds the GIL, so more threads would not decode faster;
@@ -43,7 +39,7 @@ def make_app(
     """
     policy = access or AccessPolicy()
     limits = limits or BodyLimits()
-    middlewares: list[Middleware] = [errors_as_json, refuse_oversized_bodies]
+    middlewares: list[Middleware] = [errors_as_json]
     if policy.restricts:
         middlewares.append(access_middleware(policy))
     app = web.Application(middlewares=middlewares, client_max_size=limits.max_bytes)

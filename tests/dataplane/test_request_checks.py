@@ -1,12 +1,15 @@
-"""ExpectedInputs: what a config rules out is refused from a declared name, datatype and shape."""
+"""ExpectedInputs: what a config rules out is refused from a declared name, datatype and shape;
+inputs it checked are not checked again against the same config."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from repoman.config.model import ModelConfig, TensorConfig
-from repoman.dataplane.request_checks import ExpectedInputs
+from repoman.dataplane.request_checks import ExpectedInputs, check_request
 from repoman.errors import InvalidRequest
+from repoman.inference import InferRequest
 from repoman.types import DataType
 
 
@@ -63,3 +66,41 @@ def test_more_inputs_than_the_config_declares_are_refused_by_count() -> None:
         InvalidRequest, match=r"the request has 3 inputs; model 'm' takes 2 \(a, b\)"
     ):
         expected.check_count(3)
+
+
+def test_inputs_checked_while_decoding_are_checked_again_only_against_another_config() -> None:
+    checked_against = config()
+    expected = ExpectedInputs(checked_against)
+    expected.check_input("a", DataType.FP32, [2, 4])
+    expected.check_input("b", DataType.BYTES, [2, 3])
+    request = InferRequest(
+        "m",
+        inputs={
+            "a": np.zeros((2, 4), np.float32),
+            "b": np.array([[b"x"] * 3] * 2, dtype=object),
+        },
+    )
+    assert expected.covers(checked_against, 2)
+    assert set(check_request(checked_against, request, expected)) == {"a", "b"}
+    # NOTE: the version was swapped for one whose config wants 5 columns: a full check.
+    swapped = config(dims=(5,))
+    assert not expected.covers(swapped, 2)
+    with pytest.raises(InvalidRequest, match=r"expected shape \[-1, 5\], found \[2, 4\]"):
+        check_request(swapped, request, expected)
+    # Only some inputs checked (one still to come): not covered.
+    partly = ExpectedInputs(checked_against)
+    partly.check_input("a", DataType.FP32, [2, 4])
+    assert not partly.covers(checked_against, 2)
+
+
+def test_inputs_checked_while_decoding_must_still_agree_on_the_batch_size() -> None:
+    cfg = config()
+    expected = ExpectedInputs(cfg)
+    expected.check_input("a", DataType.FP32, [2, 4])
+    expected.check_input("b", DataType.BYTES, [3, 1])
+    request = InferRequest(
+        "m",
+        inputs={"a": np.zeros((2, 4), np.float32), "b": np.array([[b"x"]] * 3, dtype=object)},
+    )
+    with pytest.raises(InvalidRequest, match="disagree on the batch size"):
+        check_request(cfg, request, expected)
