@@ -1,0 +1,133 @@
+"""A request to a version that is not in memory (AVAILABLE): it waits for the version's load
+(within the request's timeout), then goes on as any request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from repoman.errors import ModelNotReady, RepomanError, RequestTimeout
+from repoman.manager import ModelVersion, State
+from repoman.pipeline.runner import Handle
+
+Activate = Callable[[ModelVersion], Awaitable[ModelVersion]]
+"""The manager's lazy load: the READY version that serves once ``version`` is loaded."""
+
+RETRIES = 3
+"""Loads a request waits for at most: the version it waited for can be unloaded again (to
+make room for another) before the request reaches its queue."""
+
+
+class Door(Protocol):
+    """What a waiting request needs from the dispatcher: where to go once loaded."""
+
+    def route(self, model: str, version: int | None) -> ModelVersion: ...
+
+    def enqueue(
+        self,
+        version: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        priority: int = 0,
+        timeout_us: int | None = None,
+        request_id: str = "",
+        parameters: Mapping[str, Any] | None = None,
+        callers: tuple[ModelVersion, ...] = (),
+    ) -> Handle: ...
+
+    def withdraw(self, item: Handle) -> None: ...
+
+
+class WaitingRequest:
+    """A :class:`~repoman.pipeline.runner.Handle` for a request to an AVAILABLE version.
+
+    Event loop only. ``future`` gets the outputs, or the error: ModelNotReady (why the version
+    could not load), RequestTimeout (the load outlasted the request's timeout). ``waited``
+    is told how long the load kept the request, once it is on its way.
+    """
+
+    def __init__(
+        self,
+        door: Door,
+        activate: Activate,
+        version: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        waited: Callable[[ModelVersion, float], None],
+        *,
+        timeout_us: int | None,
+        priority: int,
+        request_id: str,
+        parameters: Mapping[str, Any] | None,
+        callers: tuple[ModelVersion, ...],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Mapping[str, np.ndarray]] = loop.create_future()
+        self._door, self._activate, self._waited = door, activate, waited
+        self._inputs, self._outputs = inputs, outputs
+        self._priority, self._request_id = priority, request_id
+        self._parameters, self._callers = parameters, callers
+        self._timeout_us = timeout_us
+        self._inner: Handle | None = None
+        self._task = loop.create_task(self._run(version))
+
+    def cancel(self) -> None:
+        """The caller went away: stop waiting (the load goes on) or withdraw the request."""
+        self._task.cancel()
+        if self._inner is not None:
+            self._door.withdraw(self._inner)
+        if not self.future.done():
+            self.future.cancel()
+
+    async def _run(self, version: ModelVersion) -> None:
+        started = time.perf_counter()
+        deadline = None if not self._timeout_us else started + self._timeout_us / 1e6
+        try:
+            for _ in range(RETRIES):
+                if version.state is State.AVAILABLE:
+                    left = None if deadline is None else max(deadline - time.perf_counter(), 0)
+                    try:
+                        version = await asyncio.wait_for(self._activate(version), left)
+                    except TimeoutError:
+                        raise RequestTimeout(
+                            f"model '{version.model}' version {version.version} did not load "
+                            f"within the request's timeout ({self._timeout_us} us)"
+                        ) from None
+                if version.state is State.READY:
+                    break
+                # NOTE: unloaded again before this request got to it: the entry routing has now.
+                version = self._door.route(version.model, version.version)
+            else:
+                raise ModelNotReady(version.model, version.version, "unloaded while loading")
+            self._waited(version, time.perf_counter() - started)
+            left_us = None
+            if deadline is not None:
+                left_us = max(int((deadline - time.perf_counter()) * 1e6), 1)
+            self._inner = self._door.enqueue(
+                version,
+                self._inputs,
+                self._outputs,
+                priority=self._priority,
+                timeout_us=left_us,
+                request_id=self._request_id,
+                parameters=self._parameters,
+                callers=self._callers,
+            )
+            result = await asyncio.shield(self._inner.future)
+        except RepomanError as exc:
+            if not self.future.done():
+                self.future.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: the request is answered with it, not left hanging
+            if not self.future.done():
+                self.future.set_exception(exc)
+            return
+        if not self.future.done():
+            self.future.set_result(result)
