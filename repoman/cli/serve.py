@@ -98,7 +98,7 @@ async def serve(args: argparse.Namespace) -> int:
         lazy_default=args.lazy_load,
         usage=usage,
     )
-    dispatcher.bind(manager.route, manager.activate)
+    dispatcher.bind(manager.route, manager.loaded)
     scheduler.bind_calls(ModelCalls(manager, dispatcher))  # NOTE: models calling models (BLS)
     single = _single_model(repository, args.model_name)
     source = RepositorySource(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from repoman.aspired import Aspired, AspiredVersion
@@ -83,6 +84,12 @@ class ModelManager:
         self._room = asyncio.Lock()
         self._swapping: set[ModelVersion] = set()
         self._activating: dict[ModelVersion, asyncio.Task[ModelVersion]] = {}
+        self._awaited: dict[tuple[str, int], int] = {}
+        """Requests waiting for each (model, version) to load, until they reach its queue:
+        the version they wait for is not evicted from under them."""
+        self._freed = asyncio.Event()
+        """Set when memory is released or a version stops being awaited: a load waiting for
+        room looks again."""
         self._serving = serving
         self._versions: dict[str, dict[int, ModelVersion]] = {}
         self._model_errors: dict[str, str] = {}
@@ -285,6 +292,20 @@ class ModelManager:
 
     # ---- lazy loading ----------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def loaded(self, mv: ModelVersion) -> AsyncIterator[ModelVersion]:
+        """:meth:`activate` for a request: the READY version, which is not evicted until the
+        block (where the request reaches the version's queue) has ended."""
+        key = (mv.model, mv.version)
+        self._awaited[key] = self._awaited.get(key, 0) + 1
+        try:
+            yield await self.activate(mv)
+        finally:
+            self._awaited[key] -= 1
+            if not self._awaited[key]:
+                del self._awaited[key]
+                self._freed.set()
+
     async def activate(self, mv: ModelVersion) -> ModelVersion:
         """Load an AVAILABLE version for a request that waits for it; returns the version that
         serves now (READY). Requests waiting for the same version share its one load, and a
@@ -327,7 +348,9 @@ class ModelManager:
             last_used=now if waiting else max(last, mv.loaded_at),
             uses=uses,
             pinned=management.pinned,
-            busy=mv.state is not State.READY or mv in self._swapping,
+            busy=mv.state is not State.READY
+            or mv in self._swapping
+            or (mv.model, mv.version) in self._awaited,
             idle_unload_seconds=management.idle_unload_seconds,
             label=f"model {mv.model} version {mv.version}",
         )
@@ -342,14 +365,31 @@ class ModelManager:
         cannot. Called with ``self._room`` held: one load at a time decides and measures."""
         limit = self.books.limit
         assert limit is not None
+        deadline = None if self._load_timeout is None else time.monotonic() + self._load_timeout
         while True:
-            victims = make_room(
-                self.residents(),
-                need=need,
-                budget=limit,
-                now=self.books.clock(),
-                label=f"model {mv.model} version {mv.version}",
-            )
+            self._freed.clear()
+            residents = self.residents()
+            try:
+                victims = make_room(
+                    residents,
+                    need=need,
+                    budget=limit,
+                    now=self.books.clock(),
+                    label=f"model {mv.model} version {mv.version}",
+                )
+            except NoRoom as exc:
+                # NOTE: versions busy now (awaited, loading, mid-swap) free up soon; pinned
+                # ones never do.
+                if exc.alone or not any(
+                    r.busy and not r.pinned and r.key is not mv for r in residents
+                ):
+                    raise
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), left)
+                continue
             if not victims:
                 return
             await asyncio.gather(*(self.evict(v, "memory_budget") for v in victims))  # type: ignore[arg-type]
@@ -409,18 +449,21 @@ class ModelManager:
             reason = await self._build_measured(mv, cause)
             if reason:
                 return reason
-            if mv.memory_bytes > self.books.limit:
+            try:
+                if mv.memory_bytes > self.books.limit:
+                    raise NoRoom(
+                        f"model {mv.model} version {mv.version} took "
+                        f"{format_size(mv.memory_bytes)} to load, more than the whole memory "
+                        f"budget ({format_size(self.books.limit)})",
+                        alone=True,
+                    )
+                # NOTE: it took more than expected: the others make up for it at once.
+                await self._make_room(mv, 0)
+            except NoRoom:
                 instances, mv.instances = mv.instances, []
                 self.books.released(mv)
                 await in_thread(unload_released, instances, name="repoman-unload")
-                raise NoRoom(
-                    f"model {mv.model} version {mv.version} took {format_size(mv.memory_bytes)} "
-                    f"to load, more than the whole memory budget "
-                    f"({format_size(self.books.limit)})",
-                    alone=True,
-                )
-            # NOTE: it took more than expected: the others make up for it at once.
-            await self._make_room(mv, 0)
+                raise
             return ""
 
     async def _build_measured(self, mv: ModelVersion, cause: str) -> str:
@@ -488,6 +531,7 @@ class ModelManager:
             )
         mv.instances = []
         self.books.released(mv)
+        self._freed.set()
 
     def mark_unhealthy(self, mv: ModelVersion, reason: str) -> None:
         """``mv`` stopped answering (a batch was written off as hung): it serves no more, and is

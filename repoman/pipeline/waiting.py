@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,8 +15,9 @@ from repoman.errors import ModelNotReady, RepomanError, RequestTimeout
 from repoman.manager import ModelVersion, State
 from repoman.pipeline.runner import Handle
 
-Activate = Callable[[ModelVersion], Awaitable[ModelVersion]]
-"""The manager's lazy load: the READY version that serves once ``version`` is loaded."""
+Activate = Callable[[ModelVersion], AbstractAsyncContextManager[ModelVersion]]
+"""The manager's lazy load: the READY version that serves once ``version`` is loaded, kept in
+memory until the block ends (the request is in its queue by then)."""
 
 RETRIES = 3
 """Loads a request waits for at most: the version it waited for can be unloaded again (to
@@ -89,35 +91,27 @@ class WaitingRequest:
         deadline = None if not self._timeout_us else started + self._timeout_us / 1e6
         try:
             for _ in range(RETRIES):
-                if version.state is State.AVAILABLE:
-                    left = None if deadline is None else max(deadline - time.perf_counter(), 0)
-                    try:
-                        version = await asyncio.wait_for(self._activate(version), left)
-                    except TimeoutError:
-                        raise RequestTimeout(
-                            f"model '{version.model}' version {version.version} did not load "
-                            f"within the request's timeout ({self._timeout_us} us)"
-                        ) from None
                 if version.state is State.READY:
+                    self._enqueue(version, deadline)
                     break
-                # NOTE: unloaded again before this request got to it: the entry routing has now.
-                version = self._door.route(version.model, version.version)
+                if version.state is not State.AVAILABLE:
+                    # NOTE: unloaded again before this request got to it: route once more.
+                    version = self._door.route(version.model, version.version)
+                    continue
+                left = None if deadline is None else max(deadline - time.perf_counter(), 0)
+                try:
+                    async with asyncio.timeout(left), self._activate(version) as loaded:
+                        self._waited(loaded, time.perf_counter() - started)
+                        self._enqueue(loaded, deadline)
+                except TimeoutError:
+                    raise RequestTimeout(
+                        f"model '{version.model}' version {version.version} did not load "
+                        f"within the request's timeout ({self._timeout_us} us)"
+                    ) from None
+                break
             else:
                 raise ModelNotReady(version.model, version.version, "unloaded while loading")
-            self._waited(version, time.perf_counter() - started)
-            left_us = None
-            if deadline is not None:
-                left_us = max(int((deadline - time.perf_counter()) * 1e6), 1)
-            self._inner = self._door.enqueue(
-                version,
-                self._inputs,
-                self._outputs,
-                priority=self._priority,
-                timeout_us=left_us,
-                request_id=self._request_id,
-                parameters=self._parameters,
-                callers=self._callers,
-            )
+            assert self._inner is not None
             result = await asyncio.shield(self._inner.future)
         except RepomanError as exc:
             if not self.future.done():
@@ -131,3 +125,18 @@ class WaitingRequest:
             return
         if not self.future.done():
             self.future.set_result(result)
+
+    def _enqueue(self, version: ModelVersion, deadline: float | None) -> None:
+        left_us = None
+        if deadline is not None:
+            left_us = max(int((deadline - time.perf_counter()) * 1e6), 1)
+        self._inner = self._door.enqueue(
+            version,
+            self._inputs,
+            self._outputs,
+            priority=self._priority,
+            timeout_us=left_us,
+            request_id=self._request_id,
+            parameters=self._parameters,
+            callers=self._callers,
+        )
