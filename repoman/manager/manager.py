@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from repoman.aspired import Aspired, AspiredVersion
@@ -14,8 +14,9 @@ from repoman.backends import BackendRegistry
 from repoman.errors import ModelNotFound, ModelNotReady, RepomanError
 from repoman.instances import instance_contexts, load_measured, unload_instances, unload_released
 from repoman.manager.budget import MemoryBooks
-from repoman.manager.eviction import NoRoom, Resident, idle_expired, make_room
+from repoman.manager.eviction import NoRoom, idle_expired
 from repoman.manager.policy import Held, Identity, Load, Park, plan
+from repoman.manager.room import Room, Usage
 from repoman.manager.routing import choose
 from repoman.manager.version import ModelVersion, State
 from repoman.memory import format_size
@@ -39,11 +40,6 @@ StateListener = Callable[[str, int, str, str], None]
 Blocked = Callable[[ModelVersion], str]
 """Why a READY version cannot serve now ("" when it can): an ensemble whose members are not
 all ready (the layer that runs ensembles says; the manager only asks)."""
-
-Usage = Callable[[ModelVersion], tuple[float, int, bool]]
-"""How a READY version has been used (the scheduler counts; the manager only asks): when it
-last answered (the manager's clock, 0: never), how many requests it answered, and whether
-requests wait for it now."""
 
 EVICTED = {"memory_budget": "unloaded: memory budget", "idle": "unloaded: idle"}
 """The reason an AVAILABLE version shows, by why it was unloaded."""
@@ -80,16 +76,8 @@ class ModelManager:
         self.books = books or MemoryBooks(None)
         """Each version's memory, the budget, and the counts of loads and evictions."""
         self._lazy_default = lazy_default
-        self._usage = usage
-        self._room = asyncio.Lock()
-        self._swapping: set[ModelVersion] = set()
+        self._room = Room(self.books, usage, load_timeout)
         self._activating: dict[ModelVersion, asyncio.Task[ModelVersion]] = {}
-        self._awaited: dict[tuple[str, int], int] = {}
-        """Requests waiting for each (model, version) to load, until they reach its queue:
-        the version they wait for is not evicted from under them."""
-        self._freed = asyncio.Event()
-        """Set when memory is released or a version stops being awaited: a load waiting for
-        room looks again."""
         self._serving = serving
         self._versions: dict[str, dict[int, ModelVersion]] = {}
         self._model_errors: dict[str, str] = {}
@@ -205,14 +193,14 @@ class ModelManager:
             current.reason = "loading"
         swapped = current if replacing and current is not None else None
         if swapped is not None:
-            self._swapping.add(swapped)  # NOTE: a version mid-swap is never evicted
+            self._room.swapping.add(swapped)  # NOTE: a version mid-swap is never evicted
         try:
             reason = target.error or await self._build(mv, cause)
         except NoRoom as exc:
             return self._no_room(mv, target, swapped, exc)
         finally:
             if swapped is not None:
-                self._swapping.discard(swapped)
+                self._room.swapping.discard(swapped)
         if reason:
             failed[target.version] = target.identity
             self._set_state(mv, State.FAILED, reason)
@@ -292,19 +280,10 @@ class ModelManager:
 
     # ---- lazy loading ----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def loaded(self, mv: ModelVersion) -> AsyncIterator[ModelVersion]:
+    def loaded(self, mv: ModelVersion) -> AbstractAsyncContextManager[ModelVersion]:
         """:meth:`activate` for a request: the READY version, which is not evicted until the
         block (where the request reaches the version's queue) has ended."""
-        key = (mv.model, mv.version)
-        self._awaited[key] = self._awaited.get(key, 0) + 1
-        try:
-            yield await self.activate(mv)
-        finally:
-            self._awaited[key] -= 1
-            if not self._awaited[key]:
-                del self._awaited[key]
-                self._freed.set()
+        return self._room.awaiting(mv, self.activate)
 
     async def activate(self, mv: ModelVersion) -> ModelVersion:
         """Load an AVAILABLE version for a request that waits for it; returns the version that
@@ -338,67 +317,11 @@ class ModelManager:
 
     # ---- the memory budget -----------------------------------------------------------
 
-    def _resident(self, mv: ModelVersion, size: int, now: float) -> Resident:
-        last, uses, waiting = self._usage(mv) if self._usage is not None else (0.0, 0, False)
-        management = mv.config.management
-        return Resident(
-            key=mv,
-            memory_bytes=size,
-            load_seconds=mv.load_seconds,
-            last_used=now if waiting else max(last, mv.loaded_at),
-            uses=uses,
-            pinned=management.pinned,
-            busy=mv.state is not State.READY
-            or mv in self._swapping
-            or (mv.model, mv.version) in self._awaited,
-            idle_unload_seconds=management.idle_unload_seconds,
-            label=f"model {mv.model} version {mv.version}",
-        )
-
-    def residents(self) -> list[Resident]:
-        """Every version holding memory, as the eviction rules see it."""
-        now = self.books.clock()
-        return [self._resident(mv, size, now) for mv, size in self.books.holding().items()]
-
-    async def _make_room(self, mv: ModelVersion, need: int) -> None:
-        """Evict until ``need`` more bytes (for ``mv``) fit in the budget; NoRoom when they
-        cannot. Called with ``self._room`` held: one load at a time decides and measures."""
-        limit = self.books.limit
-        assert limit is not None
-        deadline = None if self._load_timeout is None else time.monotonic() + self._load_timeout
-        while True:
-            self._freed.clear()
-            residents = self.residents()
-            try:
-                victims = make_room(
-                    residents,
-                    need=need,
-                    budget=limit,
-                    now=self.books.clock(),
-                    label=f"model {mv.model} version {mv.version}",
-                )
-            except NoRoom as exc:
-                # NOTE: versions busy now (awaited, loading, mid-swap) free up soon; pinned
-                # ones never do.
-                if exc.alone or not any(
-                    r.busy and not r.pinned and r.key is not mv for r in residents
-                ):
-                    raise
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), left)
-                continue
-            if not victims:
-                return
-            await asyncio.gather(*(self.evict(v, "memory_budget") for v in victims))  # type: ignore[arg-type]
-
     async def evict(self, mv: ModelVersion, why: str) -> None:
         """Unload a READY version to free its memory; it stays AVAILABLE (its next request
         loads it again). Its requests in flight finish first, as in any unload; new ones wait
         for its next load. ``why``: memory_budget or idle."""
-        if mv.state is not State.READY or mv in self._swapping:
+        if mv.state is not State.READY or mv in self._room.swapping:
             return
         # NOTE: the routing entry becomes AVAILABLE first, in the same step as the state
         # change: a request never finds the version half-gone.
@@ -422,7 +345,7 @@ class ModelManager:
 
     async def unload_idle(self) -> int:
         """Evict every version unused for longer than its ``idle_unload_seconds``; how many."""
-        expired = idle_expired(self.residents(), self.books.clock())
+        expired = idle_expired(self._room.residents(), self.books.clock())
         await asyncio.gather(*(self.evict(mv, "idle") for mv in expired))  # type: ignore[arg-type]
         return len(expired)
 
@@ -444,8 +367,8 @@ class ModelManager:
             return ""  # NOTE: nothing of its own to load: its steps run on its members
         if self.books.limit is None:
             return await self._build_measured(mv, cause)
-        async with self._room:
-            await self._make_room(mv, mv.memory_bytes)
+        async with self._room.lock:
+            await self._room.make(mv, mv.memory_bytes, self.evict)
             reason = await self._build_measured(mv, cause)
             if reason:
                 return reason
@@ -458,7 +381,7 @@ class ModelManager:
                         alone=True,
                     )
                 # NOTE: it took more than expected: the others make up for it at once.
-                await self._make_room(mv, 0)
+                await self._room.make(mv, 0, self.evict)
             except NoRoom:
                 instances, mv.instances = mv.instances, []
                 self.books.released(mv)
@@ -531,7 +454,7 @@ class ModelManager:
             )
         mv.instances = []
         self.books.released(mv)
-        self._freed.set()
+        self._room.freed.set()
 
     def mark_unhealthy(self, mv: ModelVersion, reason: str) -> None:
         """``mv`` stopped answering (a batch was written off as hung): it serves no more, and is

@@ -24,6 +24,13 @@ RETRIES = 3
 make room for another) before the request reaches its queue."""
 
 
+def _queue_timeout_us(version: ModelVersion) -> int:
+    """The queue policy's default timeout (0: none): a request without a timeout of its own
+    waits no longer for a load than it would in the queue."""
+    batching = version.config.dynamic_batching
+    return batching.default_queue_policy.default_timeout_microseconds if batching else 0
+
+
 class Door(Protocol):
     """What a waiting request needs from the dispatcher: where to go once loaded."""
 
@@ -88,7 +95,8 @@ class WaitingRequest:
 
     async def _run(self, version: ModelVersion) -> None:
         started = time.perf_counter()
-        deadline = None if not self._timeout_us else started + self._timeout_us / 1e6
+        limit_us = self._timeout_us or _queue_timeout_us(version)
+        deadline = None if not limit_us else started + limit_us / 1e6
         try:
             for _ in range(RETRIES):
                 if version.state is State.READY:
@@ -106,7 +114,7 @@ class WaitingRequest:
                 except TimeoutError:
                     raise RequestTimeout(
                         f"model '{version.model}' version {version.version} did not load "
-                        f"within the request's timeout ({self._timeout_us} us)"
+                        f"within the request's timeout ({limit_us} us)"
                     ) from None
                 break
             else:

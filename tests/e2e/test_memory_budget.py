@@ -277,3 +277,40 @@ def test_under_load_the_resident_set_stays_within_the_budget_and_nothing_fails(
         f"(budget {budget / MB:.0f} MiB + margin {margin / MB:.0f} MiB)\n" + server.log()[-3000:]
     )
     assert json.loads(json.dumps(index(server)))  # NOTE: still answering
+
+
+def test_a_request_waits_for_a_lazy_load_no_longer_than_its_timeout(
+    tmp_path, plugins_dir, server_factory
+):
+    repo = tmp_path / "repo"
+    ballast(
+        repo,
+        "slow",
+        4,
+        extra=LAZY + 'parameters { key: "load_delay_ms" value: { string_value: "1500" } }\n',
+    )
+    server = server_factory(repo, "--plugins-dir", str(plugins_dir))
+    with httpclient.InferenceServerClient(server.address) as client:
+        started = time.monotonic()
+        with pytest.raises(InferenceServerException, match=r"did not load within the request's"):
+            client.infer("slow", [_input()], timeout=200_000)  # NOTE: µs
+        assert time.monotonic() - started < 1.2
+        assert client.infer("slow", [_input()]).as_numpy("OUTPUT").tolist() == [[1.0] * 4]
+    text = metrics(server)
+    assert metric(text, 'repoman_model_loads_total{cause="lazy"}') == 1  # NOTE: one load
+
+
+def test_front_end_processes_route_to_a_lazy_model_and_the_core_loads_it(
+    tmp_path, plugins_dir, server_factory
+):
+    repo = tmp_path / "repo"
+    ballast(repo, "a", 8)
+    ballast(repo, "b", 8)
+    server = server_factory(
+        repo, "--plugins-dir", str(plugins_dir), "--http-workers", "2", "--memory-budget", "12MiB"
+    )
+    with httpclient.InferenceServerClient(server.address) as client:
+        for name in ("a", "b", "a"):
+            assert infer(client, name, 3.0).tolist() == [[3.0] * 4]
+    states = {key: row["state"] for key, row in index(server).items()}
+    assert states == {"a/1": "READY", "b/1": "AVAILABLE"}
