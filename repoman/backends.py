@@ -115,6 +115,12 @@ class Backend(abc.ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release what ``load`` acquired. Default: nothing."""
 
+    def memory_bytes(self) -> int | None:
+        """Optional: the memory this instance holds that the server's own resident set does not
+        show (a process of its own), asked once after ``load``. Default: None (its memory is
+        in the server's process, measured as what the load added to the resident set)."""
+        return None
+
 
 BackendFactory = Callable[[BackendContext], Backend]
 

@@ -147,6 +147,14 @@ class LoadFailed(RepomanError):
         super().__init__(f"failed to load '{name}': " + "; ".join(failures))
 
 
+class OutOfMemoryBudget(LoadFailed):
+    """A load asked for through the repository API does not fit in the memory budget (507):
+    the version alone is larger than it, or versions that cannot be unloaded now hold it."""
+
+    kind = ErrorKind.UNAVAILABLE
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
 class StepFailed(RepomanError):
     """One step of an ensemble failed, so the ensemble's request did: the status is the step's."""
 

@@ -12,6 +12,7 @@ from repoman.backends import Backend, BackendContext, Batch
 from repoman.config.deployment import MAX_WARMUP_BYTES, warmup_bytes
 from repoman.config.model import ModelConfig
 from repoman.errors import RepomanError
+from repoman.memory import release_freed_memory, resident_bytes
 from repoman.names import path_inside
 from repoman.types import DataType
 
@@ -58,6 +59,29 @@ def load_instances(instances: list[Backend]) -> None:
     except BaseException:
         unload_instances(loaded)
         raise
+
+
+def load_measured(instances: list[Backend]) -> int:
+    """:func:`load_instances`, returning the memory the load took: what the process's resident
+    set grew by, plus what instances hold elsewhere (``Backend.memory_bytes``). Exact when no
+    other load runs meanwhile (the manager runs them one at a time under a memory budget)."""
+    before = resident_bytes()
+    load_instances(instances)
+    grown = max(resident_bytes() - before, 0)
+    outside = 0
+    for instance in instances:
+        try:
+            outside += instance.memory_bytes() or 0
+        except Exception as exc:  # a figure is a nicety: the load itself succeeded
+            log.warning("%s: memory_bytes() failed: %s", instance.context.instance_name, exc)
+    return grown + outside
+
+
+def unload_released(instances: list[Backend]) -> None:
+    """:func:`unload_instances`, then the freed heap pages go back to the system, so what the
+    next load adds to the resident set is its own."""
+    unload_instances(instances)
+    release_freed_memory()
 
 
 def unload_instances(instances: list[Backend]) -> None:

@@ -167,6 +167,52 @@ class RepomanCollector(Collector):
             failures.add_metric([model, str(version)], count)
         yield from (pending, load, state, rejected, batch, queued, failures)
         yield from (family for family, _ in split)
+        yield from self._memory(versions)
+
+    def _memory(self, versions: list[ModelVersion]) -> Iterator[Metric]:
+        """The memory budget's figures: per version and in total, loads, evictions, waits."""
+        books = self._manager.books
+        holding = books.holding()
+        memory = GaugeMetricFamily(
+            "repoman_version_memory_bytes",
+            "Memory a loaded version holds (measured at load; 0 when not in memory)",
+            labels=LABELS,
+        )
+        for mv in versions:
+            if not mv.config.is_ensemble:
+                memory.add_metric([mv.model, str(mv.version)], holding.get(mv, 0))
+        yield memory
+        yield GaugeMetricFamily(
+            "repoman_memory_used_bytes", "Memory all loaded versions hold", value=books.used
+        )
+        if books.limit is not None:
+            yield GaugeMetricFamily(
+                "repoman_memory_budget_bytes",
+                "The memory budget (--memory-budget)",
+                value=books.limit,
+            )
+        loads = CounterMetricFamily(
+            "repoman_model_loads",
+            "Versions loaded into memory, by cause (eager, lazy: a request, explicit: the API)",
+            labels=["cause"],
+        )
+        for cause in ("eager", "lazy", "explicit"):
+            loads.add_metric([cause], books.loads.get(cause, 0))
+        evictions = CounterMetricFamily(
+            "repoman_model_evictions",
+            "Versions unloaded to make room or for being idle, by reason",
+            labels=["reason"],
+        )
+        for reason in ("memory_budget", "idle"):
+            evictions.add_metric([reason], books.evictions.get(reason, 0))
+        waits = HistogramMetricFamily(
+            "repoman_lazy_load_wait_seconds",
+            "Time requests waited for their version to load (lazy loads)",
+            labels=LABELS,
+        )
+        for (model, version), histogram in sorted(self._scheduler.lazy_waits.items()):
+            waits.add_metric([model, str(version)], *_buckets(histogram))
+        yield from (loads, evictions, waits)
 
 
 def _buckets(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -78,12 +79,29 @@ class BlockingBackend(EchoBackend):
         return super().execute(batch)
 
 
+class BallastBackend(EchoBackend):
+    """Echoes, holding as many bytes of memory as its model file is long (pages touched, so
+    they count in the resident set), or ``ballast_mb`` MiB when its parameters say."""
+
+    def load(self) -> None:
+        super().load()
+        import numpy as np
+
+        mb = self.context.config.parameters.get("ballast_mb")
+        size = int(float(mb) * (1 << 20)) if mb else self.context.model_path.stat().st_size
+        self.ballast = np.ones(size, dtype=np.uint8)
+
+    def unload(self) -> None:
+        self.ballast = None
+
+
 FAKES = {
     "echo": EchoBackend,
     "failing_load": FailingLoadBackend,
     "raising": RaisingBackend,
     "per_request_error": PerRequestErrorBackend,
     "blocking": BlockingBackend,
+    "ballast": BallastBackend,
 }
 
 
@@ -103,8 +121,10 @@ def write_model(
     dims: Sequence[int] = (4,),
     extra: str = "",
     data_type: str = "TYPE_FP32",
+    file_bytes: int = 0,
 ) -> None:
-    """Write a model folder for a fake backend: config.pbtxt plus version folders with a file."""
+    """Write a model folder for a fake backend: config.pbtxt plus version folders with a file
+    (``file_bytes`` long when given: a sparse file, which costs no disk)."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     dims_text = ", ".join(str(d) for d in dims)
@@ -116,6 +136,8 @@ def write_model(
     for version in versions:
         (folder / str(version)).mkdir(exist_ok=True)
         (folder / str(version) / "model.txt").write_text("fake")
+        if file_bytes:
+            os.truncate(folder / str(version) / "model.txt", file_bytes)
 
 
 class _Timer:

@@ -186,6 +186,17 @@ class IsolatedPythonBackend(Backend):
         self._restart = False
         log.debug("%s: stub pid %d loaded", self._label, process.pid)
 
+    def memory_bytes(self) -> int | None:
+        """The stub process's resident set (None for a model loaded in the server's process)."""
+        process = self._process
+        if process is None:
+            return None
+        try:
+            with open(f"/proc/{process.pid}/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            return None
+
     def unload(self) -> None:
         custom_metrics.forget(self)
         if self._local is not None:

@@ -157,6 +157,22 @@ def _execution_options(group: argparse._ArgumentGroup) -> None:
         "to hand it the GIL back (Python's own default is 5000)",
     )
     group.add_argument(
+        "--memory-budget",
+        default=None,
+        metavar="SIZE",
+        help="the most memory loaded models may hold together, as measured when each loads "
+        "(2GiB, 512MB, bytes, or a fraction of the machine's memory or the container's limit "
+        "such as 0.5): a load that needs room unloads the versions least worth keeping "
+        "(least recently used, weighed by how long they take to load); they stay AVAILABLE "
+        "and load again on their next request (default: no budget)",
+    )
+    group.add_argument(
+        "--lazy-load",
+        action="store_true",
+        help="a model whose config does not say (model_management { load: EAGER | LAZY }) is "
+        "AVAILABLE, not loaded, until its first request, which waits while it loads",
+    )
+    group.add_argument(
         "--plugins-dir",
         type=Path,
         default=None,

@@ -16,7 +16,8 @@ from repoman.dataplane.calls import ModelCalls
 from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
 from repoman.grpc import OFF, GrpcEdge, GrpcOptions
-from repoman.manager import ModelManager, ModelVersion
+from repoman.manager import MemoryBooks, ModelManager, ModelVersion
+from repoman.memory import fix_mmap_threshold, format_size, machine_memory, parse_size
 from repoman.metrics import Metrics
 from repoman.multiproc.core import serve_with_frontends
 from repoman.multiproc.frontend import FrontendOptions
@@ -48,6 +49,7 @@ async def serve(args: argparse.Namespace) -> int:
         raise RepomanError(f"--switch-interval-us {args.switch_interval_us}: must be at least 1")
     limits = _body_limits(args)
     grpc_options = _grpc_options(args, limits)
+    budget = _memory_budget(args.memory_budget)
     # NOTE: backends release the GIL while computing but need it back to return their
     # outputs; with Python's 5 ms default a worker can wait that long behind the event loop
     # (a 3.5 ms onnxruntime batch measured 8.7 ms next to a busy Python thread, 4.0 at 1 ms).
@@ -78,14 +80,25 @@ async def serve(args: argparse.Namespace) -> int:
         for hub in hubs:
             hub.routes_changed()
 
+    def usage(version: ModelVersion) -> tuple[float, int, bool]:
+        stats = dispatcher.stats(version)
+        return (
+            stats.last_inference_ms / 1000,
+            stats.success.count + stats.fail.count,
+            dispatcher.queued(version) > 0,
+        )
+
     manager = ModelManager(
         registry,
         dispatcher,
         on_state=on_state,
         load_timeout=args.model_load_timeout,
         blocked=dispatcher.blocked,
+        books=MemoryBooks(budget),
+        lazy_default=args.lazy_load,
+        usage=usage,
     )
-    dispatcher.bind(manager.route)
+    dispatcher.bind(manager.route, manager.loaded)
     scheduler.bind_calls(ModelCalls(manager, dispatcher))  # NOTE: models calling models (BLS)
     single = _single_model(repository, args.model_name)
     source = RepositorySource(
@@ -130,10 +143,12 @@ async def serve(args: argparse.Namespace) -> int:
             _log_table(manager)
 
         task = asyncio.create_task(first_load())
+        idle = asyncio.create_task(manager.run_idle_unloads())
         yield
         service.set_ready(False)
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        idle.cancel()
+        await asyncio.gather(task, idle, return_exceptions=True)
         await source.stop()
         # NOTE: bounded whatever a backend does: a version whose batch never returns would
         # otherwise never finish draining, and the process would never exit.
@@ -215,6 +230,26 @@ async def serve(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
     )
     return 0
+
+
+def _memory_budget(text: str | None) -> int | None:
+    """``--memory-budget`` in bytes (None: no budget)."""
+    if text is None:
+        return None
+    total = machine_memory()
+    try:
+        budget = parse_size(text, total)
+    except ValueError as exc:
+        raise RepomanError(f"--memory-budget {text}: {exc}") from None
+    # NOTE: freed model buffers go back to the system, so what each load adds to the
+    # resident set is its own and an eviction frees what it says.
+    fix_mmap_threshold()
+    log.info(
+        "memory budget: %s for loaded models (this machine or container has %s)",
+        format_size(budget),
+        format_size(total),
+    )
+    return budget
 
 
 def _single_model(repository: Path, name: str | None) -> str | None:

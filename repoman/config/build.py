@@ -10,6 +10,7 @@ from repoman.config.model import (
     EnsembleStep,
     InstanceGroup,
     ModelConfig,
+    ModelManagement,
     QueuePolicy,
     TensorConfig,
     VersionPolicy,
@@ -57,6 +58,7 @@ def build(
             )
             for step in doc.get("ensemble_scheduling", {}).get("step", ())
         ),
+        management=ModelManagement(**doc.get("model_management", {})),
         source=source,
         warnings=warnings,
         normalised=doc,

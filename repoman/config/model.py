@@ -70,6 +70,20 @@ class DynamicBatching:
 
 
 @dataclass(frozen=True)
+class ModelManagement:
+    """repoman's ``model_management`` block: when the version loads and when it may go.
+
+    ``load`` is ``"EAGER"``, ``"LAZY"`` or ``""`` (the server's default, ``--lazy-load``);
+    ``pinned`` versions are never unloaded to make room nor for being idle;
+    ``idle_unload_seconds`` (0: never) unloads a version unused for that long.
+    """
+
+    load: str = ""
+    pinned: bool = False
+    idle_unload_seconds: int = 0
+
+
+@dataclass(frozen=True)
 class EnsembleStep:
     """One step of an ensemble: a member model and how its tensors map to the ensemble's.
 
@@ -107,6 +121,7 @@ class ModelConfig:
     model_warmup: tuple[dict[str, Any], ...] = ()
     ensemble_steps: tuple[EnsembleStep, ...] = ()
     """The steps of an ensemble (``platform: "ensemble"``); empty for any other model."""
+    management: ModelManagement = field(default_factory=ModelManagement)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
     normalised: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -44,7 +44,18 @@ def check(
     check_warmup(checker)
     check_file_names(checker)
     check_ensemble(checker)
+    _check_model_management(checker)
     return checker.issues
+
+
+def _check_model_management(checker: Checker) -> None:
+    """repoman's own ``model_management`` block: the one bound the schema cannot say."""
+    idle = checker.doc.get("model_management", {}).get("idle_unload_seconds", 0)
+    if idle < 0:
+        checker.fail(
+            ("model_management", "idle_unload_seconds"),
+            f"expected idle_unload_seconds >= 0 (0: never unloaded for being idle), found {idle}",
+        )
 
 
 def _check_tensors(checker: Checker, kind: str) -> None:

@@ -13,9 +13,15 @@ from repoman.dataplane.redact import Redactor
 from repoman.dataplane.refusals import refusal_reason
 from repoman.dataplane.request_checks import ExpectedInputs, prepare, reshape_outputs
 from repoman.dataplane.status import RepositoryReport, StatusBoard
-from repoman.errors import InvalidRequest, LoadFailed, ModelNotFound, RepomanError
+from repoman.errors import (
+    InvalidRequest,
+    LoadFailed,
+    ModelNotFound,
+    OutOfMemoryBudget,
+    RepomanError,
+)
 from repoman.inference import InferRequest, InferResponse
-from repoman.manager import ModelManager, ModelVersion, State
+from repoman.manager import MemoryRefusal, ModelManager, ModelVersion
 from repoman.names import check_model_name
 from repoman.pipeline.dispatch import Dispatcher
 from repoman.pipeline.graph import members
@@ -90,7 +96,7 @@ class InferenceService:
         except RepomanError as exc:
             self._dispatcher.stats(routed).record_failure(refusal_reason(exc))
             raise
-        if routed.state is not State.READY:
+        if not routed.serves:
             # NOTE: swapped out while the body arrived: the version now serving takes it.
             routed = self._manager.route(name, version)
         return request, await self._run(routed, request, expected)
@@ -168,7 +174,7 @@ class InferenceService:
         return {
             "name": name,
             "versions": [
-                str(v.version) for v in self._manager.versions(name) if v.state is State.READY
+                str(v.version) for v in self._manager.versions(name) if v.serves
             ],
             "platform": config.platform or config.backend,
             "inputs": describe(config.inputs),
@@ -188,9 +194,17 @@ class InferenceService:
                 rows.append({"name": name, "state": "UNAVAILABLE", "reason": self.redact(error)})
             for mv in versions:
                 state, reason = self._manager.serving_state(mv)
-                row = {"name": name, "version": str(mv.version), "state": state.value}
+                row: dict[str, Any] = {
+                    "name": name,
+                    "version": str(mv.version),
+                    "state": state.value,
+                }
                 if reason or error:
                     row["reason"] = self.redact(reason or error)
+                if not mv.config.is_ensemble:
+                    # NOTE: repoman's own fields: what it holds (READY) or will (AVAILABLE).
+                    row["memory_bytes"] = mv.memory_bytes
+                    row["memory"] = "measured" if mv.memory_measured else "predicted"
                 rows.append(row)
         return rows
 
@@ -226,6 +240,8 @@ class InferenceService:
         # NOTE: shielded: a client that hangs up must not cancel a load half-way through.
         failures = await asyncio.shield(self._control.load(name, config_text))
         if failures:
+            if any(isinstance(failure, MemoryRefusal) for failure in failures):
+                raise OutOfMemoryBudget(name, failures)  # NOTE: 507, with the reason
             # NOTE: Triton's answer to a load that failed, even where an older version keeps
             # serving: 400 with the reason.
             raise LoadFailed(name, failures)

@@ -84,7 +84,18 @@ class StatusBoard:
             "server": {"name": "repoman", "version": __version__, "ready": ready},
             "time": time.time(),
             "models": [self._model(name) for name in self._manager.model_names()],
+            "memory": self._memory(),
             "repository": self._repository_report() if repository else None,
+        }
+
+    def _memory(self) -> dict[str, Any]:
+        """The memory budget (null: none), what loaded versions hold, loads and evictions."""
+        books = self._manager.books
+        return {
+            "budget_bytes": books.limit,
+            "used_bytes": books.used,
+            "loads": dict(books.loads),
+            "evictions": dict(books.evictions),
         }
 
     def _model(self, name: str) -> dict[str, Any]:
@@ -115,6 +126,8 @@ class StatusBoard:
             "reason": reason,
             "issues": located(reason),
             "load_seconds": mv.load_seconds,
+            "memory_bytes": mv.memory_bytes,
+            "memory_measured": mv.memory_measured,
             "config": config.as_dict(),
             "auto_completed": list(config.auto_completed),
             "warnings": list(config.warnings),

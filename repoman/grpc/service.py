@@ -42,6 +42,9 @@ SHARED_MEMORY = (
     "shared memory is not supported by repoman; send tensors in the request (raw_input_contents)"
 )
 
+INDEX_FIELDS = ("name", "version", "state", "reason")
+"""The index fields Triton's protocol has (the HTTP rows carry repoman's memory figures too)."""
+
 
 def _version(text: str) -> int | None:
     """A request's ``version`` field: empty means the version the policy serves."""
@@ -179,7 +182,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
         rows = await self.plane.repository_index()
         return pb.RepositoryIndexResponse(
-            models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows]
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    **{key: row[key] for key in INDEX_FIELDS if key in row}
+                )
+                for row in rows
+            ]
         )
 
     @rpc(Scope.REPOSITORY)

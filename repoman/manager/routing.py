@@ -26,8 +26,8 @@ V = TypeVar("V", bound=Routable)
 def choose(
     model: str, versions: Mapping[int, V], model_error: str | None, version: int | None
 ) -> V:
-    """The version named, else the newest READY one; ModelNotFound / ModelNotReady (with
-    every reason) when there is none."""
+    """The version named, else the newest that serves (READY, or AVAILABLE: it loads for the
+    request); ModelNotFound / ModelNotReady (with every reason) when there is none."""
     if not versions:
         if model_error is not None:
             raise ModelNotReady(model, version, model_error)
@@ -36,11 +36,12 @@ def choose(
         found = versions.get(version)
         if found is None:
             raise ModelNotFound(model, version)
-        if found.state is not State.READY:
+        if found.state is not State.READY and found.state is not State.AVAILABLE:
             raise ModelNotReady(model, version, found.reason or found.state.value.lower())
         return found
     for number in sorted(versions, reverse=True):
-        if versions[number].state is State.READY:
+        state = versions[number].state
+        if state is State.READY or state is State.AVAILABLE:
             return versions[number]
     reasons = "; ".join(
         f"version {v.version} {v.state.value.lower()}" + (f": {v.reason}" if v.reason else "")

@@ -12,11 +12,14 @@ from repoman.config.model import ModelConfig
 
 
 class State(enum.Enum):
-    """A version's life: LOADING -> READY -> UNLOADING -> UNAVAILABLE, or FAILED.
+    """A version's life: LOADING -> READY -> UNLOADING -> UNAVAILABLE, or FAILED; and
+    AVAILABLE: valid on disk, not in memory (lazy, or unloaded by the memory budget or for
+    being idle), loaded by its first request, which waits for it.
 
     These are also the states the API shows (the repository index, metrics, the hooks).
     """
 
+    AVAILABLE = "AVAILABLE"
     LOADING = "LOADING"
     READY = "READY"
     UNLOADING = "UNLOADING"
@@ -41,6 +44,17 @@ class ModelVersion:
     instances: list[Backend] = field(default_factory=list)
     load_seconds: float = 0.0
     fingerprint: Fingerprint = ()
+    memory_bytes: int = 0
+    """What it holds in memory: measured at load (READY), else expected (AVAILABLE)."""
+    memory_measured: bool = False
+    """``memory_bytes`` was measured (at this or an earlier load of these files), not predicted."""
+    loaded_at: float = 0.0
+    """When it became READY (the manager's clock)."""
+
+    @property
+    def serves(self) -> bool:
+        """Routable: READY, or AVAILABLE (a request to it waits while it loads)."""
+        return self.state is State.READY or self.state is State.AVAILABLE
 
     @property
     def identity(self) -> tuple[Fingerprint, ModelConfig]:

@@ -165,7 +165,7 @@ class FrontendHub:
             versions = {}
             for mv in self._manager.versions(name):
                 state, reason = self._manager.serving_state(mv)
-                ready = state is State.READY
+                ready = state is State.READY or state is State.AVAILABLE  # NOTE: both route
                 versions[mv.version] = (
                     state.value,
                     redact(reason),

@@ -19,12 +19,16 @@ from repoman.errors import ModelNotReady, RepomanError
 from repoman.manager import ModelVersion, State
 from repoman.pipeline.graph import Plan, check_members, plan, step_label
 from repoman.pipeline.runner import EnsembleCall, Handle
+from repoman.pipeline.waiting import Activate, WaitingRequest
 from repoman.scheduler import SharedScheduler
 from repoman.scheduler.pending import Pending
-from repoman.scheduler.stats import VersionStats, failure_reason
+from repoman.scheduler.stats import Histogram, VersionStats, failure_reason
 from repoman.tensors import batch_rows
 
 log = logging.getLogger(__name__)
+
+LAZY_WAIT_BOUNDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Buckets (seconds) of the time requests wait for a lazy load."""
 
 Route = Callable[[str, "int | None"], ModelVersion]
 """The manager's routing: the version that serves ``model`` (``None``: the newest READY)."""
@@ -66,10 +70,15 @@ class Dispatcher:
         ] = weakref.WeakKeyDictionary()
         self._said: dict[str, str] = {}
         self._checking: list[str] = []
+        self._activate: Activate | None = None
+        self.lazy_waits: dict[tuple[str, int], Histogram] = {}
+        """Seconds requests waited for a lazy load, by (model, version)."""
 
-    def bind(self, route: Route) -> None:
-        """Give it the manager's routing (the manager is built after its Serving)."""
+    def bind(self, route: Route, activate: Activate | None = None) -> None:
+        """Give it the manager's routing and lazy loading (the manager is built after its
+        Serving)."""
         self._route = route
+        self._activate = activate
 
     # ---- the Serving protocol the manager calls -----------------------------------
 
@@ -148,6 +157,20 @@ class Dispatcher:
         if ensemble is None:
             if version.config.is_ensemble:
                 raise ModelNotReady(version.model, version.version, "it is being unloaded")
+            if version.state is State.AVAILABLE and self._activate is not None:
+                return WaitingRequest(
+                    self,
+                    self._activate,
+                    version,
+                    inputs,
+                    tuple(outputs),
+                    self._waited,
+                    timeout_us=timeout_us,
+                    priority=priority,
+                    request_id=request_id,
+                    parameters=parameters,
+                    callers=callers,
+                )
             return self._scheduler.enqueue(
                 version,
                 inputs,
@@ -182,8 +205,15 @@ class Dispatcher:
         """Take ``item`` back if it is still waiting (its client went away)."""
         if isinstance(item, Pending):
             self._scheduler.withdraw(item)
-        elif isinstance(item, EnsembleCall):
+        elif isinstance(item, EnsembleCall | WaitingRequest):
             item.cancel()
+
+    def _waited(self, version: ModelVersion, seconds: float) -> None:
+        key = (version.model, version.version)
+        histogram = self.lazy_waits.get(key)
+        if histogram is None:
+            histogram = self.lazy_waits[key] = Histogram(LAZY_WAIT_BOUNDS)
+        histogram.observe(seconds)
 
     def _answered(
         self, ensemble: _Ensemble, call: EnsembleCall, rows: int, done: asyncio.Future[Any]

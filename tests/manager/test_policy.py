@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import pytest
 
 from repoman.aspired import Aspired, AspiredVersion
-from repoman.config.model import ModelConfig, TensorConfig
-from repoman.manager.policy import Held, Load, Retire, plan
+from repoman.config.model import ModelConfig, ModelManagement, TensorConfig
+from repoman.manager.policy import Held, Load, Park, Retire, plan
 from repoman.manager.version import State
 from repoman.types import DataType
 
 
-def config(note: str = "") -> ModelConfig:
+def config(note: str = "", load: str = "") -> ModelConfig:
     tensor = (TensorConfig("x", DataType.FP32, (1,)),)
     return ModelConfig(
         name="m",
@@ -22,10 +22,12 @@ def config(note: str = "") -> ModelConfig:
         max_batch_size=0,
         inputs=tensor,
         outputs=tensor,
+        management=ModelManagement(load=load),
     )
 
 
 A, B = config(), config("-edited")  # two configs: B stands for a config edit
+LAZY, EAGER = config(load="LAZY"), config(load="EAGER")
 
 
 def want(number: int, files: str = "f", cfg: ModelConfig = A, error: str = "") -> AspiredVersion:
@@ -36,7 +38,7 @@ def held(state: State, files: str = "f", cfg: ModelConfig = A) -> Held:
     return Held(state, (((files, 1, 1),), cfg))
 
 
-READY, FAILED = State.READY, State.FAILED
+READY, FAILED, AVAILABLE = State.READY, State.FAILED, State.AVAILABLE
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,88 @@ ROWS = {
 @pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
 def test_plan(row: Row) -> None:
     assert plan(row.held, row.aspired, row.failed or {}) == row.expected
+
+
+@dataclass(frozen=True)
+class LazyRow:
+    held: dict[int, Held]
+    aspired: Aspired
+    expected: list
+    lazy_default: bool = False
+    force: bool = False
+
+
+def lazy(number: int, files: str = "f", cfg: ModelConfig = LAZY) -> AspiredVersion:
+    return want(number, files, cfg)
+
+
+LAZY_ROWS = {
+    "a LAZY model is parked, not loaded": LazyRow(
+        {}, Aspired("m", (lazy(1),), frozenset({1})), [Park(lazy(1))]
+    ),
+    "the server default makes a model that does not say lazy": LazyRow(
+        {}, Aspired("m", (want(1),), frozenset({1})), [Park(want(1))], lazy_default=True
+    ),
+    "EAGER in the config wins over the server default": LazyRow(
+        {}, Aspired("m", (want(1, cfg=EAGER),), frozenset({1})), [Load(want(1, cfg=EAGER))],
+        lazy_default=True,
+    ),
+    "an AVAILABLE version with the same files stays parked": LazyRow(
+        {1: held(AVAILABLE, cfg=LAZY)}, Aspired("m", (lazy(1),), frozenset({1})), []
+    ),
+    "an EAGER version the budget unloaded stays parked until asked for": LazyRow(
+        {1: held(AVAILABLE)}, Aspired("m", (want(1),), frozenset({1})), []
+    ),
+    "a new version of an unloaded EAGER model is what loads next (parked)": LazyRow(
+        {1: held(AVAILABLE)},
+        Aspired("m", (want(2),), frozenset({1, 2})),
+        [Park(want(2)), Retire(1)],
+    ),
+    "changed files of a parked version park the new files": LazyRow(
+        {1: held(AVAILABLE, cfg=LAZY)},
+        Aspired("m", (lazy(1, "g"),), frozenset({1})),
+        [Park(lazy(1, "g"))],
+    ),
+    "a LAZY model in memory loads its new version at once (no cold start)": LazyRow(
+        {1: held(READY, cfg=LAZY)},
+        Aspired("m", (lazy(2),), frozenset({1, 2})),
+        [Load(lazy(2))],
+    ),
+    "a LAZY model in memory reloads changed files in place": LazyRow(
+        {1: held(READY, cfg=LAZY)},
+        Aspired("m", (lazy(1, "g"),), frozenset({1})),
+        [Load(lazy(1, "g"), replacing=True)],
+    ),
+    "an explicit load loads a parked version": LazyRow(
+        {1: held(AVAILABLE, cfg=LAZY)},
+        Aspired("m", (lazy(1),), frozenset({1})),
+        [Load(lazy(1))],
+        force=True,
+    ),
+    "an explicit load loads a LAZY model's new version": LazyRow(
+        {}, Aspired("m", (lazy(1),), frozenset({1})), [Load(lazy(1))], force=True
+    ),
+    "an unwanted READY version goes once the wanted one is parked": LazyRow(
+        {1: held(READY, cfg=LAZY), 2: held(AVAILABLE, cfg=LAZY)},
+        Aspired("m", (lazy(2),), frozenset({1, 2})),
+        [Retire(1)],
+    ),
+    "several versions: each parked on its own": LazyRow(
+        {}, Aspired("m", (lazy(1), lazy(2)), frozenset({1, 2})), [Park(lazy(1)), Park(lazy(2))]
+    ),
+    "a parked version that failed with these files is not parked again": LazyRow(
+        {1: held(FAILED, cfg=LAZY)}, Aspired("m", (lazy(1),), frozenset({1})), []
+    ),
+}
+
+
+@pytest.mark.parametrize("row", LAZY_ROWS.values(), ids=LAZY_ROWS.keys())
+def test_plan_lazy(row: LazyRow) -> None:
+    failed = {
+        v: h.identity for v, h in row.held.items() if h.state is FAILED
+    }
+    found = plan(row.held, row.aspired, failed, lazy_default=row.lazy_default, force=row.force)
+    assert found == row.expected
 
 
 def settle(held: dict[int, Held], aspired: Aspired, outcomes: dict[int, bool]) -> list[list]:
