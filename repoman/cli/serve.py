@@ -80,12 +80,13 @@ async def serve(args: argparse.Namespace) -> int:
         for hub in hubs:
             hub.routes_changed()
 
-    def usage(version: ModelVersion) -> tuple[float, int, bool]:
+    def usage(version: ModelVersion) -> tuple[float, int, bool, bool]:
         stats = dispatcher.stats(version)
         return (
             stats.last_inference_ms / 1000,
             stats.success.count + stats.fail.count,
             dispatcher.queued(version) > 0,
+            dispatcher.executing(version) > 0,
         )
 
     manager = ModelManager(

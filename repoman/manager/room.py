@@ -12,10 +12,12 @@ from repoman.manager.budget import MemoryBooks
 from repoman.manager.eviction import NoRoom, Resident, make_room
 from repoman.manager.version import ModelVersion, State
 
-Usage = Callable[[ModelVersion], tuple[float, int, bool]]
+Usage = Callable[[ModelVersion], tuple[float, int, bool, bool]]
 """How a READY version has been used (the scheduler counts; the manager only asks): when it
-last answered (the manager's clock, 0: never), how many requests it answered, and whether
-requests wait for it now."""
+last answered (the manager's clock, 0: never), how many requests it answered, whether
+requests wait for it now (it counts as used now), and whether a batch of it runs now (it is
+not evicted then: the batch may be waiting for a call it made, BLS, to the very model the
+eviction would make room for, and draining it would wait for that batch)."""
 
 Evict = Callable[[ModelVersion, str], Awaitable[None]]
 
@@ -39,7 +41,9 @@ class Room:
         the version they wait for is not evicted from under them."""
 
     def resident(self, mv: ModelVersion, size: int, now: float) -> Resident:
-        last, uses, waiting = self._usage(mv) if self._usage is not None else (0.0, 0, False)
+        last, uses, waiting, running = (
+            self._usage(mv) if self._usage is not None else (0.0, 0, False, False)
+        )
         management = mv.config.management
         return Resident(
             key=mv,
@@ -49,6 +53,7 @@ class Room:
             uses=uses,
             pinned=management.pinned,
             busy=mv.state is not State.READY
+            or running
             or mv in self.swapping
             or (mv.model, mv.version) in self._awaited,
             idle_unload_seconds=management.idle_unload_seconds,

@@ -252,6 +252,10 @@ class Dispatcher:
         ensemble = self._ensembles.get(version)
         return ensemble.in_flight if ensemble is not None else self._scheduler.queued(version)
 
+    def executing(self, version: ModelVersion) -> int:
+        """Batches of ``version`` on a worker now (0 for an ensemble: it runs none)."""
+        return self._scheduler.executing(version)
+
     # ---- readiness -----------------------------------------------------------------
 
     def recheck(self, manager: Versions) -> None:

@@ -177,6 +177,11 @@ class SharedScheduler:
         queue = self._queues.get(version)
         return sum(queue.level_counts) if queue is not None else 0
 
+    def executing(self, version: ModelVersion) -> int:
+        """Batches of ``version`` on a worker now."""
+        queue = self._queues.get(version)
+        return queue.in_flight if queue is not None else 0
+
     def queue_state(self, version: ModelVersion) -> QueueState:
         queue = self._queues.get(version)
         return queue.state if queue is not None else QueueState.CLOSED
