@@ -135,7 +135,7 @@ def run_perf(cmd: list[str], timeout: float) -> dict:
         why = re.search(r"what\(\):\s*(.*)", out)
         log(f"  perf_analyzer exit {rc} after its client report ({why and why.group(1)})")
     tput, p50, p99 = (float(m.group(1)) for m in found.values() if m)
-    return {
+    row = {
         "infer_s": tput,
         "p50_ms": p50 / 1e3,
         "p99_ms": p99 / 1e3,
@@ -143,3 +143,14 @@ def run_perf(cmd: list[str], timeout: float) -> dict:
         "pa_cpu_pct": 100 * pa_cpu / wall,
         "wall_s": wall,
     }
+    # The server's side of the same windows, where it answers ModelStatistics with them.
+    server = {
+        k: re.search(rf"{k}: ([0-9.]+)", report)
+        for k in ("Inference count", "Execution count", "Avg request latency")
+    }
+    rows_, batches, latency = (m and float(m.group(1)) for m in server.values())
+    if rows_ and batches:
+        row["mean_batch"] = rows_ / batches
+    if latency:
+        row["server_ms"] = latency / 1e3
+    return row

@@ -1,14 +1,22 @@
 """gRPC beside HTTP (issue #17): prints a table; it is not a timed test.
 
 Generates the benchmark models (bench/make_models.py, the dynamically batched ``tiny`` and
-``heavy``), starts one repoman serving both protocols on 127.0.0.1, and drives each model
-with Triton's perf_analyzer (closed loop, binary tensors) over HTTP and over gRPC at each
-concurrency. Rounds interleave the two protocols, so drift on a shared machine falls on both
-alike; each number is the median over rounds. The last column is gRPC / HTTP throughput
-(target: not below 1.0 at c64). Progress goes to stderr, the table to stdout.
+``heavy``), starts one repoman serving both protocols on 127.0.0.1 and, beside it, the bare
+baselines of bench/bare_grpc_server.py (a grpcio asyncio server answering a fixed response;
+awaiting a future a worker thread resolves; running the model in the smallest batcher) and
+bench/bare_batching_server.py (the same batcher behind aiohttp). perf_analyzer (closed loop,
+binary tensors) drives each at each concurrency; rounds interleave the variants, so drift on
+a shared machine falls on all alike, and each number is the median over rounds. Besides the
+client's numbers, each row shows the mean batch the server ran and the server's own time per
+request, from perf_analyzer's statistics report over the same windows. The last column is
+throughput / repoman's HTTP in the same run (gRPC's target: not below 1.0 at c64). Progress
+goes to stderr, the table to stdout.
+
+perf_analyzer's gRPC client shares one connection among up to 6 of its concurrent workers
+(TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT, default 6: 11 connections at c64); --share sets it.
 
 Usage: .venv/bin/python bench/grpc.py [--concurrency 1 64] [--rounds N] [--requests N]
-       [--http-workers N] [--models-dir DIR] [--json FILE]
+       [--http-workers N] [--no-baselines] [--share N] [--models-dir DIR] [--json FILE]
 (make the models first where onnx is not installed: PYTHONPATH=<onnx> python
 bench/make_models.py DIR --batching on --no-measure, then --models-dir DIR)
 """
@@ -17,25 +25,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from _load import PERF_ANALYZER, Server, log, run_perf  # noqa: E402
+from _load import PERF_ANALYZER, Server, free_port, log, run_perf  # noqa: E402
 
 MODELS = ("tiny", "heavy")
-PROTOCOLS = ("http", "grpc")
+BARE_GRPC = ("fixed", "thread", "batch")
+"""bench/bare_grpc_server.py's modes, each a row (bare-fixed, bare-thread, bare-batch)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    protocol: str
+    server: str
+    """A key of the servers started for the model (repoman's serves every model)."""
+
+
+REPOMAN = (Variant("repoman", "http", "repoman"), Variant("repoman", "grpc", "repoman"))
+BASELINES = (
+    *(Variant(f"bare-{mode}", "grpc", f"bare-{mode}") for mode in BARE_GRPC),
+    Variant("bare-batch", "http", "bare-batch-http"),
+)
 
 
 class DualServer(Server):
-    """repoman with its gRPC port read from the log too."""
+    """A server with its gRPC port read from the log too."""
 
     def __init__(self, name: str, cmd: list[str]) -> None:
         self.grpc_port: int | None = None
@@ -51,6 +78,37 @@ class DualServer(Server):
             elif found and self.port is None:
                 self.port = int(found.group(2))
 
+    def wait_grpc(self, timeout: float = 60.0) -> None:
+        """Wait for the gRPC listening line (a bare gRPC server has no HTTP to ask)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.grpc_port is not None:
+                return
+            time.sleep(0.1)
+        tail = "\n".join(self.tail)
+        raise RuntimeError(f"{self.name} did not start (rc={self.proc.poll()}):\n{tail}")
+
+
+def start_baselines(stack: ExitStack, models: Path, model: str) -> dict[str, DualServer]:
+    """The bare servers for ``model``, stopped when ``stack`` closes."""
+    servers: dict[str, DualServer] = {}
+    folder = models / f"{model}_batched"
+    for mode in BARE_GRPC:
+        cmd = [sys.executable, str(BENCH / "bare_grpc_server.py"), str(folder)]
+        cmd += [str(free_port()), "--mode", mode]
+        server = servers[f"bare-{mode}"] = DualServer(f"bare-{mode}", cmd)
+        stack.callback(server.stop)
+        server.wait_grpc()
+    cmd = [sys.executable, str(BENCH / "bare_batching_server.py"), str(folder)]
+    cmd += [str(free_port()), "--mode", "pull"]
+    server = servers["bare-batch-http"] = DualServer("bare-batch-http", cmd)
+    stack.callback(server.stop)
+    server.port = int(cmd[3])
+    server.wait_ready()
+    return servers
+
 
 def step(server: DualServer, model: str, protocol: str, conc: int, args) -> dict:
     port = server.grpc_port if protocol == "grpc" else server.port
@@ -60,31 +118,54 @@ def step(server: DualServer, model: str, protocol: str, conc: int, args) -> dict
     return run_perf(cmd, args.step_timeout)
 
 
+KEYS = ("infer_s", "p50_ms", "p99_ms", "mean_batch", "server_ms")
+
+
 def median(found: list[dict], key: str) -> float | None:
     values = [r[key] for r in found if r.get(key) is not None]
     return float(np.median(values)) if values else None
 
 
+def label(variant: Variant) -> str:
+    return f"{variant.name} {'gRPC' if variant.protocol == 'grpc' else 'HTTP'}"
+
+
 def print_table(rows: list[dict]) -> None:
     print()
-    print(f"{'model':6} {'conc':>4}  {'HTTP infer/s':>12} {'gRPC infer/s':>12}  "
-          f"{'HTTP p50 ms':>11} {'gRPC p50 ms':>11}  {'HTTP p99 ms':>11} {'gRPC p99 ms':>11}  "
-          f"{'gRPC/HTTP':>9}")
+    print(f"{'model':6} {'conc':>4}  {'variant':17} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  "
+          f"{'batch':>5} {'server ms':>9}  {'/ repoman HTTP':>14}")
     for r in rows:
         def f(key: str, spec: str, r: dict = r) -> str:
             value = r.get(key)
             return "n/a" if value is None else format(value, spec)
 
-        print(f"{r['model']:6} {r['concurrency']:>4}  {f('http_infer_s', '.0f'):>12} "
-              f"{f('grpc_infer_s', '.0f'):>12}  {f('http_p50_ms', '.2f'):>11} "
-              f"{f('grpc_p50_ms', '.2f'):>11}  {f('http_p99_ms', '.2f'):>11} "
-              f"{f('grpc_p99_ms', '.2f'):>11}  {f('ratio', '.2f'):>9}")
+        print(f"{r['model']:6} {r['concurrency']:>4}  {r['variant']:17} {f('infer_s', '.0f'):>8} "
+              f"{f('p50_ms', '.2f'):>7} {f('p99_ms', '.2f'):>7}  {f('mean_batch', '.1f'):>5} "
+              f"{f('server_ms', '.2f'):>9}  {f('vs_http', '.2f'):>14}")
+    print("batch: the mean batch the server ran; server ms: its own mean time per request (from "
+          "perf_analyzer's statistics report; n/a where the server keeps none)")
     print()
+    by = {(r["model"], r["concurrency"], r["variant"]): r.get("infer_s") for r in rows}
+
+    def ratio(model: str, conc: int, top: str, bottom: str) -> str:
+        a, b = by.get((model, conc, top)), by.get((model, conc, bottom))
+        return f"{a / b:.2f}" if a and b else "n/a"
+
     for r in rows:
-        if r["concurrency"] >= 64 and r.get("ratio") is not None:
-            verdict = "PASS" if r["ratio"] >= 1.0 else "FAIL"
-            print(f"{r['model']:5} c{r['concurrency']}: gRPC / HTTP throughput "
-                  f"{r['ratio']:.2f} (target >= 1.0)  {verdict}")
+        if r["concurrency"] < 64 or r["variant"] != "repoman gRPC":
+            continue
+        model, conc = r["model"], r["concurrency"]
+        if r.get("vs_http") is not None:
+            verdict = "PASS" if r["vs_http"] >= 1.0 else "FAIL"
+            print(f"{model:5} c{conc}: repoman gRPC / HTTP throughput {r['vs_http']:.2f} "
+                  f"(target >= 1.0)  {verdict}")
+        if ("bare-batch gRPC" in {k[2] for k in by}):
+            print(f"{model:5} c{conc}: the same bare batcher, gRPC / HTTP: "
+                  f"{ratio(model, conc, 'bare-batch gRPC', 'bare-batch HTTP')} (the transport)")
+            print(f"{model:5} c{conc}: repoman gRPC / bare batcher gRPC: "
+                  f"{ratio(model, conc, 'repoman gRPC', 'bare-batch gRPC')} (repoman's layers)")
+            print(f"{model:5} c{conc}: bare fixed-answer gRPC / repoman HTTP: "
+                  f"{ratio(model, conc, 'bare-fixed gRPC', 'repoman HTTP')} (grpcio's ceiling)")
 
 
 def main() -> None:
@@ -95,6 +176,11 @@ def main() -> None:
                     help="repoman's front-end processes (each serves HTTP and gRPC)")
     ap.add_argument("--requests", type=int, default=1000,
                     help="requests per perf_analyzer measurement window")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="repoman alone (no bare servers)")
+    ap.add_argument("--share", type=int, default=None, metavar="N",
+                    help="perf_analyzer's gRPC workers per connection "
+                    "(TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT; its default is 6)")
     ap.add_argument("--step-timeout", type=float, default=180.0)
     ap.add_argument("--models-dir", type=Path, default=None,
                     help="an existing bench/make_models.py output (else generated)")
@@ -102,45 +188,50 @@ def main() -> None:
     args = ap.parse_args()
     if not PERF_ANALYZER.exists():
         sys.exit(f"{PERF_ANALYZER} is missing: `make test` installs it")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server
+    if args.share is not None:
+        os.environ["TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT"] = str(args.share)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
+    variants = REPOMAN if args.no_baselines else REPOMAN + BASELINES
 
-    with tempfile.TemporaryDirectory(prefix="repoman-bench-") as tmp:
+    found: dict[tuple[str, int, Variant], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="repoman-bench-") as tmp, ExitStack() as stack:
         models = args.models_dir or Path(tmp) / "models"
-        server = None
-        try:
-            if args.models_dir is None:
-                log(f"generating models into {models}")
-                subprocess.run(
-                    [sys.executable, str(BENCH / "make_models.py"), str(models), "--no-measure",
-                     "--batching", "on"],
-                    check=True, stdout=subprocess.DEVNULL, timeout=300,
-                )
-            cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(models)]
-            cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
-            cmd += ["--http-workers", str(args.http_workers)]
-            server = DualServer("repoman", cmd)
-            server.wait_ready()
-            found: dict[tuple[str, int, str], list[dict]] = {}
-            for round_ in range(args.rounds):
-                for model in MODELS:
+        if args.models_dir is None:
+            log(f"generating models into {models}")
+            subprocess.run(
+                [sys.executable, str(BENCH / "make_models.py"), str(models), "--no-measure",
+                 "--batching", "on"],
+                check=True, stdout=subprocess.DEVNULL, timeout=300,
+            )
+        cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(models)]
+        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
+        cmd += ["--http-workers", str(args.http_workers)]
+        repoman = DualServer("repoman", cmd)
+        stack.callback(repoman.stop)
+        repoman.wait_ready()
+        for model in MODELS:
+            with ExitStack() as bare:
+                servers = {"repoman": repoman}
+                if not args.no_baselines:
+                    servers |= start_baselines(bare, models, model)
+                for round_ in range(args.rounds):
                     for conc in args.concurrency:
-                        for protocol in PROTOCOLS if round_ % 2 == 0 else PROTOCOLS[::-1]:
-                            log(f"round {round_ + 1}/{args.rounds}: {model} c{conc} {protocol}")
-                            row = step(server, f"{model}_batched", protocol, conc, args)
-                            found.setdefault((model, conc, protocol), []).append(row)
-        finally:
-            if server is not None:
-                server.stop()
+                        for variant in variants if round_ % 2 == 0 else variants[::-1]:
+                            log(f"{model} round {round_ + 1}/{args.rounds}: c{conc} "
+                                f"{label(variant)}")
+                            row = step(servers[variant.server], f"{model}_batched",
+                                       variant.protocol, conc, args)
+                            found.setdefault((model, conc, variant), []).append(row)
     rows = []
     for model in MODELS:
         for conc in args.concurrency:
-            row: dict = {"model": model, "concurrency": conc}
-            for protocol in PROTOCOLS:
-                for key in ("infer_s", "p50_ms", "p99_ms"):
-                    row[f"{protocol}_{key}"] = median(found.get((model, conc, protocol), []), key)
-            http, grpc_ = row["http_infer_s"], row["grpc_infer_s"]
-            row["ratio"] = grpc_ / http if http and grpc_ else None
-            rows.append(row)
+            http = median(found.get((model, conc, REPOMAN[0]), []), "infer_s")
+            for variant in variants:
+                row: dict = {"model": model, "concurrency": conc, "variant": label(variant)}
+                for key in KEYS:
+                    row[key] = median(found.get((model, conc, variant), []), key)
+                row["vs_http"] = row["infer_s"] / http if http and row["infer_s"] else None
+                rows.append(row)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
