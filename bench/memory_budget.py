@@ -181,8 +181,8 @@ def mode(
             for name in names:
                 post(server, f"/v2/models/{name}/infer", BODY)
         if kind == "lru-count":
-            # NOTE: --load-model * loads what explicit mode starts with; the client's LRU
-            # starts from nothing loaded.
+            # NOTE: --load-model * serves every model (AVAILABLE, as --lazy-load says);
+            # the client's LRU starts from none served, so none loads behind its back.
             for name in names:
                 post(server, f"/v2/repository/models/{name}/unload")
             result.baseline = resident_bytes(server.process.pid)

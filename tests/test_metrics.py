@@ -122,3 +122,17 @@ def test_triton_counter_names_are_exact(bundled_server):
         text = response.read().decode()
     assert re.search(r'^nv_inference_count\{model="digits",version="1"\} \d+', text, re.M)
     assert "# TYPE nv_inference_request_success counter" in text
+
+
+def test_every_metric_is_in_the_readme_table(bundled_server):
+    """The README's metrics table names every family the server exposes, as exposed
+    (repoman's counters with ``_total``, Triton's without), and nothing that is not."""
+    import urllib.request
+
+    with urllib.request.urlopen(bundled_server.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    exposed = set(re.findall(r"^# TYPE ((?:nv|repoman)_\w+) ", text, re.M))
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `((?:nv|repoman)_\w+)` \|", readme, re.M))
+    assert exposed - documented == set()
+    assert documented - exposed <= {"repoman_memory_budget_bytes"}  # NOTE: with a budget only

@@ -98,7 +98,8 @@ def _repository_options(group: argparse._ArgumentGroup) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="with --model-control-mode explicit: load NAME at start-up (repeatable; '*' = all)",
+        help="with --model-control-mode explicit: serve NAME from start-up (repeatable; '*' = all; "
+        "a lazy model stays AVAILABLE until its first request)",
     )
     group.add_argument(
         "--repository-poll-secs",

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from repoman.aspired import Aspired, AspiredVersion
 from repoman.backends import BackendRegistry
-from repoman.errors import ModelNotFound, ModelNotReady, RepomanError
-from repoman.instances import instance_contexts, load_measured, unload_instances, unload_released
+from repoman.manager.activation import Activations
 from repoman.manager.budget import MemoryBooks
-from repoman.manager.eviction import NoRoom, idle_expired
-from repoman.manager.policy import Held, Identity, Load, Park, plan
+from repoman.manager.eviction import NoRoom
+from repoman.manager.evictor import EVICTED, Evictor
+from repoman.manager.loading import Loader
+from repoman.manager.policy import Held, Load, Park, plan
 from repoman.manager.room import Room, Usage
-from repoman.manager.routing import choose
+from repoman.manager.table import Blocked, StateListener, VersionTable
 from repoman.manager.version import ModelVersion, State
-from repoman.memory import format_size
-from repoman.threads import in_thread
-
-log = logging.getLogger(__name__)
 
 
 class Serving(Protocol):
@@ -35,14 +29,6 @@ class Serving(Protocol):
         """Accept nothing new for ``version``; return once every queued request finished."""
 
 
-StateListener = Callable[[str, int, str, str], None]
-
-Blocked = Callable[[ModelVersion], str]
-"""Why a version cannot serve now ("" when it can): an ensemble whose members are not all
-ready or do not fit its wiring (the layer that runs ensembles says; the manager only asks)."""
-
-EVICTED = {"memory_budget": "unloaded: memory budget", "idle": "unloaded: idle"}
-"""The reason an AVAILABLE version shows, by why it was unloaded."""
 LAZY_REASON = "not loaded: loads on its first request"
 
 
@@ -50,12 +36,16 @@ class MemoryRefusal(str):
     """A load failure that is the memory budget's doing (the API answers it with 507)."""
 
 
-class ModelManager:
+class ModelManager(VersionTable):
     """Owns every model version; all methods run on the event loop thread.
 
     :meth:`apply` takes one model's aspired versions and runs :func:`~repoman.manager.policy.plan`
     until it has nothing left to do; calls for one model never overlap. Loading runs on its
-    own thread pool, so a slow load never stalls inference.
+    own thread pool, so a slow load never stalls inference. The versions and the queries on
+    them are :class:`~repoman.manager.table.VersionTable`'s; loading and unloading instances,
+    :class:`~repoman.manager.loading.Loader`'s; lazy loads for requests,
+    :class:`~repoman.manager.activation.Activations`'; unloading to free memory,
+    :class:`~repoman.manager.evictor.Evictor`'s.
     """
 
     def __init__(
@@ -71,61 +61,18 @@ class ModelManager:
         lazy_default: bool = False,
         usage: Usage | None = None,
     ) -> None:
-        self._registry = registry
-        self._blocked = blocked
+        super().__init__(on_state, blocked)
         self.books = books or MemoryBooks(None)
         """Each version's memory, the budget, and the counts of loads and evictions."""
         self._lazy_default = lazy_default
         self._room = Room(self.books, usage, load_timeout)
-        self._activating: dict[ModelVersion, asyncio.Task[ModelVersion]] = {}
+        self._loader = Loader(
+            registry, self.books, self._room, load_threads=load_threads, load_timeout=load_timeout
+        )
+        self._activations = Activations(self, self._room, self._load_for_request)
+        self._evictor = Evictor(self, self.books, self._room, self._park_evicted, self._unload)
         self._serving = serving
-        self._versions: dict[str, dict[int, ModelVersion]] = {}
-        self._model_errors: dict[str, str] = {}
-        self._failed: dict[str, dict[int, Identity]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._loading = asyncio.Semaphore(load_threads)
-        self._on_state = on_state
-        self._load_timeout = load_timeout
         self._background: set[asyncio.Task[None]] = set()
-        self.load_failures: dict[tuple[str, int], int] = {}
-        """Failed load attempts by (model, version), for metrics."""
-
-    # ---- queries -----------------------------------------------------------------
-
-    def model_names(self) -> list[str]:
-        return sorted(set(self._versions) | set(self._model_errors))
-
-    def versions(self, model: str) -> list[ModelVersion]:
-        return [self._versions[model][v] for v in sorted(self._versions.get(model, {}))]
-
-    def model_error(self, model: str) -> str:
-        return self._model_errors.get(model, "")
-
-    def route(self, model: str, version: int | None = None) -> ModelVersion:
-        """The version that serves a request: the one named, else the newest READY one;
-        ModelNotReady when that one is READY but cannot serve (``blocked`` says why)."""
-        mv = choose(model, self._versions.get(model) or {}, self._model_errors.get(model), version)
-        if self._blocked is not None:
-            reason = self._blocked(mv)
-            if reason:
-                raise ModelNotReady(model, version, reason)
-        return mv
-
-    def serving_state(self, mv: ModelVersion) -> tuple[State, str]:
-        """The state and reason the API shows: UNAVAILABLE, with why, for a READY version
-        that cannot serve now (an ensemble waiting for a member)."""
-        if mv.state is State.READY and self._blocked is not None:
-            reason = self._blocked(mv)
-            if reason:
-                return State.UNAVAILABLE, reason
-        return mv.state, mv.reason
-
-    def is_ready(self, model: str, version: int | None = None) -> bool:
-        try:
-            self.route(model, version)
-        except RepomanError:
-            return False
-        return True
 
     # ---- carrying out the policy -----------------------------------------------------
 
@@ -142,7 +89,7 @@ class ModelManager:
         ready)."""
         name = aspired.model
         failures: list[str] = [aspired.error] if aspired.error else []
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        async with self.lock(name):
             self._note_model_error(name, aspired.error)
             versions = self._versions.setdefault(name, {})
             failed = self._failed.setdefault(name, {})
@@ -179,14 +126,6 @@ class ModelManager:
             if not failed:
                 del self._failed[name]
         return failures
-
-    def _note_model_error(self, name: str, error: str) -> None:
-        if not error:
-            self._model_errors.pop(name, None)
-            return
-        if self._model_errors.get(name) != error:
-            log.error("model %s: cannot be served:\n%s", name, error)
-        self._model_errors[name] = error
 
     async def _load(
         self,
@@ -278,173 +217,61 @@ class ModelManager:
             self._failed[name][number] = target.identity
             swapped.reason = f"reload waits for room, still serving the previous files: {reason}"
             return MemoryRefusal(f"version {number}: {reason} (the previous files keep serving)")
-        parked = self._version(
-            name, target, State.AVAILABLE, f"{EVICTED['memory_budget']} ({reason})"
-        )
-        versions[number] = parked
-        self._set_state(parked, State.AVAILABLE, parked.reason)
+        self._hold_available(name, target, f"{EVICTED['memory_budget']} ({reason})")
         return MemoryRefusal(f"version {number}: {reason}")
 
     async def _park(self, name: str, target: AspiredVersion) -> str:
         """Hold ``target`` as AVAILABLE: its first request loads it."""
-        versions = self._versions.setdefault(name, {})
-        current = versions.get(target.version)
-        parked = self._version(name, target, State.AVAILABLE, LAZY_REASON)
+        current = self.current(name, target.version)
+        reason = LAZY_REASON
         if current is not None and current.state is State.AVAILABLE and current.reason:
-            parked.reason = current.reason  # NOTE: "unloaded: ..." says more than "lazy"
-        versions[target.version] = parked
+            reason = current.reason  # NOTE: "unloaded: ..." says more than "lazy"
         self._failed.get(name, {}).pop(target.version, None)
-        self._set_state(parked, State.AVAILABLE, parked.reason)
+        self._hold_available(name, target, reason)
         return ""
+
+    def _park_evicted(self, mv: ModelVersion, reason: str) -> None:
+        target = AspiredVersion(mv.version, mv.config, mv.fingerprint, mv.path)
+        self._hold_available(mv.model, target, reason)
+
+    def _hold_available(self, name: str, target: AspiredVersion, reason: str) -> None:
+        """Make ``target`` the routing entry, AVAILABLE (not in memory) for ``reason``."""
+        parked = self._version(name, target, State.AVAILABLE, reason)
+        self._versions.setdefault(name, {})[target.version] = parked
+        self._set_state(parked, State.AVAILABLE, reason)
 
     # ---- lazy loading ----------------------------------------------------------------
 
     def loaded(self, mv: ModelVersion) -> AbstractAsyncContextManager[ModelVersion]:
-        """:meth:`activate` for a request: the READY version, which is not evicted until the
-        block (where the request reaches the version's queue) has ended."""
-        return self._room.awaiting(mv, self.activate)
+        """:meth:`activate` for a request (:meth:`Activations.loaded
+        <repoman.manager.activation.Activations.loaded>`)."""
+        return self._activations.loaded(mv)
 
     async def activate(self, mv: ModelVersion) -> ModelVersion:
-        """Load an AVAILABLE version for a request that waits for it; returns the version that
-        serves now (READY). Requests waiting for the same version share its one load, and a
-        request that gives up leaves the load going. ModelNotReady (why) when it cannot load:
-        it failed, or the memory budget has no room for it now."""
-        task = self._activating.get(mv)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._activate(mv))
-            self._activating[mv] = task
-            task.add_done_callback(lambda _: self._activating.pop(mv, None))
-        return await asyncio.shield(task)
+        """Load an AVAILABLE version for the requests that wait for it; the READY version
+        (:meth:`Activations.activate <repoman.manager.activation.Activations.activate>`)."""
+        return await self._activations.activate(mv)
 
-    async def _activate(self, mv: ModelVersion) -> ModelVersion:
-        name, number = mv.model, mv.version
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            current = self._versions.get(name, {}).get(number)
-            if current is None:
-                raise ModelNotFound(name, number)
-            if current.state is State.AVAILABLE:
-                target = AspiredVersion(number, current.config, current.fingerprint, current.path)
-                failure = await self._load(name, target, False, "lazy")
-                current = self._versions.get(name, {}).get(number)
-                if current is None:
-                    raise ModelNotFound(name, number)
-                if current.state is not State.READY:
-                    raise ModelNotReady(name, number, failure.partition(": ")[2] or failure)
-            if current.state is not State.READY:
-                raise ModelNotReady(name, number, current.reason or current.state.value.lower())
-            return current
+    async def _load_for_request(self, name: str, target: AspiredVersion) -> str:
+        return await self._load(name, target, False, "lazy")
 
     # ---- the memory budget -----------------------------------------------------------
 
-    async def evict(self, mv: ModelVersion, why: str) -> None:
-        """Unload a READY version to free its memory; it stays AVAILABLE (its next request
-        loads it again). Its requests in flight finish first, as in any unload; new ones wait
-        for its next load. ``why``: memory_budget or idle."""
-        if mv.state is not State.READY or mv in self._room.swapping:
-            return
-        # NOTE: the routing entry becomes AVAILABLE first, in the same step as the state
-        # change: a request never finds the version half-gone.
-        versions = self._versions.get(mv.model, {})
-        mv.state, mv.reason = State.UNLOADING, EVICTED[why]
-        self.books.evictions[why] += 1
-        log.info(
-            "model %s version %d: %s (%s)",
-            mv.model,
-            mv.version,
-            EVICTED[why],
-            format_size(mv.memory_bytes),
-        )
-        if versions.get(mv.version) is mv:
-            target = AspiredVersion(mv.version, mv.config, mv.fingerprint, mv.path)
-            parked = self._version(mv.model, target, State.AVAILABLE, EVICTED[why])
-            versions[mv.version] = parked
-            self._set_state(parked, State.AVAILABLE, parked.reason)
-        await self._unload(mv)
-        mv.state = State.UNAVAILABLE
-
     async def unload_idle(self) -> int:
         """Evict every version unused for longer than its ``idle_unload_seconds``; how many."""
-        expired = idle_expired(self._room.residents(), self.books.clock())
-        await asyncio.gather(*(self.evict(mv, "idle") for mv in expired))  # type: ignore[arg-type]
-        return len(expired)
+        return await self._evictor.unload_idle()
 
     async def run_idle_unloads(self, every: float = 1.0) -> None:
         """Look for idle versions every ``every`` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.unload_idle()
-            except Exception:
-                log.exception("unloading idle versions failed")
+        await self._evictor.run_idle_unloads(every)
 
     async def _build(self, mv: ModelVersion, cause: str) -> str:
-        """Build, load and warm up ``mv``'s instances; "" on success, else why it failed.
-        Under a memory budget, loads run one at a time, each after making room for what it
-        is expected to take (NoRoom raised when there is none)."""
+        """Load ``mv``'s instances (LOADING meanwhile); "" on success, else why it failed;
+        NoRoom when the memory budget has no room for it."""
         self._set_state(mv, State.LOADING)
         if mv.config.is_ensemble:
             return ""  # NOTE: nothing of its own to load: its steps run on its members
-        if self.books.limit is None:
-            return await self._build_measured(mv, cause)
-        async with self._room.lock:
-            await self._room.make(mv, mv.memory_bytes, self.evict)
-            reason = await self._build_measured(mv, cause)
-            if reason:
-                return reason
-            try:
-                if mv.memory_bytes > self.books.limit:
-                    raise NoRoom(
-                        f"model {mv.model} version {mv.version} took "
-                        f"{format_size(mv.memory_bytes)} to load, more than the whole memory "
-                        f"budget ({format_size(self.books.limit)})",
-                        alone=True,
-                    )
-                # NOTE: it took more than expected: the others make up for it at once.
-                await self._room.make(mv, 0, self.evict)
-            except NoRoom:
-                instances, mv.instances = mv.instances, []
-                self.books.released(mv)
-                await in_thread(unload_released, instances, name="repoman-unload")
-                raise
-            return ""
-
-    async def _build_measured(self, mv: ModelVersion, cause: str) -> str:
-        started = time.perf_counter()
-        measured: int = 0
-        try:
-            spec = self._registry.resolve(mv.config)
-            filename = mv.config.default_model_filename or spec.default_model_filename
-            assert mv.path is not None
-            instances = [
-                spec.factory(context)
-                for context in instance_contexts(mv.config, mv.version, mv.path, filename)
-            ]
-            async with self._loading:  # NOTE: a load given up on frees its place at once
-                # NOTE: the deadline reaches the backend (repoman.time_left()), so one that
-                # starts a process (a python model's stub) ends it when this gives up.
-                deadline = (
-                    None if self._load_timeout is None else time.monotonic() + self._load_timeout
-                )
-                loading = in_thread(
-                    load_measured, instances, name="repoman-load", deadline=deadline
-                )
-                try:
-                    measured = await asyncio.wait_for(asyncio.shield(loading), self._load_timeout)
-                except TimeoutError:
-                    # NOTE: a thread cannot be killed: the load goes on alone on its own
-                    # thread, and whatever it builds is released when it ends.
-                    loading.add_done_callback(lambda _: in_thread(unload_instances, instances))
-                    raise RepomanError(
-                        f"loading did not finish within {self._load_timeout:g} s "
-                        "(--model-load-timeout)"
-                    ) from None
-        except Exception as exc:  # any load failure is reported, never raised
-            return str(exc) if isinstance(exc, RepomanError) else f"{type(exc).__name__}: {exc}"
-        mv.instances = instances
-        mv.load_seconds = time.perf_counter() - started
-        self.books.loaded(mv, measured, mv.load_seconds)
-        self.books.loads[cause] += 1
-        return ""
+        return await self._loader.load(mv, cause, self._evictor.evict)
 
     async def _retire(self, mv: ModelVersion, *, keep_entry: bool = False) -> str:
         """Close, drain and unload ``mv``; drop it from routing unless it was replaced."""
@@ -461,19 +288,7 @@ class ModelManager:
     async def _unload(self, mv: ModelVersion) -> None:
         """Drain ``mv`` (closed to new requests already), unload its instances, free its memory."""
         await self._serving.drain(mv)
-        unloading = in_thread(unload_released, mv.instances, name="repoman-unload")
-        try:
-            await asyncio.wait_for(asyncio.shield(unloading), self._load_timeout)
-        except TimeoutError:
-            log.error(
-                "model %s version %d: unloading did not finish within %g s; going on",
-                mv.model,
-                mv.version,
-                self._load_timeout,
-            )
-        mv.instances = []
-        self.books.released(mv)
-        self._room.freed.set()
+        await self._loader.unload(mv)
 
     def mark_unhealthy(self, mv: ModelVersion, reason: str) -> None:
         """``mv`` stopped answering (a batch was written off as hung): it serves no more, and is
@@ -506,21 +321,3 @@ class ModelManager:
             wave = [name for name in left if name not in used] or list(left)
             await asyncio.gather(*(self._retire(mv) for name in wave for mv in left.pop(name)))
         self._versions.clear()
-
-    def _set_state(self, mv: ModelVersion, state: State, reason: str = "") -> None:
-        mv.state, mv.reason = state, reason
-        if state is State.FAILED:
-            key = (mv.model, mv.version)
-            self.load_failures[key] = self.load_failures.get(key, 0) + 1
-            log.error("model %s version %d: FAILED: %s", mv.model, mv.version, reason)
-        elif state is State.READY:
-            log.info(
-                "model %s version %d: READY (loaded in %.3fs)",
-                mv.model,
-                mv.version,
-                mv.load_seconds,
-            )
-        else:
-            log.info("model %s version %d: %s", mv.model, mv.version, state.value)
-        if self._on_state is not None:
-            self._on_state(mv.model, mv.version, state.value, reason)

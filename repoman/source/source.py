@@ -243,13 +243,20 @@ class RepositorySource:
 
     # ---- the repository API (explicit mode) ------------------------------------------
 
-    async def load(self, name: str, config_text: str | None = None) -> list[str]:
+    async def load(
+        self, name: str, config_text: str | None = None, *, at_start: bool = False
+    ) -> list[str]:
         """Load or reload one model as the disk has it now (``config_text``: JSON override);
         returns what failed (empty: every wanted version is served). An override larger than
         the config size limit is refused before it is parsed. As in Triton's explicit mode,
         an ensemble's load also loads the members it names that are not loaded yet (theirs
         too), each before the ensembles that use it; an ensemble whose members cannot serve
         it then fails to load.
+
+        A load through the API puts every wanted version in memory now, lazy or not.
+        ``at_start`` (``--load-model``) says which models are served, not that they must be
+        in memory: each is served as its config says (a lazy one stays AVAILABLE until its
+        first request), as poll mode serves the whole repository.
         """
         wanted = {name: await self._read(name, config_text)}
         failures: list[str] = []
@@ -283,7 +290,7 @@ class RepositorySource:
             wave = wave or list(wanted)
             results = await asyncio.gather(
                 *(
-                    self._target.apply(wanted.pop(m), retry_failed=True, need_members=True)
+                    self._target.apply(wanted.pop(m), retry_failed=not at_start, need_members=True)
                     for m in wave
                 )
             )
@@ -316,7 +323,7 @@ class RepositorySource:
 
     async def _load_logged(self, name: str) -> None:
         try:
-            await self.load(name)
+            await self.load(name, at_start=True)
         except RepomanError as exc:
             log.error("--load-model %s: %s", name, exc)
 

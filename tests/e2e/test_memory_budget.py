@@ -172,6 +172,37 @@ def test_the_repository_api_loads_by_evicting_or_answers_507(tmp_path, plugins_d
     assert index(server)["huge/1"]["state"] == "FAILED"
 
 
+def test_load_model_at_start_up_serves_a_lazy_model_lazily_and_the_api_loads_it(
+    tmp_path, plugins_dir, server_factory
+):
+    repo = tmp_path / "repo"
+    ballast(repo, "lazy", 8)
+    write_model(repo, "eager")
+    write_model(repo, "unnamed")
+    server = server_factory(
+        repo,
+        "--plugins-dir",
+        str(plugins_dir),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "lazy",
+        "--load-model",
+        "eager",
+    )
+    rows = index(server)
+    assert rows["lazy/1"]["state"] == "AVAILABLE"  # NOTE: served, as its config says: lazily
+    assert rows["lazy/1"]["reason"] == "not loaded: loads on its first request"
+    assert rows["eager/1"]["state"] == "READY"
+    assert "unnamed/1" not in rows
+    text = metrics(server)
+    assert metric(text, 'repoman_model_loads_total{cause="eager"}') == 1
+    status, body = server.request("POST", "/v2/repository/models/lazy/load", b"")
+    assert status == 200, body
+    assert index(server)["lazy/1"]["state"] == "READY"  # NOTE: an API load: in memory now
+    assert metric(metrics(server), 'repoman_model_loads_total{cause="explicit"}') == 1
+
+
 def test_a_new_version_of_an_evicted_model_is_the_one_that_loads_next(
     tmp_path, plugins_dir, server_factory
 ):

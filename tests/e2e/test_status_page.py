@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -14,9 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import tritonclient.http as httpclient
 
 from tests.cdp import Browser, find_chromium
 from tests.conftest import BUNDLED, ROOT
+from tests.e2e.test_memory_budget import ballast, index, infer
 from tests.fakes import write_model
 
 pytestmark = pytest.mark.skipif(
@@ -189,8 +192,58 @@ def test_live_numbers_move_under_load_without_moving_the_layout(tmp_path, server
             # Landmarks and table headers, for screen readers.
             assert await page.evaluate(
                 "!!document.querySelector('header') && !!document.querySelector('main') "
-                "&& document.querySelectorAll('table.versions th[scope=col]').length >= 9"
+                "&& document.querySelectorAll('table.versions th[scope=col]').length >= 10"
             )
+            assert not [line for line in page.console if line.startswith("exception")]
+
+    asyncio.run(scenario())
+
+
+def test_memory_shows_each_version_and_the_total_against_the_budget(
+    tmp_path, server_factory, plugins_dir
+):
+    repo = tmp_path / "repo"
+    for name in ("a", "b", "c", "untouched"):
+        ballast(repo, name, 16)
+    server = server_factory(repo, "--plugins-dir", str(plugins_dir), "--memory-budget", "44MiB")
+    # NOTE: two 16 MiB models fit (with what a load takes beyond its ballast); three do not
+    with httpclient.InferenceServerClient(server.address) as client:
+        for name in ("a", "b", "c"):
+            infer(client, name)
+    # NOTE: a or b went (equally recent; a longer load is kept longer): the page shows which
+    gone = [name for name in ("a", "b") if index(server)[f"{name}/1"]["state"] == "AVAILABLE"]
+    assert len(gone) == 1, gone
+
+    async def scenario() -> None:
+        async with Browser(1100, 900) as page:
+            await page.goto(server.url + "/")
+            summary = await page.wait_for(
+                "document.querySelector('#memory [data-field=summary]')?.textContent"
+                ".includes('budget') && "
+                "document.querySelector('#memory [data-field=summary]').textContent"
+            )
+            assert "of the 44.0 MiB budget" in summary, summary
+            assert "2 versions in memory, 2 available" in summary, summary
+            assert await page.evaluate("!document.getElementById('memory-meter').hidden")
+            evictions = "document.querySelector('#memory [data-field=\"evictions.memory_budget\"]')"
+            assert await page.evaluate(evictions + ".textContent") == "1"
+            lazy = "document.querySelector('#memory [data-field=\"loads.lazy\"]')"
+            assert await page.evaluate(lazy + ".textContent") == "3"
+            assert await page.evaluate(cell(gone[0], 1, "state")) == "AVAILABLE · serving"
+            # NOTE: measured (also once evicted: at its load), or predicted (≈)
+            assert re.fullmatch(r"1[67]\.\d MiB", await page.evaluate(cell(gone[0], 1, "memory")))
+            assert re.fullmatch(r"1[67]\.\d MiB", await page.evaluate(cell("c", 1, "memory")))
+            assert (
+                await page.evaluate(cell("untouched", 1, "memory")) == "\N{ALMOST EQUAL TO}16.0 MiB"
+            )
+            note = await page.evaluate(
+                f"document.querySelector('section[data-model=\"{gone[0]}\"] tr.reason .note')"
+                "?.textContent"
+            )
+            assert note == "unloaded: memory budget"
+            shot = tmp_path / "status-memory.png"
+            await page.screenshot(shot)
+            keep_screenshot(shot, "status-memory.png")
             assert not [line for line in page.console if line.startswith("exception")]
 
     asyncio.run(scenario())

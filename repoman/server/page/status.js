@@ -11,6 +11,9 @@ const REASON_LABELS = {
   timeout: "timed out in queue", unavailable: "version went away", backend: "backend failed",
 };
 
+const LOAD_CAUSES = { eager: "eager", lazy: "on a request", explicit: "repository API" };
+const EVICTION_REASONS = { memory_budget: "memory budget", idle: "idle" };
+
 let previous = new Map();   // "model/version" -> {time, stats}: the last poll's counters
 let shapes = new Map();     // model -> what its section was built from (all but the counters)
 let timer = null;
@@ -45,6 +48,15 @@ function seconds(value) {
   if (value < 0.001) return (value * 1e6).toFixed(0) + " µs";
   if (value < 1) return (value * 1e3).toFixed(1) + " ms";
   return value.toFixed(2) + " s";
+}
+
+// Bytes as the server's logs and reasons write them (repoman.memory.format_size).
+function bytes(value) {
+  if (value === null || value === undefined) return "–";
+  for (const [unit, scale] of [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]]) {
+    if (Math.abs(value) >= scale) return (value / scale).toFixed(1) + " " + unit;
+  }
+  return Math.trunc(value) + " B";
 }
 
 function number(value, digits) {
@@ -194,6 +206,16 @@ function versionDetails(model, version) {
     version.warnings.length ? h("ul", { class: "muted" }, version.warnings.map((w) => h("li", {}, w))) : null);
 }
 
+function memoryCell(model, version) {
+  // What the version holds, measured at its load; "≈": predicted from its files (it has not
+  // loaded yet). An ensemble holds nothing of its own.
+  if (model.ensemble) return h("td", { class: "num", "data-field": "memory" }, "–");
+  const how = version.memory_measured ? "measured" : "predicted";
+  return h("td", { class: "num", "data-field": "memory", "data-memory": how,
+                   title: version.memory_measured ? "measured when it loaded" : "predicted from its files" },
+    (version.memory_measured ? "" : "≈") + bytes(version.memory_bytes));
+}
+
 function modelSection(model, control) {
   const rows = [];
   for (const version of model.versions) {
@@ -203,6 +225,7 @@ function modelSection(model, control) {
       h("td", { class: "state state-" + version.state, "data-field": "state" },
         version.state + (serving ? " · serving" : "")),
       h("td", { class: "num" }, version.state === "READY" || version.load_seconds ? seconds(version.load_seconds) : "–"),
+      memoryCell(model, version),
       h("td", { class: "num", "data-field": "rate" }, "–"),
       h("td", { class: "num", "data-field": "p50" }, "–"),
       h("td", { class: "num", "data-field": "p99" }, "–"),
@@ -211,7 +234,8 @@ function modelSection(model, control) {
       h("td", { class: "num", "data-field": "errors" }, "0")));
     if (version.reason) {
       rows.push(h("tr", { class: "reason", "data-reason-of": version.version },
-        h("td", { colspan: "9" }, errorBox(version.reason, version.issues))));
+        h("td", { colspan: "10" }, version.state === "AVAILABLE"
+          ? h("p", { class: "note" }, version.reason) : errorBox(version.reason, version.issues))));
     }
   }
   const routing = model.serving !== null
@@ -229,7 +253,7 @@ function modelSection(model, control) {
     actions,
     model.versions.length ? h("div", { class: "scroll" }, h("table", { class: "versions" },
       h("caption", { class: "sr-only" }, "Versions of " + model.name),
-      h("thead", {}, h("tr", {}, ["Version", "State", "Load time", "Requests/s", "p50", "p99", "Queued", "Mean batch", "Errors"]
+      h("thead", {}, h("tr", {}, ["Version", "State", "Load time", "Memory", "Requests/s", "p50", "p99", "Queued", "Mean batch", "Errors"]
         .map((name, i) => h("th", { scope: "col", class: i >= 2 ? "num" : null }, name)))),
       h("tbody", {}, rows))) : null,
     model.versions.map((version) => versionDetails(model, version)));
@@ -285,6 +309,50 @@ function updateLive(model, version, now) {
     const figure = details.querySelector('[data-chart="' + id + '"]');
     if (figure) setBars(figure, stats[id]);
   }
+}
+
+// ---- memory --------------------------------------------------------------------------------
+
+function memoryCounts() {
+  // One row: the columns keep their place while the counts change.
+  const columns = [...Object.entries(LOAD_CAUSES).map(([cause, label]) => ["loads." + cause, label]),
+                   ...Object.entries(EVICTION_REASONS).map(([reason, label]) => ["evictions." + reason, label])];
+  const loads = Object.keys(LOAD_CAUSES).length;
+  return h("table", {},
+    h("caption", {}, "Loads and evictions since the server started"),
+    h("thead", {},
+      h("tr", {}, h("th", { scope: "colgroup", colspan: String(loads) }, "Loads"),
+        h("th", { scope: "colgroup", colspan: String(columns.length - loads) }, "Evictions")),
+      h("tr", {}, columns.map(([, label]) => h("th", { scope: "col", class: "num" }, label)))),
+    h("tbody", {}, h("tr", {}, columns.map(([field]) => h("td", { class: "num", "data-field": field }, "0")))));
+}
+
+function memoryView(memory, models) {
+  const section = document.getElementById("memory");
+  if (!memory) return;
+  const counts = document.getElementById("memory-counts");
+  if (!counts.firstChild) counts.append(memoryCounts());
+  const versions = models.flatMap((m) => m.ensemble ? [] : m.versions);
+  const held = versions.filter((v) => ["READY", "LOADING", "UNLOADING"].includes(v.state)).length;
+  const parked = versions.filter((v) => v.state === "AVAILABLE").length;
+  const where = held + " version" + (held === 1 ? "" : "s") + " in memory, " + parked + " available (loaded on a request).";
+  const meter = document.getElementById("memory-meter");
+  let summary;
+  if (memory.budget_bytes) {
+    const share = Math.min(100, memory.used_bytes / memory.budget_bytes * 100);
+    summary = "Loaded versions hold " + bytes(memory.used_bytes) + " of the " + bytes(memory.budget_bytes) +
+      " budget (" + share.toFixed(0) + "%); " + where;
+    meter.hidden = false;
+    meter.setAttribute("aria-valuenow", share.toFixed(0));
+    meter.classList.toggle("full", share >= 90);
+    meter.querySelector("span").style.width = share.toFixed(1) + "%";
+  } else {
+    summary = "Loaded versions hold " + bytes(memory.used_bytes) + " (no memory budget: --memory-budget sets one); " + where;
+    meter.hidden = true;
+  }
+  setText(section, "summary", summary);
+  for (const [cause] of Object.entries(LOAD_CAUSES)) setText(section, "loads." + cause, String(memory.loads[cause] || 0));
+  for (const [reason] of Object.entries(EVICTION_REASONS)) setText(section, "evictions." + reason, String(memory.evictions[reason] || 0));
 }
 
 // ---- the repository ------------------------------------------------------------------------
@@ -360,6 +428,7 @@ function render(doc) {
     container.querySelector(".empty")?.remove();
   }
   for (const model of doc.models) for (const version of model.versions) updateLive(model, version, doc.time);
+  memoryView(doc.memory, doc.models);
   repositoryView(doc.repository, doc);
 }
 
