@@ -236,7 +236,8 @@ class _Peer:
         elif kind == "refused":
             self.hub._service.refused(*message[1:])
         elif kind == "encoded":
-            self.hub._service.encoded(*message[1:])
+            for name, version, counts, total in message[1]:
+                self.hub._service.encoded_many(name, version, counts, total)
         elif kind == "call":
             asyncio.get_running_loop().create_task(self._call(*message[1:]))
         else:

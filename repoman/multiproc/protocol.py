@@ -10,7 +10,10 @@ front-end -> core
   ("cancel", rid)                               its client went away
   ("free", [offsets])                           done with response blocks
   ("refused", model, version, reason)           a request refused before the core saw it
-  ("encoded", model, version, seconds)          the time one response took to encode
+  ("encoded", [(model, version, counts, sum)])  the times responses took to encode, bucketed
+                                                on stats.SECONDS_BUCKETS
+  "free" and "encoded" gather what one loop iteration saw: one message each per iteration,
+  sent just before the flush that carries the answers they belong to.
   ("call", cid, method, args)                   the rest of the data plane
 core -> front-end
   ("routes", snapshot)                          the routing table, whenever it changes

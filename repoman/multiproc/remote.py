@@ -21,6 +21,7 @@ from repoman.ipc import Arena, Connection, ConnectionLost, tensors
 from repoman.manager.routing import choose
 from repoman.manager.version import State
 from repoman.names import check_model_name
+from repoman.scheduler.stats import SECONDS_BUCKETS, Histogram
 
 RETRIES = 3
 """How often a request whose version was swapped under it is checked again and resent."""
@@ -66,6 +67,12 @@ class RemoteDataPlane:
         self._ids = itertools.count(1)
         self.request_arena: Arena | None = None
         self.response_arena: Arena | None = None
+        # NOTE: gathered over one loop iteration and sent once, just before that iteration's
+        # flush (the one that sends the answers they belong to), so the core still has them
+        # before any later message from this front-end (a scrape's call) or its client's
+        # next request: one message per iteration instead of one per response.
+        self._encode_times: dict[tuple[str, int], Histogram] = {}
+        self._to_free: list[int] = []
         self.connection = connection_factory(self)
 
     def redact(self, text: str) -> str:
@@ -160,8 +167,33 @@ class RemoteDataPlane:
             self.connection.send(("refused", name, version, reason))
 
     def encoded(self, name: str, version: int, seconds: float) -> None:
-        if not self.connection.closed:
-            self.connection.send(("encoded", name, version, seconds))
+        if self.connection.closed:
+            return
+        times = self._encode_times
+        if not times:
+            self.connection.before_flush(self._send_encode_times)
+        histogram = times.get((name, version))
+        if histogram is None:
+            histogram = times[name, version] = Histogram(SECONDS_BUCKETS)
+        histogram.observe(seconds)
+
+    def _send_encode_times(self) -> None:
+        times, self._encode_times = self._encode_times, {}
+        self.connection.send(
+            (
+                "encoded",
+                [(name, version, h.counts, h.total) for (name, version), h in times.items()],
+            )
+        )
+
+    def _free(self, offsets: list[int]) -> None:
+        if not self._to_free:
+            self.connection.before_flush(self._send_free)
+        self._to_free += offsets
+
+    def _send_free(self) -> None:
+        offsets, self._to_free = self._to_free, []
+        self.connection.send(("free", offsets))
 
     # ---- everything else, asked of the core ----------------------------------------------
 
@@ -260,8 +292,8 @@ class RemoteDataPlane:
                 for name, array in tensors.get_all(self.response_arena, descriptors).items()
             }
             used = [d[2] for d in descriptors.values() if d[2] is not None]
-            if used:
-                self.connection.send(("free", used))
+            if used and not self.connection.closed:
+                self._free(used)
             if not future.done():
                 future.set_result(("result", message[2], outputs))
         elif future.done():

@@ -41,6 +41,15 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += count
         self.total += value * count
 
+    def merge(self, counts: list[int], total: float) -> None:
+        """Add another histogram's counts (same bounds) and sum: observations made elsewhere."""
+        if len(counts) != len(self.counts):
+            raise ValueError(f"expected {len(self.counts)} bucket counts, found {len(counts)}")
+        mine = self.counts
+        for index, count in enumerate(counts):
+            mine[index] += count
+        self.total += total
+
     def as_dict(self) -> dict[str, Any]:
         """Bounds, per-bucket (not cumulative) counts ending with +Inf's, and the sum."""
         return {"bounds": list(self.bounds), "counts": list(self.counts), "sum": self.total}
