@@ -310,7 +310,9 @@ class _Peer:
             self.connection.send(("failed", rid, *self._described(error)))
             return
         blocks: list[int] = []
-        outputs = tensors.put_all(self.response_arena, future.result(), blocks)
+        outputs = tensors.put_all(
+            self.response_arena, future.result(), blocks, protocol.INLINE_BYTES
+        )
         self.connection.send(("result", rid, mv.version, outputs))
 
     async def _call(self, cid: int, method: str, args: tuple[Any, ...]) -> None:

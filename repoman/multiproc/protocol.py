@@ -22,12 +22,17 @@ core -> front-end
   ("reply", cid, value) / ("raise", cid, status, message, kind)
                                                 kind: the error's type name (gRPC's status)
 After any answer to ``infer`` the core no longer reads that request's input blocks.
+Tensors of at most INLINE_BYTES travel inline in the descriptor, both ways (no block to free).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+INLINE_BYTES = 4096
+"""Tensors this small (a page) ride in the message: cheaper than a block of the arena, whose
+allocation, release and "free" message cost about three times the copy."""
 
 
 class Retry(Exception):

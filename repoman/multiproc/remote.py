@@ -20,6 +20,7 @@ from repoman.inference import InferRequest, InferResponse
 from repoman.ipc import Arena, Connection, ConnectionLost, tensors
 from repoman.manager.routing import choose
 from repoman.manager.version import State
+from repoman.multiproc.protocol import INLINE_BYTES
 from repoman.names import check_model_name
 from repoman.scheduler.stats import SECONDS_BUCKETS, Histogram
 
@@ -130,7 +131,7 @@ class RemoteDataPlane:
         assert self.request_arena is not None
         rid = next(self._ids)
         blocks: list[int] = []
-        inputs = tensors.put_all(self.request_arena, prepared.inputs, blocks)
+        inputs = tensors.put_all(self.request_arena, prepared.inputs, blocks, INLINE_BYTES)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (future, blocks)
         self.connection.send(
@@ -284,14 +285,16 @@ class RemoteDataPlane:
         for offset in blocks:
             self.request_arena.free(offset)
         if kind == "result":
-            descriptors = message[3]
-            # NOTE: copied out so the core's blocks can be freed at once (the response is
-            # encoded later, after this returns).
-            outputs = {
-                name: array.copy()
-                for name, array in tensors.get_all(self.response_arena, descriptors).items()
-            }
-            used = [d[2] for d in descriptors.values() if d[2] is not None]
+            outputs: dict[str, Any] = {}
+            used = []
+            for name, descriptor in message[3].items():
+                array = tensors.get(self.response_arena, descriptor)
+                if descriptor[2] is not None:
+                    # NOTE: copied out so the core's block can be freed at once (the response
+                    # is encoded later, after this returns); an inline one is ours already.
+                    array = array.copy()
+                    used.append(descriptor[2])
+                outputs[name] = array
             if used and not self.connection.closed:
                 self._free(used)
             if not future.done():
