@@ -143,6 +143,13 @@ class InferenceService:
         if found is not None:
             self._dispatcher.stats(found).encode_seconds.observe(seconds)
 
+    def encoded_many(self, name: str, version: int, counts: list[int], total: float) -> None:
+        """Record encode times observed elsewhere (a front-end's, bucketed on
+        ``stats.SECONDS_BUCKETS``): per-bucket counts and their sum in seconds."""
+        found = self._counted_version(name, version)
+        if found is not None:
+            self._dispatcher.stats(found).encode_seconds.merge(counts, total)
+
     def _counted_version(self, name: str, version: int | None) -> ModelVersion | None:
         try:
             return self._manager.route(name, version)  # NOTE: the common case, one lookup

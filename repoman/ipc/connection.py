@@ -5,6 +5,8 @@ Only small descriptors travel here (tensors go through an :class:`~repoman.ipc.a
 both ends are processes of one server, so pickle is safe. Sends are buffered and flushed
 once per loop iteration, so a burst of messages costs one system call; a send that the
 socket only partly takes keeps the rest, in order, until the socket is writable again.
+What a side gathers over a loop iteration (counts, blocks to free) it sends once, from a
+callback :meth:`Connection.before_flush` runs just before that iteration's flush.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Connection:
         self._outbox = bytearray()
         self._flush_scheduled = False
         self._writing = False
+        self._before: list[Callable[[], None]] = []
         self.closed = False
         self._loop.add_reader(sock.fileno(), self._readable)
 
@@ -60,6 +63,16 @@ class Connection:
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._outbox += _LENGTH.pack(len(payload))
         self._outbox += payload
+        if not self._flush_scheduled and not self._writing:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def before_flush(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, just before the next flush (at the end of this loop
+        iteration), so that what it sends leaves with that flush. Register once per batch."""
+        if self.closed:
+            raise ConnectionLost("the connection is closed")
+        self._before.append(callback)
         if not self._flush_scheduled and not self._writing:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -80,6 +93,13 @@ class Connection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._before and not self.closed:
+            before, self._before = self._before, []
+            for callback in before:
+                try:
+                    callback()
+                except Exception:  # NOTE: as a message handler: logged, never fatal
+                    log.exception("a callback before a flush failed")
         if self.closed or not self._outbox:
             return
         try:

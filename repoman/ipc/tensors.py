@@ -5,6 +5,11 @@ for a block of the writer's arena, or ``(dtype, shape, None, data)`` carrying th
 inline when the arena has no room (rare: the arena is sized for many requests in flight).
 BYTES tensors (numpy object arrays of bytes) travel as their length-prefixed serialisation,
 the binary protocol's own layout.
+
+A writer may also carry small tensors inline on purpose (``inline_up_to``): a tensor of a few
+KiB costs less to copy into the message than a block costs to allocate, free and announce
+(measured for 40 B to 3 KiB: ~1.7 µs inline against ~6 µs through the arena, written, read,
+copied out, freed and the "free" message pickled both ways).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ _BYTES = "BYTES"
 _LEN = struct.Struct("<I")
 
 
-def put(arena: Arena, array: np.ndarray, blocks: list[int]) -> Descriptor:
+def put(arena: Arena, array: np.ndarray, blocks: list[int], inline_up_to: int = 0) -> Descriptor:
     """Write ``array`` for the peer; the blocks used are appended to ``blocks`` (to free once
-    the peer says it is done with them)."""
+    the peer says it is done with them). A tensor of at most ``inline_up_to`` bytes travels
+    inline in the descriptor instead (no block: nothing to free)."""
     if array.dtype == object:
         data = b"".join(_LEN.pack(len(v)) + bytes(v) for v in array.reshape(-1))
         dtype = _BYTES
@@ -36,7 +42,7 @@ def put(arena: Arena, array: np.ndarray, blocks: list[int]) -> Descriptor:
         data = None
         dtype = array.dtype.str
     nbytes = len(data) if data is not None else array.nbytes
-    offset = arena.alloc(nbytes) if nbytes else None
+    offset = arena.alloc(nbytes) if nbytes > inline_up_to else None
     if offset is None:
         inline = data if data is not None else array.tobytes()
         return dtype, array.shape, None, inline
@@ -59,9 +65,9 @@ def get(arena: Arena, descriptor: Descriptor) -> np.ndarray:
 
 
 def put_all(
-    arena: Arena, arrays: Mapping[str, np.ndarray], blocks: list[int]
+    arena: Arena, arrays: Mapping[str, np.ndarray], blocks: list[int], inline_up_to: int = 0
 ) -> dict[str, Descriptor]:
-    return {name: put(arena, array, blocks) for name, array in arrays.items()}
+    return {name: put(arena, array, blocks, inline_up_to) for name, array in arrays.items()}
 
 
 def get_all(arena: Arena, descriptors: Mapping[str, Descriptor]) -> dict[str, np.ndarray]:

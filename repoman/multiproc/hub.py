@@ -236,7 +236,8 @@ class _Peer:
         elif kind == "refused":
             self.hub._service.refused(*message[1:])
         elif kind == "encoded":
-            self.hub._service.encoded(*message[1:])
+            for name, version, counts, total in message[1]:
+                self.hub._service.encoded_many(name, version, counts, total)
         elif kind == "call":
             asyncio.get_running_loop().create_task(self._call(*message[1:]))
         else:
@@ -309,7 +310,9 @@ class _Peer:
             self.connection.send(("failed", rid, *self._described(error)))
             return
         blocks: list[int] = []
-        outputs = tensors.put_all(self.response_arena, future.result(), blocks)
+        outputs = tensors.put_all(
+            self.response_arena, future.result(), blocks, protocol.INLINE_BYTES
+        )
         self.connection.send(("result", rid, mv.version, outputs))
 
     async def _call(self, cid: int, method: str, args: tuple[Any, ...]) -> None:

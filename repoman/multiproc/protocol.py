@@ -10,7 +10,10 @@ front-end -> core
   ("cancel", rid)                               its client went away
   ("free", [offsets])                           done with response blocks
   ("refused", model, version, reason)           a request refused before the core saw it
-  ("encoded", model, version, seconds)          the time one response took to encode
+  ("encoded", [(model, version, counts, sum)])  the times responses took to encode, bucketed
+                                                on stats.SECONDS_BUCKETS
+  "free" and "encoded" gather what one loop iteration saw: one message each per iteration,
+  sent just before the flush that carries the answers they belong to.
   ("call", cid, method, args)                   the rest of the data plane
 core -> front-end
   ("routes", snapshot)                          the routing table, whenever it changes
@@ -19,12 +22,17 @@ core -> front-end
   ("reply", cid, value) / ("raise", cid, status, message, kind)
                                                 kind: the error's type name (gRPC's status)
 After any answer to ``infer`` the core no longer reads that request's input blocks.
+Tensors of at most INLINE_BYTES travel inline in the descriptor, both ways (no block to free).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+INLINE_BYTES = 4096
+"""Tensors this small (a page) ride in the message: cheaper than a block of the arena, whose
+allocation, release and "free" message cost about three times the copy."""
 
 
 class Retry(Exception):

@@ -20,7 +20,9 @@ from repoman.inference import InferRequest, InferResponse
 from repoman.ipc import Arena, Connection, ConnectionLost, tensors
 from repoman.manager.routing import choose
 from repoman.manager.version import State
+from repoman.multiproc.protocol import INLINE_BYTES
 from repoman.names import check_model_name
+from repoman.scheduler.stats import SECONDS_BUCKETS, Histogram
 
 RETRIES = 3
 """How often a request whose version was swapped under it is checked again and resent."""
@@ -66,6 +68,12 @@ class RemoteDataPlane:
         self._ids = itertools.count(1)
         self.request_arena: Arena | None = None
         self.response_arena: Arena | None = None
+        # NOTE: gathered over one loop iteration and sent once, just before that iteration's
+        # flush (the one that sends the answers they belong to), so the core still has them
+        # before any later message from this front-end (a scrape's call) or its client's
+        # next request: one message per iteration instead of one per response.
+        self._encode_times: dict[tuple[str, int], Histogram] = {}
+        self._to_free: list[int] = []
         self.connection = connection_factory(self)
 
     def redact(self, text: str) -> str:
@@ -123,7 +131,7 @@ class RemoteDataPlane:
         assert self.request_arena is not None
         rid = next(self._ids)
         blocks: list[int] = []
-        inputs = tensors.put_all(self.request_arena, prepared.inputs, blocks)
+        inputs = tensors.put_all(self.request_arena, prepared.inputs, blocks, INLINE_BYTES)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (future, blocks)
         self.connection.send(
@@ -160,8 +168,33 @@ class RemoteDataPlane:
             self.connection.send(("refused", name, version, reason))
 
     def encoded(self, name: str, version: int, seconds: float) -> None:
-        if not self.connection.closed:
-            self.connection.send(("encoded", name, version, seconds))
+        if self.connection.closed:
+            return
+        times = self._encode_times
+        if not times:
+            self.connection.before_flush(self._send_encode_times)
+        histogram = times.get((name, version))
+        if histogram is None:
+            histogram = times[name, version] = Histogram(SECONDS_BUCKETS)
+        histogram.observe(seconds)
+
+    def _send_encode_times(self) -> None:
+        times, self._encode_times = self._encode_times, {}
+        self.connection.send(
+            (
+                "encoded",
+                [(name, version, h.counts, h.total) for (name, version), h in times.items()],
+            )
+        )
+
+    def _free(self, offsets: list[int]) -> None:
+        if not self._to_free:
+            self.connection.before_flush(self._send_free)
+        self._to_free += offsets
+
+    def _send_free(self) -> None:
+        offsets, self._to_free = self._to_free, []
+        self.connection.send(("free", offsets))
 
     # ---- everything else, asked of the core ----------------------------------------------
 
@@ -252,16 +285,18 @@ class RemoteDataPlane:
         for offset in blocks:
             self.request_arena.free(offset)
         if kind == "result":
-            descriptors = message[3]
-            # NOTE: copied out so the core's blocks can be freed at once (the response is
-            # encoded later, after this returns).
-            outputs = {
-                name: array.copy()
-                for name, array in tensors.get_all(self.response_arena, descriptors).items()
-            }
-            used = [d[2] for d in descriptors.values() if d[2] is not None]
-            if used:
-                self.connection.send(("free", used))
+            outputs: dict[str, Any] = {}
+            used = []
+            for name, descriptor in message[3].items():
+                array = tensors.get(self.response_arena, descriptor)
+                if descriptor[2] is not None:
+                    # NOTE: copied out so the core's block can be freed at once (the response
+                    # is encoded later, after this returns); an inline one is ours already.
+                    array = array.copy()
+                    used.append(descriptor[2])
+                outputs[name] = array
+            if used and not self.connection.closed:
+                self._free(used)
             if not future.done():
                 future.set_result(("result", message[2], outputs))
         elif future.done():

@@ -19,8 +19,10 @@ from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
 
-SOLO_RUN = 8
-"""Most requests of a model without dynamic batching handed to one worker in one go."""
+SOLO_RUN = 64
+"""Most requests of a model without dynamic batching handed to one worker in one go (their
+answers stream back as each is executed: see ``Running``). Bounds how long one run holds a
+worker while other versions wait for it."""
 
 
 @dataclass(eq=False)
@@ -151,8 +153,8 @@ class VersionQueue:
 
     def take_run(self) -> tuple[Backend, list[tuple[list[Pending], Batch]]]:
         """Reserve an instance and what it runs in one go: the next batch; or, without
-        dynamic batching, up to SOLO_RUN waiting requests (a fair share of them per free
-        instance), each executed alone, so that one hand-off to a worker serves them all.
+        dynamic batching, every waiting request (a fair share of them per free instance, at
+        most SOLO_RUN), each executed alone, so that one hand-off to a worker serves them all.
         Call only when ``ready_at`` is due."""
         if self.dynamic:
             instance, taken, batch = self.take_batch()
@@ -164,7 +166,7 @@ class VersionQueue:
         self.in_flight += 1
         for item in taken:
             self.unqueue(item)
-        return self.free.pop(), [([item], self._batch([item])) for item in taken]
+        return self.free.pop(), [([item], self._solo_batch(item)) for item in taken]
 
     def take_batch(self) -> tuple[Backend, list[Pending], Batch]:
         """Cut the next batch and reserve an instance for it. Call only when ``ready_at`` is due."""
@@ -186,6 +188,30 @@ class VersionQueue:
         for item in taken:
             self.unqueue(item)
         return self.free.pop(), taken, self._batch(taken)
+
+    def _solo_batch(self, item: Pending) -> Batch:
+        """``_batch([item])`` with less work (a model without dynamic batching makes one
+        per request): no padding without dynamic batching."""
+        if item.outputs == self.output_order:
+            output_names = self.output_order
+        else:
+            output_names = tuple(name for name in self.output_order if name in item.outputs)
+        inputs = item.inputs
+        if len(inputs) == len(self.input_names):
+            input_names = self.input_names
+        else:
+            input_names = tuple(name for name in self.input_names if name in inputs)
+        return Batch(
+            [inputs],
+            output_names,
+            input_names,
+            self.batching,
+            0,
+            [item.rows],
+            [item.request_id],
+            [item.parameters or {}],
+            [item.outputs],
+        )
 
     def _batch(self, taken: list[Pending]) -> Batch:
         first = taken[0]

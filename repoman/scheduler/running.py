@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from repoman.backends import Backend, Batch, Result
 from repoman.calls import Caller, calls_through
@@ -27,23 +27,38 @@ when it started and ended."""
 @dataclass(eq=False, slots=True)
 class Running:
     """Work handed to a worker in one go: one batch, or (a model without dynamic batching)
-    several requests executed one after the other, so that one hand-off to the worker and
-    one back serve them all. What to answer when it returns (or is written off)."""
+    every request waiting for the instance, each executed alone, one after the other, so
+    that one hand-off to the worker serves them all. What to answer when it returns (or is
+    written off).
+
+    A run of several parts streams its outcomes back as they come (``outbox``): the worker
+    wakes the loop only when no wake-up is pending (``posted``), so a busy loop collects
+    many outcomes per wake-up, and an early request is not held until the run ends.
+    """
 
     queue: VersionQueue
     instance: Backend
     parts: list[Part]
     handed: int
+    """When it was handed to the worker; then when its last answered part ended."""
     work: Future[list[Outcome]] | None = None
     watchdog: Cancellable | None = None
     written_off: bool = False
     lent: bool = False
     """It made a call to a model and lent its worker's place while it waits (BLS)."""
     finished: bool = False
+    answered: int = 0
+    """Parts answered so far (in order; streamed ones included)."""
+    outbox: deque[Outcome] = field(default_factory=deque)
+    posted: bool = False
 
     @property
     def taken(self) -> list[Pending]:
         return [item for taken, _ in self.parts for item in taken]
+
+    @property
+    def unanswered(self) -> list[Pending]:
+        return [item for taken, _ in self.parts[self.answered :] for item in taken]
 
     def held(self) -> tuple[ModelVersion, ...]:
         """The instances a call from this work would wait on: its own, and (at least) those
@@ -56,28 +71,49 @@ class Running:
         return tuple(counts.elements())
 
 
-def execute(instance: Backend, parts: list[Part], caller: Caller | None = None) -> list[Outcome]:
+Timer = Callable[[], int]
+"""Nanoseconds, monotonic: what a worker times executions with (``time.perf_counter_ns``;
+a test's fake clock decides how long each execution took)."""
+
+
+def execute(
+    instance: Backend,
+    parts: list[Part],
+    caller: Caller | None = None,
+    progress: Callable[[Outcome], None] | None = None,
+    timer: Timer = time.perf_counter_ns,
+) -> list[Outcome]:
     """Run on a worker thread: each batch in turn; one that raises fails alone; one whose
     every client went away meanwhile is skipped. ``caller``: the door for the calls its
-    model makes to models (``repoman.model_caller()`` within ``instance.execute``)."""
+    model makes to models (``repoman.model_caller()`` within ``instance.execute``);
+    ``progress``: told each outcome as soon as it is known (every one but the last)."""
     with calls_through(caller):
-        return _execute(instance, parts)
+        return _execute(instance, parts, progress, timer)
 
 
-def _execute(instance: Backend, parts: list[Part]) -> list[Outcome]:
+def _execute(
+    instance: Backend,
+    parts: list[Part],
+    progress: Callable[[Outcome], None] | None,
+    timer: Timer,
+) -> list[Outcome]:
     outcomes: list[Outcome] = []
-    for taken, batch in parts:
-        started = time.perf_counter_ns()
+    last = len(parts) - 1
+    for index, (taken, batch) in enumerate(parts):
+        started = timer()
         # NOTE: a racy read of another thread's future is fine here: at worst a request
         # cancelled this instant still runs, as it would have without the check.
-        if len(parts) > 1 and all(item.future.done() for item in taken):
-            outcomes.append((None, started, started))
-            continue
-        try:
-            results: Sequence[Result] | BaseException = instance.execute(batch)
-        except Exception as exc:
-            results = exc
-        outcomes.append((results, started, time.perf_counter_ns()))
+        if last and all(item.future.done() for item in taken):
+            outcome: Outcome = (None, started, started)
+        else:
+            try:
+                results: Sequence[Result] | BaseException = instance.execute(batch)
+            except Exception as exc:
+                results = exc
+            outcome = (results, started, timer())
+        outcomes.append(outcome)
+        if progress is not None and index < last:
+            progress(outcome)
     return outcomes
 
 

@@ -20,7 +20,7 @@ from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import VersionQueue
-from repoman.scheduler.running import Outcome, Running, execute, request_error
+from repoman.scheduler.running import Outcome, Running, Timer, execute, request_error
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
 
@@ -52,10 +52,14 @@ class SharedScheduler:
         clock: Clock | None = None,
         execution_timeout: float | None = None,
         on_hung: HungListener | None = None,
+        timer: Timer = time.perf_counter_ns,
     ) -> None:
+        """``clock``: the loop's time and timers (queue delays, deadlines); ``timer``: the
+        nanoseconds executions are timed with, on the workers (fair shares are by them)."""
         self.num_workers = num_batch_threads or os.cpu_count() or 1
         self._pool = WorkerPool(self.num_workers)
         self._clock = clock or LoopClock()
+        self._ns = timer
         self._execution_timeout = execution_timeout or None
         self._on_hung = on_hung
         self.written_off = 0
@@ -251,17 +255,45 @@ class SharedScheduler:
         for taken, _ in parts:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
-        running = Running(queue, instance, parts, time.perf_counter_ns())
+        running = Running(queue, instance, parts, self._ns())
         caller = self._caller(running) if self._calls is not None else None
-        running.work = self._pool.submit(execute, instance, parts, caller)
-        # NOTE: the worker schedules _finished itself (asyncio.wrap_future would take one
-        # more loop iteration, to settle an asyncio future whose callback then runs it).
+        # NOTE: the worker schedules _finished (and _collect) itself: asyncio.wrap_future
+        # would take one more loop iteration, to settle an asyncio future whose callback
+        # then runs it.
         loop = asyncio.get_running_loop()
+        progress = self._progress(running, loop) if len(parts) > 1 else None
+        running.work = self._pool.submit(execute, instance, parts, caller, progress, self._ns)
         running.work.add_done_callback(lambda fut: _call_soon(loop, self._finished, running, fut))
         if self._execution_timeout is not None:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
             )
+
+    def _progress(
+        self, running: Running, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[Outcome], None]:
+        """From the worker: an outcome of a run of several parts, for the loop to answer now
+        (one wake-up for every outcome that arrives before the loop gets to them)."""
+        outbox = running.outbox
+
+        def post(outcome: Outcome) -> None:
+            outbox.append(outcome)
+            if not running.posted:
+                running.posted = True
+                _call_soon(loop, self._collect, running)
+
+        return post
+
+    def _collect(self, running: Running) -> None:
+        # NOTE: posted is cleared before the outbox is read: an outcome the worker adds
+        # meanwhile is either read here or finds posted clear and posts again.
+        running.posted = False
+        if running.written_off or running.finished:
+            return
+        now = self._clock.time()
+        outbox = running.outbox
+        while outbox:
+            self._settle(running, outbox.popleft(), now)
 
     # ---- calls from inside a batch (BLS) ----------------------------------------------
 
@@ -326,24 +358,35 @@ class SharedScheduler:
         self._idle += 1
         self._give_back(running)
         queue.finish(running.instance)
+        running.outbox.clear()  # NOTE: every outcome is in the result too
         error = fut.exception()
         outcomes: list[Outcome] = [] if error is not None else fut.result()
         now = self._clock.time()
-        handed = running.handed
-        for index, (taken, batch) in enumerate(running.parts):
-            results: Sequence[Result] | BaseException | None = (
-                error if error is not None else outcomes[index][0]
-            )
+        while running.answered < len(running.parts):
+            self._settle(running, error if error is not None else outcomes[running.answered], now)
+        self._dispatch()
+
+    def _settle(self, running: Running, outcome: Outcome | BaseException, now: float) -> None:
+        """Answer the next part of ``running`` (parts are answered in order) with its
+        outcome, or with what the whole run raised."""
+        queue = running.queue
+        version = queue.version
+        taken, batch = running.parts[running.answered]
+        running.answered += 1
+        results: Sequence[Result] | BaseException | None
+        if isinstance(outcome, BaseException):
+            results = outcome
+        else:
+            results, started, ended = outcome
             if results is None:
-                continue  # NOTE: skipped: every client of it went away
-            if not isinstance(results, BaseException):
-                _, started, ended = outcomes[index]
-                queue.used_ns += ended - started
-                compute = (
-                    max(0, started - handed),
-                    ended - started,
-                    time.perf_counter_ns() - ended,
-                )
+                return  # NOTE: skipped: every client of it went away
+        if not isinstance(results, BaseException):
+            queue.used_ns += ended - started
+            compute = (max(0, started - running.handed), ended - started, self._ns() - ended)
+            if len(taken) == 1 and taken[0].rows == 1:
+                queue.stats.record_solo(*compute)
+                taken[0].compute = compute
+            else:
                 queue.stats.record_batch(
                     batch.size,
                     len(taken),
@@ -353,28 +396,27 @@ class SharedScheduler:
                 )
                 for item in taken:
                     item.compute = compute
-                handed = ended
-                if len(results) != len(taken):
-                    results = BackendError(
-                        f"backend of model '{version.model}' version {version.version} "
-                        f"returned {len(results)} results for a batch of {len(taken)} requests"
-                    )
-            if isinstance(results, BaseException):
-                failure = results
-                if not isinstance(failure, RepomanError):
-                    failure = BackendError(
-                        f"model '{version.model}' version {version.version} failed: "
-                        f"{type(failure).__name__}: {failure}"
-                    )
-                log.error("%s", failure)
-                results = [failure] * len(taken)
-            for item, result in zip(taken, results, strict=True):
-                if not queue.preserve_ordering:
-                    self._answer(queue, item, result, now)
-                    continue
-                for ready, outcome in queue.deliver(item, result):
-                    self._answer(queue, ready, outcome, now)
-        self._dispatch()
+            running.handed = ended
+            if len(results) != len(taken):
+                results = BackendError(
+                    f"backend of model '{version.model}' version {version.version} "
+                    f"returned {len(results)} results for a batch of {len(taken)} requests"
+                )
+        if isinstance(results, BaseException):
+            failure = results
+            if not isinstance(failure, RepomanError):
+                failure = BackendError(
+                    f"model '{version.model}' version {version.version} failed: "
+                    f"{type(failure).__name__}: {failure}"
+                )
+            log.error("%s", failure)
+            results = [failure] * len(taken)
+        for item, result in zip(taken, results, strict=True):
+            if not queue.preserve_ordering:
+                self._answer(queue, item, result, now)
+                continue
+            for ready, answer in queue.deliver(item, result):
+                self._answer(queue, ready, answer, now)
 
     def _write_off(self, running: Running) -> None:
         """A batch ran past the execution timeout: fail it, replace its worker, and report
@@ -395,7 +437,7 @@ class SharedScheduler:
         log.error("%s", error)
         queue.abandon(running.instance)
         now = self._clock.time()
-        for item in running.taken:
+        for item in running.unanswered:  # NOTE: a streamed part was answered already
             self._answer(queue, item, error, now)
         queue.fail_queued(ModelNotReady(version.model, version.version, reason))
         if self._on_hung is not None:

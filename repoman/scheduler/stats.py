@@ -41,6 +41,15 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += count
         self.total += value * count
 
+    def merge(self, counts: list[int], total: float) -> None:
+        """Add another histogram's counts (same bounds) and sum: observations made elsewhere."""
+        if len(counts) != len(self.counts):
+            raise ValueError(f"expected {len(self.counts)} bucket counts, found {len(counts)}")
+        mine = self.counts
+        for index, count in enumerate(counts):
+            mine[index] += count
+        self.total += total
+
     def as_dict(self) -> dict[str, Any]:
         """Bounds, per-bucket (not cumulative) counts ending with +Inf's, and the sum."""
         return {"bounds": list(self.bounds), "counts": list(self.counts), "sum": self.total}
@@ -197,6 +206,37 @@ class VersionStats:
         total = self.compute_output
         total.count += requests
         total.ns += output_ns * requests
+        per_batch = batch.compute_input
+        per_batch.count += 1
+        per_batch.ns += input_ns
+        per_batch = batch.compute_infer
+        per_batch.count += 1
+        per_batch.ns += infer_ns
+        per_batch = batch.compute_output
+        per_batch.count += 1
+        per_batch.ns += output_ns
+
+    def record_solo(self, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """:meth:`record_batch` for one request of one row (the same counts, less work: a
+        model without dynamic batching records one per request)."""
+        self.execution_count += 1
+        self.inference_count += 1
+        sizes = self.batch_sizes
+        sizes.counts[0] += 1  # NOTE: BATCH_SIZE_BUCKETS starts at 1
+        sizes.total += 1
+        self.batch_wait_seconds.observe(input_ns / 1e9)
+        self.compute_seconds.observe(infer_ns / 1e9)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        batch = self.batches[1]
+        total = self.compute_input
+        total.count += 1
+        total.ns += input_ns
+        total = self.compute_infer
+        total.count += 1
+        total.ns += infer_ns
+        total = self.compute_output
+        total.count += 1
+        total.ns += output_ns
         per_batch = batch.compute_input
         per_batch.count += 1
         per_batch.ns += input_ns

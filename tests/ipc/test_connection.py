@@ -168,6 +168,60 @@ def test_a_burst_of_sends_in_one_loop_iteration_goes_out_in_one_system_call(pair
     run(scenario)
 
 
+def test_what_before_flush_gathers_over_an_iteration_leaves_after_the_sends_in_the_same_call(
+    pair,
+) -> None:
+    async def scenario() -> None:
+        sender = End(RecordingSocket(pair[0]))
+        receiver = End(pair[1])
+        gathered: list[int] = []
+
+        def send_gathered() -> None:
+            sender.connection.send(("gathered", list(gathered)))
+            gathered.clear()
+
+        for i in range(5):
+            if not gathered:
+                sender.connection.before_flush(send_gathered)
+            gathered.append(i)
+            sender.connection.send(("answer", i))
+        await receiver.received(6)
+        assert receiver.messages == [
+            *(("answer", i) for i in range(5)),
+            ("gathered", [0, 1, 2, 3, 4]),
+        ]
+        assert len(sender.connection._sock.sends) == 1
+        sender.connection.before_flush(send_gathered)  # alone: it schedules the flush itself
+        gathered.append(9)
+        await receiver.received(7)
+        assert receiver.messages[-1] == ("gathered", [9])
+        sender.connection.close()
+        receiver.connection.close()
+
+    run(scenario)
+
+
+def test_a_before_flush_callback_that_raises_is_logged_and_the_flush_still_goes_out(
+    pair, caplog
+) -> None:
+    async def scenario() -> None:
+        sender = End(pair[0])
+        receiver = End(pair[1])
+
+        def broken() -> None:
+            raise RuntimeError("broken")
+
+        sender.connection.before_flush(broken)
+        sender.connection.send("after")
+        await receiver.received(1)
+        assert receiver.messages == ["after"]
+        assert "a callback before a flush failed" in caplog.text
+        sender.connection.close()
+        receiver.connection.close()
+
+    run(scenario)
+
+
 def test_each_message_goes_out_as_a_little_endian_length_then_the_pickle(pair) -> None:
     async def scenario() -> None:
         sender = End(pair[0])

@@ -263,6 +263,23 @@ def test_an_array_bigger_than_the_whole_arena_goes_inline() -> None:
         arena.close()
 
 
+def test_tensors_up_to_inline_up_to_bytes_ride_inline_and_larger_ones_take_a_block(
+    arena: Arena,
+) -> None:
+    small = sample(np.dtype(np.float32), (1, 1024))  # 4096 bytes: exactly the limit
+    large = sample(np.dtype(np.float32), (1, 1025))
+    strings = bytes_array([b"abc", b"de"])
+    blocks: list[int] = []
+    descriptors = tensors.put_all(arena, {"s": small, "l": large, "b": strings}, blocks, 4096)
+    assert descriptors["s"][2] is None and descriptors["b"][2] is None
+    assert descriptors["l"][2] is not None and blocks == [descriptors["l"][2]]
+    assert arena.in_use == 1
+    got = tensors.get_all(arena, pickle.loads(pickle.dumps(descriptors)))
+    same(got["s"], small)
+    same(got["l"], large)
+    same(got["b"], strings)
+
+
 # ---- the blocks list --------------------------------------------------------------------------
 
 

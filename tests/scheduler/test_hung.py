@@ -89,3 +89,47 @@ def test_a_written_off_worker_is_replaced_and_never_waited_for() -> None:
     gate.set()
     assert stuck.result(timeout=5) is True
     assert not pool.write_off(stuck)  # finished: nothing to write off
+
+
+class StuckOnSecond(EchoBackend):
+    """Answers its first execution at once; the next ones wait for the test."""
+
+    def load(self) -> None:
+        super().load()
+        self.calls = 0
+
+    def execute(self, batch):
+        self.calls += 1
+        if self.calls > 1:
+            RELEASE.wait(30)
+        return super().execute(batch)
+
+
+def test_a_run_written_off_after_streaming_an_answer_fails_only_the_rest_each_counted_once():
+    RELEASE.clear()
+
+    async def main() -> tuple[object, ...]:
+        clock = ManualClock()
+        scheduler = SharedScheduler(1, clock=clock, execution_timeout=5.0)
+        mv = make_version(StuckOnSecond, max_batch_size=0, dynamic=None)
+        scheduler.open(mv)
+        solo = {"INPUT": np.ones(2, dtype=np.float32)}
+        tasks = [asyncio.create_task(scheduler.submit(mv, solo, ("OUTPUT",))) for _ in range(3)]
+        first = await asyncio.wait_for(tasks[0], 10)  # answered while the run goes on
+        assert not tasks[1].done() and not tasks[2].done()
+        clock.advance(5.1)
+        outcomes = await asyncio.gather(*tasks[1:], return_exceptions=True)
+        stats = scheduler.stats(mv)
+        RELEASE.set()
+        await asyncio.sleep(0.05)
+        await scheduler.close(5)
+        return first, outcomes, stats
+
+    try:
+        first, outcomes, stats = asyncio.run(main())
+    finally:
+        RELEASE.set()
+    assert first["OUTPUT"].shape == (2,)
+    assert all(isinstance(outcome, ExecutionTimeout) for outcome in outcomes)
+    assert stats.success.count == 1 and stats.fail.count == 2
+    assert stats.execution_count == 1

@@ -4,7 +4,6 @@ priorities, queue limits, timeouts, fair sharing."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from repoman.config.model import DynamicBatching, QueuePolicy
 from repoman.errors import InvalidRequest, RequestTimeout, ServerBusy
 from repoman.scheduler import SharedScheduler
+from repoman.scheduler.queue import SOLO_RUN
 from tests.fakes import BlockingBackend, EchoBackend, ManualClock, make_version
 
 
@@ -302,32 +302,85 @@ def test_delay_action_serves_a_late_request_after_the_others():
     assert asyncio.run(main()) == [-1, 2, 1]
 
 
-def test_two_saturated_models_share_the_workers_evenly():
-    lock = threading.Lock()
+class WorkClock:
+    """The workers' nanoseconds, moved only by the fake backends' work (one worker thread):
+    how long an execution took is what its backend says, however loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def _saturate(costs_ms: dict[str, int], requests: int, dynamic: bool) -> list[str]:
+    """Two models, each with ``requests`` requests queued at once on one worker, each
+    execution taking its model's cost; the order the executions ran in."""
+    work = WorkClock()
     executed: list[str] = []
 
-    class Timed(EchoBackend):
+    class Costly(EchoBackend):
         def execute(self, batch):
-            time.sleep(0.002)
-            with lock:
-                executed.append(self.context.config.name)
+            name = self.context.config.name
+            work.ns += costs_ms[name] * 1_000_000
+            executed.append(name)
             return super().execute(batch)
 
     async def main():
-        scheduler = SharedScheduler(1)
-        a = make_version(Timed, name="a", max_batch_size=1)
-        b = make_version(Timed, name="b", max_batch_size=1)
-        scheduler.open(a)
-        scheduler.open(b)
-        tasks = [submit(scheduler, a) for _ in range(60)]
-        tasks += [submit(scheduler, b) for _ in range(60)]
+        scheduler = SharedScheduler(1, timer=work)
+        versions = [
+            make_version(
+                Costly,
+                name=name,
+                max_batch_size=1 if dynamic else 0,
+                dynamic=DynamicBatching() if dynamic else None,
+            )
+            for name in costs_ms
+        ]
+        for mv in versions:
+            scheduler.open(mv)
+        tasks = [
+            asyncio.create_task(
+                scheduler.submit(
+                    mv, rows(1) if dynamic else {"INPUT": np.ones(2, np.float32)}, ("OUTPUT",)
+                )
+            )
+            for mv in versions
+            for _ in range(requests)
+        ]
         await asyncio.gather(*tasks)
         await scheduler.close()
 
     asyncio.run(main())
-    # While both queues are full (the first 60 executions), each model gets 50% ± 10%.
-    share = executed[:60].count("a") / 60
-    assert 0.4 <= share <= 0.6, executed[:60]
+    return executed
+
+
+def test_two_saturated_models_share_the_workers_evenly():
+    executed = _saturate({"a": 2, "b": 2}, 60, dynamic=True)
+    # While both queues are full (the first 60 executions), each model gets half the time:
+    # on the work clock, exactly (turns alternate; ties go to the queue opened first).
+    assert executed[:60].count("a") == 30, executed[:60]
+    assert all(executed[i] != executed[i + 1] for i in range(59)), executed[:60]
+
+
+def test_workers_are_shared_by_time_not_by_executions():
+    executed = _saturate({"slow": 3, "fast": 1}, 60, dynamic=True)
+    # While both are saturated, the fast model runs three executions per slow one.
+    first = executed[:40]
+    assert first.count("fast") == 30 and first.count("slow") == 10, first
+
+
+def test_models_without_dynamic_batching_share_the_workers_by_time_run_by_run():
+    executed = _saturate({"a": 2, "b": 2}, 200, dynamic=False)
+    # A run holds the worker for up to SOLO_RUN executions; turns still alternate by the
+    # time each used, so neither model runs twice in a row while both wait.
+    assert executed.count("a") == executed.count("b") == 200
+    runs = [executed[0]]
+    for name in executed[1:]:
+        if name != runs[-1]:
+            runs.append(name)
+    assert len(runs) >= 2 * (200 // SOLO_RUN), runs
+    assert executed[: 2 * SOLO_RUN].count("a") == SOLO_RUN, executed[: 2 * SOLO_RUN]
 
 
 def test_a_model_without_dynamic_batching_runs_one_request_per_execution():

@@ -178,3 +178,38 @@ def test_drain_finishes_queued_work_and_refuses_new():
     scheduler, mv, results = run(main())
     assert scheduler.queue_state(mv) is QueueState.CLOSED
     assert [r["OUTPUT"][0, 0] for r in results] == [0.0, 1.0, 2.0]
+
+
+def test_a_run_of_requests_without_dynamic_batching_answers_each_as_it_is_executed():
+    gate = threading.Event()
+
+    class SecondWaits(EchoBackend):
+        def load(self) -> None:
+            super().load()
+            self.calls = 0
+
+        def execute(self, batch):
+            self.calls += 1
+            if self.calls == 2:
+                gate.wait(10)
+            return super().execute(batch)
+
+    async def main() -> None:
+        scheduler = SharedScheduler(1)
+        mv = make_version(SecondWaits, max_batch_size=0)
+        scheduler.open(mv)
+        solo = {"INPUT": np.ones(2, dtype=np.float32)}
+        tasks = [asyncio.create_task(scheduler.submit(mv, solo, ("OUTPUT",))) for _ in range(3)]
+        await asyncio.wait_for(tasks[0], 10)  # one hand-off took all three
+        assert not tasks[1].done() and not tasks[2].done()
+        gate.set()
+        await asyncio.gather(*tasks)
+        stats = scheduler.stats(mv)
+        assert stats.execution_count == 3 and stats.success.count == 3
+        assert stats.compute_input.count == 3 and stats.queue.count == 3
+        await scheduler.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
