@@ -4,7 +4,7 @@
 #   docker build --build-arg EXTRAS= -t repoman:0.1.0-onnx .   # the core: ONNX Runtime only
 #   docker run --rm -p 8000:8000 -v "$PWD/model_repository:/mnt/models:ro" repoman:0.1.0
 #
-# Ports: 8000 HTTP (KServe v2, and Prometheus metrics at /metrics); 8001 is reserved for gRPC.
+# Ports: 8000 HTTP (KServe v2, and Prometheus metrics at /metrics); 8001 gRPC (KServe v2).
 # KServe runs it on 8080 through the ServingRuntime's args (deploy/kserve/). docs/deploying.md
 # says more.
 

@@ -43,6 +43,8 @@ def launch(runtime: str, mnt_models: Path, isvc_name: str) -> tuple[ServerProces
         elif flag == "--http-port":
             assert int(value) == port, (arg, port)
             arg = f"{flag}=0"  # NOTE: the OS picks a free one; the log says which
+        elif flag == "--grpc-port":
+            arg = f"{flag}=0"
         elif flag in ("--host", "--http-address"):
             arg = f"{flag}=127.0.0.1"
         rewritten.append(arg)
@@ -102,6 +104,11 @@ def test_single_model_the_storage_initializer_layout_is_served_as_the_isvc_model
     assert next(o for o in answer["outputs"] if o["name"] == "label")["data"] == [0]
     status, index = server.request("POST", "/v2/repository/index", b"{}")
     assert [(row["name"], row["state"]) for row in index] == [("digits", "READY")], index
+    # the runtime's args serve grpc-v2 beside HTTP
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server.grpc_address) as client:
+        assert client.is_server_ready() and client.is_model_ready("digits")
     # what the autoscaling example queries is on the port Prometheus is told to scrape
     metrics = urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode()
     for name in ("nv_inference_pending_request_count", "nv_inference_queue_duration_us",

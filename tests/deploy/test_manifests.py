@@ -57,6 +57,7 @@ def test_the_runtimes_are_what_kserve_expects_of_a_v2_runtime(name) -> None:
     assert container["image"].endswith(f":{repoman.__version__}")
     assert "--model-repository=/mnt/models" in container["args"]
     assert "--http-port=8080" in container["args"]
+    assert "--grpc-port=8081" in container["args"] and "grpc-v2" in spec["protocolVersions"]
     assert [p["containerPort"] for p in container["ports"]] == [8080]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
