@@ -160,8 +160,10 @@ def test_tritonclient_sees_errors_as_exceptions(client):
 def test_repository_index_lists_versions(bundled_server):
     status, index = bundled_server.request("POST", "/v2/repository/index", b"{}")
     assert status == 200
-    assert {"name": "digits", "version": "1", "state": "READY"} in index
-    assert {"name": "iris", "version": "1", "state": "READY"} in index
+    rows = {(row["name"], row.get("version")): row for row in index}
+    for name in ("digits", "iris"):
+        assert rows[(name, "1")]["state"] == "READY", index
+        assert rows[(name, "1")]["memory_bytes"] > 0  # measured when it loaded
 
 
 def test_statistics_count_what_was_sent(bundled_server, heldout):

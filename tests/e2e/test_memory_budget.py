@@ -302,7 +302,10 @@ def test_under_load_the_resident_set_stays_within_the_budget_and_nothing_fails(
     text = metrics(server)
     evictions = metric(text, 'repoman_model_evictions_total{reason="memory_budget"}')
     assert evictions >= 8, text  # NOTE: twelve models in room for four: it had to evict
-    assert used_peak[0] <= budget
+    # NOTE: a load that measures a little over its prediction (the ballast's pages plus what
+    # other threads allocated meanwhile) is in the books a moment before the others make up
+    # for it: at most that surplus over the budget, never a model's worth
+    assert used_peak[0] <= budget + 1 * MB, used_peak[0] - budget
     margin = 16 * MB + 24 * MB
     assert peak[0] - baseline <= budget + margin, (
         f"the server's resident set grew by {(peak[0] - baseline) / MB:.1f} MiB "
