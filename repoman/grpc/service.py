@@ -1,8 +1,10 @@
 """Thin KServe v2 gRPC handlers (Triton's GRPCInferenceService): call the data plane, answer.
 
-Every RPC runs through one wrapper that asks the access policy (the ``authorization``
-metadata, as HTTP's header) and turns errors into gRPC statuses (status.py), with the
-messages the HTTP edge sends.
+Each RPC is a coroutine on the event loop taking the request and the call's metadata; the
+transport (bridge.py) runs it for grpcio's handler thread. Every RPC runs through one wrapper
+that asks the access policy (the ``authorization`` metadata, as HTTP's header) and turns
+errors into :class:`Aborted` with their gRPC status (status.py) and the messages the HTTP edge
+sends; the transport aborts the call with it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Method = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+Metadata = Sequence[tuple[str, str | bytes]]
+"""A call's invocation metadata."""
+Method = Callable[[Any, Request, Metadata], Awaitable[Response]]
 
 STREAMING = (
     "ModelStreamInfer (streaming inference for decoupled models) is not supported by repoman; "
@@ -51,8 +55,17 @@ def _version(text: str) -> int | None:
     return parse_version(text) if text else None
 
 
-def _authorization(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
+class Aborted(Exception):
+    """The answer to an RPC is this status: the transport aborts the call with it."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code = code
+        self.details = details
+
+
+def _authorization(metadata: Metadata) -> str:
+    for key, value in metadata or ():
         if key == "authorization":
             return value if isinstance(value, str) else ""
     return ""
@@ -67,29 +80,28 @@ def rpc(
     def wrap(method: Method[Request, Response]) -> Method[Request, Response]:
         @functools.wraps(method)
         async def handler(
-            self: InferenceServicer, request: Request, context: grpc.aio.ServicerContext
+            self: InferenceServicer, request: Request, metadata: Metadata
         ) -> Response:
             policy = self.policy
             if policy.restricts:
-                denied = policy.check(scope, _authorization(context))
+                denied = policy.check(scope, _authorization(metadata))
                 if denied is not None:
                     if inference:
                         _count_refusal(self.plane, request, "unauthorized")
-                    await context.abort(BY_HTTP_STATUS[denied.status], denied.message)
+                    raise Aborted(BY_HTTP_STATUS[denied.status], denied.message)
             try:
-                return await method(self, request, context)
+                return await method(self, request, metadata)
             except RepomanError as exc:
-                await context.abort(status_of(exc), self.plane.redact(exc.message))
-            except grpc.aio.AbortError:
+                raise Aborted(status_of(exc), self.plane.redact(exc.message)) from None
+            except Aborted:
                 raise
             except Exception as exc:
                 log.exception("unexpected error serving gRPC %s", method.__name__)
                 # NOTE: the exception's text stays in the log: it may name files or internals.
-                await context.abort(
+                raise Aborted(
                     grpc.StatusCode.INTERNAL,
                     f"internal error ({type(exc).__name__}); see the server log",
-                )
-            raise AssertionError("context.abort returned")  # pragma: no cover
+                ) from None
 
         return handler
 
@@ -104,8 +116,8 @@ def _count_refusal(plane: DataPlane, request: Any, reason: str) -> None:
     plane.refused(request.model_name, version, reason)
 
 
-async def _unimplemented(context: grpc.aio.ServicerContext, message: str) -> Any:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+async def _unimplemented(message: str) -> Any:
+    raise Aborted(grpc.StatusCode.UNIMPLEMENTED, message)
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -118,35 +130,35 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     # ---- health and metadata -------------------------------------------------------------
 
     @rpc(Scope.HEALTH)
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
+    async def ServerLive(self, request: pb.ServerLiveRequest, metadata: Metadata) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     @rpc(Scope.HEALTH)
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> Any:
+    async def ServerReady(self, request: pb.ServerReadyRequest, metadata: Metadata) -> Any:
         return pb.ServerReadyResponse(ready=self.plane.ready)
 
     @rpc(Scope.DATA)
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> Any:
+    async def ModelReady(self, request: pb.ModelReadyRequest, metadata: Metadata) -> Any:
         ready = await self.plane.model_ready(request.name, _version(request.version))
         return pb.ModelReadyResponse(ready=ready)
 
     @rpc(Scope.DATA)
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> Any:
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, metadata: Metadata) -> Any:
         return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
     @rpc(Scope.DATA)
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> Any:
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, metadata: Metadata) -> Any:
         found = await self.plane.model_metadata(request.name, _version(request.version))
         return json_format.ParseDict(found, pb.ModelMetadataResponse())
 
     @rpc(Scope.DATA)
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:
+    async def ModelConfig(self, request: pb.ModelConfigRequest, metadata: Metadata) -> Any:
         found = await self.plane.model_config(request.name, _version(request.version))
         config = json_format.ParseDict(found, model_config_pb2.ModelConfig())
         return pb.ModelConfigResponse(config=config)
 
     @rpc(Scope.DATA)
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> Any:
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, metadata: Metadata) -> Any:
         if request.name:
             found = await self.plane.statistics(request.name, _version(request.version))
         else:
@@ -156,7 +168,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     # ---- inference -----------------------------------------------------------------------
 
     @rpc(Scope.DATA, inference=True)
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
+    async def ModelInfer(self, request: pb.ModelInferRequest, metadata: Metadata) -> Any:
         name = request.model_name
         version = _version(request.model_version)
 
@@ -171,15 +183,13 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.plane.encoded(name, response.model_version, time.perf_counter() - started)
         return encoded
 
-    async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> Any:
-        await _unimplemented(context, STREAMING)
+    async def ModelStreamInfer(self, request_iterator: object, metadata: Metadata) -> Any:
+        await _unimplemented(STREAMING)
 
     # ---- the repository extension ---------------------------------------------------------
 
     @rpc(Scope.REPOSITORY)
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, metadata: Metadata) -> Any:
         rows = await self.plane.repository_index()
         return pb.RepositoryIndexResponse(
             models=[
@@ -192,7 +202,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc(Scope.REPOSITORY)
     async def RepositoryModelLoad(
-        self, request: pb.RepositoryModelLoadRequest, context: Any
+        self, request: pb.RepositoryModelLoadRequest, metadata: Metadata
     ) -> Any:
         config_text = load_config_text(parameter_values(request.parameters))
         await self.plane.load_model(request.model_name, config_text)
@@ -200,7 +210,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc(Scope.REPOSITORY)
     async def RepositoryModelUnload(
-        self, request: pb.RepositoryModelUnloadRequest, context: Any
+        self, request: pb.RepositoryModelUnloadRequest, metadata: Metadata
     ) -> Any:
         parameters = parameter_values(request.parameters)
         await self.plane.unload_model(request.model_name, unload_dependents(parameters))
@@ -208,32 +218,31 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # ---- Triton's other extensions: not served --------------------------------------------
 
-    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await _unimplemented(context, SHARED_MEMORY)
+    async def SystemSharedMemoryStatus(self, request: Any, metadata: Metadata) -> Any:
+        await _unimplemented(SHARED_MEMORY)
 
-    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await _unimplemented(context, SHARED_MEMORY)
+    async def SystemSharedMemoryRegister(self, request: Any, metadata: Metadata) -> Any:
+        await _unimplemented(SHARED_MEMORY)
 
-    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await _unimplemented(context, SHARED_MEMORY)
+    async def SystemSharedMemoryUnregister(self, request: Any, metadata: Metadata) -> Any:
+        await _unimplemented(SHARED_MEMORY)
 
-    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await _unimplemented(context, SHARED_MEMORY)
+    async def CudaSharedMemoryStatus(self, request: Any, metadata: Metadata) -> Any:
+        await _unimplemented(SHARED_MEMORY)
 
-    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await _unimplemented(context, SHARED_MEMORY)
+    async def CudaSharedMemoryRegister(self, request: Any, metadata: Metadata) -> Any:
+        await _unimplemented(SHARED_MEMORY)
 
-    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await _unimplemented(context, SHARED_MEMORY)
+    async def CudaSharedMemoryUnregister(self, request: Any, metadata: Metadata) -> Any:
+        await _unimplemented(SHARED_MEMORY)
 
-    async def TraceSetting(self, request: Any, context: Any) -> Any:
+    async def TraceSetting(self, request: Any, metadata: Metadata) -> Any:
         await _unimplemented(
-            context, "trace settings are not supported by repoman (it keeps no request traces)"
+            "trace settings are not supported by repoman (it keeps no request traces)"
         )
 
-    async def LogSettings(self, request: Any, context: Any) -> Any:
+    async def LogSettings(self, request: Any, metadata: Metadata) -> Any:
         await _unimplemented(
-            context,
             "log settings cannot be changed at run time; start repoman with --log-level "
             "and --log-format",
         )
