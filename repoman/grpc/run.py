@@ -1,19 +1,15 @@
 """Running the gRPC edge: bind (a clear error when the port is taken), start, say where, stop.
 
-grpcio's threaded server takes the calls in; its handler threads hand each one to the event
-loop that serves HTTP (bridge.py). Front-end processes share one gRPC port through
-SO_REUSEPORT: the core reserves the port (bound, never listening, so the kernel hands it no
-connection) and every front-end binds it too.
+grpcio's asyncio server runs in the event loop that serves HTTP. Front-end processes share
+one gRPC port through SO_REUSEPORT: the core reserves the port (bound, never listening, so
+the kernel hands it no connection) and every front-end binds it too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -21,7 +17,6 @@ from tritonclient.grpc import service_pb2_grpc
 
 from repoman.dataplane.api import DataPlane
 from repoman.errors import RepomanError
-from repoman.grpc.bridge import LoopBridge
 from repoman.grpc.service import InferenceServicer
 from repoman.server.auth import AccessPolicy
 
@@ -31,11 +26,6 @@ DEFAULT_GRPC_PORT = 8001
 """Triton's."""
 OFF = -1
 """The ``--grpc-port`` that turns gRPC off."""
-EXPERIMENT = os.environ.get("REPOMAN_EXPERIMENT_GRPC", "")
-"""EXPERIMENT (issue #17, reverted after measuring): ``grpclib`` serves with grpclib instead."""
-HANDLER_THREADS = int(os.environ.get("REPOMAN_EXPERIMENT_GRPC_THREADS", "16"))
-"""grpcio's handler threads: the most calls in the event loop at once (more wait for a
-thread). Each blocks while its call is in the loop, so they bound how many can batch."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +53,7 @@ class GrpcEdge:
         self._plane = plane
         self._policy = policy
         self._options = options
-        self._server: grpc.Server | None = None
-        self._threads: ThreadPoolExecutor | None = None
+        self._server: grpc.aio.Server | None = None
         self.port = 0
 
     def bind(self) -> int:
@@ -72,22 +61,15 @@ class GrpcEdge:
         when it is taken. NOTE: gRPC turns SO_REUSEPORT on by default, which would let two
         servers share a port silently; off unless front-ends share it on purpose."""
         options = self._options
-        if EXPERIMENT == "grpclib":
-            sock, self.port = reserve_port(options.host, options.port)
-            sock.close()
-            return self.port
-        threads = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="repoman-grpc")
-        server = grpc.server(
-            threads,
+        server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 1 if options.shared else 0),
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
-            ],
+            ]
         )
-        servicer = InferenceServicer(self._plane, self._policy)
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            LoopBridge(servicer, asyncio.get_running_loop()), server
+            InferenceServicer(self._plane, self._policy), server
         )
         where = address(options.host, options.port)
         try:
@@ -96,36 +78,18 @@ class GrpcEdge:
             raise RepomanError(f"cannot listen for gRPC on {where}: {exc}") from None
         if port == 0:  # NOTE: older grpcio answers 0 instead of raising
             raise RepomanError(f"cannot listen for gRPC on {where}: the address is in use")
-        self._server, self._threads, self.port = server, threads, port
+        self._server, self.port = server, port
         return port
 
     async def lifecycle(self, app: object = None) -> AsyncIterator[None]:
-        if EXPERIMENT == "grpclib":
-            if not self.port:
-                self.bind()
-            from grpclib.server import Server
-
-            from repoman.grpc.h2 import GrpclibService
-
-            h2 = Server([GrpclibService(InferenceServicer(self._plane, self._policy))])
-            await h2.start(self._options.host, self.port, reuse_port=self._options.shared)
-            log_listening(self._options.host, self.port, "gRPC")
-            yield
-            h2.close()
-            await h2.wait_closed()
-            return
         if self._server is None:
             self.bind()
-        server, threads = self._server, self._threads
-        assert server is not None and threads is not None
-        server.start()
+        assert self._server is not None
+        await self._server.start()
         if not self._options.shared:
             log_listening(self._options.host, self.port, "gRPC")
         yield
-        # NOTE: in-flight calls finish on this loop during the grace, so wait off the loop.
-        stopped = server.stop(self._options.grace)
-        await asyncio.to_thread(stopped.wait)
-        await asyncio.to_thread(threads.shutdown)
+        await self._server.stop(self._options.grace)
 
 
 def log_listening(host: str, port: int, what: str) -> None:

@@ -1,10 +1,8 @@
 """Thin KServe v2 gRPC handlers (Triton's GRPCInferenceService): call the data plane, answer.
 
-Each RPC is a coroutine on the event loop taking the request and the call's metadata; the
-transport (bridge.py) runs it for grpcio's handler thread. Every RPC runs through one wrapper
-that asks the access policy (the ``authorization`` metadata, as HTTP's header) and turns
-errors into :class:`Aborted` with their gRPC status (status.py) and the messages the HTTP edge
-sends; the transport aborts the call with it.
+Every RPC runs through one wrapper that asks the access policy (the ``authorization``
+metadata, as HTTP's header) and turns errors into gRPC statuses (status.py), with the
+messages the HTTP edge sends.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -34,9 +32,7 @@ log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Metadata = Sequence[tuple[str, str | bytes]]
-"""A call's invocation metadata."""
-Method = Callable[[Any, Request, Metadata], Awaitable[Response]]
+Method = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 STREAMING = (
     "ModelStreamInfer (streaming inference for decoupled models) is not supported by repoman; "
@@ -55,17 +51,8 @@ def _version(text: str) -> int | None:
     return parse_version(text) if text else None
 
 
-class Aborted(Exception):
-    """The answer to an RPC is this status: the transport aborts the call with it."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, details)
-        self.code = code
-        self.details = details
-
-
-def _authorization(metadata: Metadata) -> str:
-    for key, value in metadata or ():
+def _authorization(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             return value if isinstance(value, str) else ""
     return ""
@@ -80,28 +67,29 @@ def rpc(
     def wrap(method: Method[Request, Response]) -> Method[Request, Response]:
         @functools.wraps(method)
         async def handler(
-            self: InferenceServicer, request: Request, metadata: Metadata
+            self: InferenceServicer, request: Request, context: grpc.aio.ServicerContext
         ) -> Response:
             policy = self.policy
             if policy.restricts:
-                denied = policy.check(scope, _authorization(metadata))
+                denied = policy.check(scope, _authorization(context))
                 if denied is not None:
                     if inference:
                         _count_refusal(self.plane, request, "unauthorized")
-                    raise Aborted(BY_HTTP_STATUS[denied.status], denied.message)
+                    await context.abort(BY_HTTP_STATUS[denied.status], denied.message)
             try:
-                return await method(self, request, metadata)
+                return await method(self, request, context)
             except RepomanError as exc:
-                raise Aborted(status_of(exc), self.plane.redact(exc.message)) from None
-            except Aborted:
+                await context.abort(status_of(exc), self.plane.redact(exc.message))
+            except grpc.aio.AbortError:
                 raise
             except Exception as exc:
                 log.exception("unexpected error serving gRPC %s", method.__name__)
                 # NOTE: the exception's text stays in the log: it may name files or internals.
-                raise Aborted(
+                await context.abort(
                     grpc.StatusCode.INTERNAL,
                     f"internal error ({type(exc).__name__}); see the server log",
-                ) from None
+                )
+            raise AssertionError("context.abort returned")  # pragma: no cover
 
         return handler
 
@@ -116,8 +104,8 @@ def _count_refusal(plane: DataPlane, request: Any, reason: str) -> None:
     plane.refused(request.model_name, version, reason)
 
 
-async def _unimplemented(message: str) -> Any:
-    raise Aborted(grpc.StatusCode.UNIMPLEMENTED, message)
+async def _unimplemented(context: grpc.aio.ServicerContext, message: str) -> Any:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -130,35 +118,35 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     # ---- health and metadata -------------------------------------------------------------
 
     @rpc(Scope.HEALTH)
-    async def ServerLive(self, request: pb.ServerLiveRequest, metadata: Metadata) -> Any:
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     @rpc(Scope.HEALTH)
-    async def ServerReady(self, request: pb.ServerReadyRequest, metadata: Metadata) -> Any:
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> Any:
         return pb.ServerReadyResponse(ready=self.plane.ready)
 
     @rpc(Scope.DATA)
-    async def ModelReady(self, request: pb.ModelReadyRequest, metadata: Metadata) -> Any:
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> Any:
         ready = await self.plane.model_ready(request.name, _version(request.version))
         return pb.ModelReadyResponse(ready=ready)
 
     @rpc(Scope.DATA)
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, metadata: Metadata) -> Any:
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> Any:
         return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
     @rpc(Scope.DATA)
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, metadata: Metadata) -> Any:
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> Any:
         found = await self.plane.model_metadata(request.name, _version(request.version))
         return json_format.ParseDict(found, pb.ModelMetadataResponse())
 
     @rpc(Scope.DATA)
-    async def ModelConfig(self, request: pb.ModelConfigRequest, metadata: Metadata) -> Any:
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:
         found = await self.plane.model_config(request.name, _version(request.version))
         config = json_format.ParseDict(found, model_config_pb2.ModelConfig())
         return pb.ModelConfigResponse(config=config)
 
     @rpc(Scope.DATA)
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, metadata: Metadata) -> Any:
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> Any:
         if request.name:
             found = await self.plane.statistics(request.name, _version(request.version))
         else:
@@ -168,7 +156,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     # ---- inference -----------------------------------------------------------------------
 
     @rpc(Scope.DATA, inference=True)
-    async def ModelInfer(self, request: pb.ModelInferRequest, metadata: Metadata) -> Any:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
         name = request.model_name
         version = _version(request.model_version)
 
@@ -183,13 +171,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.plane.encoded(name, response.model_version, time.perf_counter() - started)
         return encoded
 
-    async def ModelStreamInfer(self, request_iterator: object, metadata: Metadata) -> Any:
-        await _unimplemented(STREAMING)
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> Any:
+        await _unimplemented(context, STREAMING)
 
     # ---- the repository extension ---------------------------------------------------------
 
     @rpc(Scope.REPOSITORY)
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, metadata: Metadata) -> Any:
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:
         rows = await self.plane.repository_index()
         return pb.RepositoryIndexResponse(
             models=[
@@ -202,7 +192,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc(Scope.REPOSITORY)
     async def RepositoryModelLoad(
-        self, request: pb.RepositoryModelLoadRequest, metadata: Metadata
+        self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> Any:
         config_text = load_config_text(parameter_values(request.parameters))
         await self.plane.load_model(request.model_name, config_text)
@@ -210,7 +200,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc(Scope.REPOSITORY)
     async def RepositoryModelUnload(
-        self, request: pb.RepositoryModelUnloadRequest, metadata: Metadata
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> Any:
         parameters = parameter_values(request.parameters)
         await self.plane.unload_model(request.model_name, unload_dependents(parameters))
@@ -218,31 +208,32 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # ---- Triton's other extensions: not served --------------------------------------------
 
-    async def SystemSharedMemoryStatus(self, request: Any, metadata: Metadata) -> Any:
-        await _unimplemented(SHARED_MEMORY)
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        await _unimplemented(context, SHARED_MEMORY)
 
-    async def SystemSharedMemoryRegister(self, request: Any, metadata: Metadata) -> Any:
-        await _unimplemented(SHARED_MEMORY)
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await _unimplemented(context, SHARED_MEMORY)
 
-    async def SystemSharedMemoryUnregister(self, request: Any, metadata: Metadata) -> Any:
-        await _unimplemented(SHARED_MEMORY)
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        await _unimplemented(context, SHARED_MEMORY)
 
-    async def CudaSharedMemoryStatus(self, request: Any, metadata: Metadata) -> Any:
-        await _unimplemented(SHARED_MEMORY)
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        await _unimplemented(context, SHARED_MEMORY)
 
-    async def CudaSharedMemoryRegister(self, request: Any, metadata: Metadata) -> Any:
-        await _unimplemented(SHARED_MEMORY)
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await _unimplemented(context, SHARED_MEMORY)
 
-    async def CudaSharedMemoryUnregister(self, request: Any, metadata: Metadata) -> Any:
-        await _unimplemented(SHARED_MEMORY)
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        await _unimplemented(context, SHARED_MEMORY)
 
-    async def TraceSetting(self, request: Any, metadata: Metadata) -> Any:
+    async def TraceSetting(self, request: Any, context: Any) -> Any:
         await _unimplemented(
-            "trace settings are not supported by repoman (it keeps no request traces)"
+            context, "trace settings are not supported by repoman (it keeps no request traces)"
         )
 
-    async def LogSettings(self, request: Any, metadata: Metadata) -> Any:
+    async def LogSettings(self, request: Any, context: Any) -> Any:
         await _unimplemented(
+            context,
             "log settings cannot be changed at run time; start repoman with --log-level "
             "and --log-format",
         )
