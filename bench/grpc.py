@@ -186,7 +186,7 @@ def print_table(rows: list[dict]) -> None:
         if r["concurrency"] < 64 or not r["variant"].endswith(" gRPC"):
             continue
         model, conc, name = r["model"], r["concurrency"], r["variant"].removesuffix(" gRPC")
-        if name not in {v.name for v in REPOMAN + COMPARED}:
+        if name not in {v.name for v in (*REPOMAN, *COMPARED)}:
             continue
         if name != "repoman":
             print(f"{model:5} c{conc}: {name} gRPC / {name} HTTP throughput "
