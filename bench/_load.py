@@ -28,12 +28,15 @@ def log(msg: str) -> None:
 class Server:
     """A server subprocess in its own session; its output is drained and the tail kept."""
 
-    def __init__(self, name: str, cmd: list[str]) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> None:
         self.name, self.tail = name, deque(maxlen=40)
         self.port: int | None = None
         self.proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=cwd,
+            env=env,
             stdout=subprocess.PIPE,
             text=True,
             stderr=subprocess.STDOUT,

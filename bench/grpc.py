@@ -15,8 +15,15 @@ goes to stderr, the table to stdout.
 perf_analyzer's gRPC client shares one connection among up to 6 of its concurrent workers
 (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT, default 6: 11 connections at c64); --share sets it.
 
+``cpu ms`` is the server process's CPU time per answered request over the step (client ramp
+included, alike for all rows; with --http-workers > 1 it counts the core process only, so it
+is left out). ``--compare NAME=DIR[@VAR=VALUE...]`` also runs repoman from another checkout
+(a ``git worktree`` of another commit, say), with those variables set, in the same rounds:
+its rows are ``NAME HTTP`` and ``NAME gRPC``; it is how issue #17's transports were weighed.
+
 Usage: .venv/bin/python bench/grpc.py [--concurrency 1 64] [--rounds N] [--requests N]
-       [--http-workers N] [--no-baselines] [--share N] [--models-dir DIR] [--json FILE]
+       [--http-workers N] [--no-baselines] [--share N] [--compare NAME=DIR[@VAR=VALUE...]]
+       [--models-dir DIR] [--json FILE]
 (make the models first where onnx is not installed: PYTHONPATH=<onnx> python
 bench/make_models.py DIR --batching on --no-measure, then --models-dir DIR)
 """
@@ -55,6 +62,8 @@ class Variant:
 
 
 REPOMAN = (Variant("repoman", "http", "repoman"), Variant("repoman", "grpc", "repoman"))
+COMPARED: list[Variant] = []
+"""--compare's repomans, each over both protocols."""
 BASELINES = (
     *(Variant(f"bare-{mode}", "grpc", f"bare-{mode}") for mode in BARE_GRPC),
     Variant("bare-batch", "http", "bare-batch-http"),
@@ -64,9 +73,9 @@ BASELINES = (
 class DualServer(Server):
     """A server with its gRPC port read from the log too."""
 
-    def __init__(self, name: str, cmd: list[str]) -> None:
+    def __init__(self, name: str, cmd: list[str], **how) -> None:
         self.grpc_port: int | None = None
-        super().__init__(name, cmd)
+        super().__init__(name, cmd, **how)
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
@@ -110,15 +119,36 @@ def start_baselines(stack: ExitStack, models: Path, model: str) -> dict[str, Dua
     return servers
 
 
+def start_repoman(name: str, models: Path, args, checkout: str | None = None) -> DualServer:
+    """repoman serving both protocols; ``checkout``: ``DIR[@VAR=VALUE...]``, another checkout
+    (its code and plugins first on the path) with those variables set."""
+    cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(models)]
+    cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
+    cmd += ["--http-workers", str(args.http_workers)]
+    if checkout is None:
+        return DualServer(name, cmd)
+    folder, *variables = checkout.split("@")
+    root = Path(folder).resolve()
+    path = os.pathsep.join(filter(None, (str(root), str(root / "plugins"),
+                                         os.environ.get("PYTHONPATH"))))
+    env = dict(os.environ, PYTHONPATH=path, **dict(v.split("=", 1) for v in variables))
+    return DualServer(name, cmd, cwd=root, env=env)
+
+
 def step(server: DualServer, model: str, protocol: str, conc: int, args) -> dict:
     port = server.grpc_port if protocol == "grpc" else server.port
     cmd = [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol]
     cmd += f"--concurrency-range {conc} --measurement-mode count_windows -s 1000".split()
     cmd += f"--measurement-request-count {args.requests} --max-trials 3".split()
-    return run_perf(cmd, args.step_timeout)
+    cpu = server.cpu_seconds()
+    row = run_perf(cmd, args.step_timeout)
+    if args.http_workers == 1 and row.get("infer_s"):
+        answered = row["infer_s"] * row["wall_s"]
+        row["cpu_ms"] = 1e3 * (server.cpu_seconds() - cpu) / answered
+    return row
 
 
-KEYS = ("infer_s", "p50_ms", "p99_ms", "mean_batch", "server_ms")
+KEYS = ("infer_s", "p50_ms", "p99_ms", "mean_batch", "server_ms", "cpu_ms")
 
 
 def median(found: list[dict], key: str) -> float | None:
@@ -133,7 +163,7 @@ def label(variant: Variant) -> str:
 def print_table(rows: list[dict]) -> None:
     print()
     print(f"{'model':6} {'conc':>4}  {'variant':17} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  "
-          f"{'batch':>5} {'server ms':>9}  {'/ repoman HTTP':>14}")
+          f"{'batch':>5} {'server ms':>9} {'cpu ms':>6}  {'/ repoman HTTP':>14}")
     for r in rows:
         def f(key: str, spec: str, r: dict = r) -> str:
             value = r.get(key)
@@ -141,9 +171,10 @@ def print_table(rows: list[dict]) -> None:
 
         print(f"{r['model']:6} {r['concurrency']:>4}  {r['variant']:17} {f('infer_s', '.0f'):>8} "
               f"{f('p50_ms', '.2f'):>7} {f('p99_ms', '.2f'):>7}  {f('mean_batch', '.1f'):>5} "
-              f"{f('server_ms', '.2f'):>9}  {f('vs_http', '.2f'):>14}")
+              f"{f('server_ms', '.2f'):>9} {f('cpu_ms', '.3f'):>6}  {f('vs_http', '.2f'):>14}")
     print("batch: the mean batch the server ran; server ms: its own mean time per request (from "
-          "perf_analyzer's statistics report; n/a where the server keeps none)")
+          "perf_analyzer's statistics report; n/a where the server keeps none); cpu ms: the "
+          "server process's CPU per request")
     print()
     by = {(r["model"], r["concurrency"], r["variant"]): r.get("infer_s") for r in rows}
 
@@ -152,9 +183,15 @@ def print_table(rows: list[dict]) -> None:
         return f"{a / b:.2f}" if a and b else "n/a"
 
     for r in rows:
-        if r["concurrency"] < 64 or r["variant"] != "repoman gRPC":
+        if r["concurrency"] < 64 or not r["variant"].endswith(" gRPC"):
             continue
-        model, conc = r["model"], r["concurrency"]
+        model, conc, name = r["model"], r["concurrency"], r["variant"].removesuffix(" gRPC")
+        if name not in {v.name for v in (*REPOMAN, *COMPARED)}:
+            continue
+        if name != "repoman":
+            print(f"{model:5} c{conc}: {name} gRPC / {name} HTTP throughput "
+                  f"{ratio(model, conc, f'{name} gRPC', f'{name} HTTP')}")
+            continue
         if r.get("vs_http") is not None:
             verdict = "PASS" if r["vs_http"] >= 1.0 else "FAIL"
             print(f"{model:5} c{conc}: repoman gRPC / HTTP throughput {r['vs_http']:.2f} "
@@ -181,6 +218,9 @@ def main() -> None:
     ap.add_argument("--share", type=int, default=None, metavar="N",
                     help="perf_analyzer's gRPC workers per connection "
                     "(TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT; its default is 6)")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=DIR[@VAR=VALUE...]",
+                    help="also repoman from the checkout DIR with those variables set; "
+                    "its rows are NAME HTTP and NAME gRPC (repeatable)")
     ap.add_argument("--step-timeout", type=float, default=180.0)
     ap.add_argument("--models-dir", type=Path, default=None,
                     help="an existing bench/make_models.py output (else generated)")
@@ -191,7 +231,10 @@ def main() -> None:
     if args.share is not None:
         os.environ["TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT"] = str(args.share)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
-    variants = REPOMAN if args.no_baselines else REPOMAN + BASELINES
+    compared = dict(spec.split("=", 1) for spec in args.compare)
+    COMPARED.extend(Variant(name, protocol, name) for name in compared
+                    for protocol in ("http", "grpc"))
+    variants = REPOMAN + tuple(COMPARED) + (() if args.no_baselines else BASELINES)
 
     found: dict[tuple[str, int, Variant], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="repoman-bench-") as tmp, ExitStack() as stack:
@@ -203,15 +246,16 @@ def main() -> None:
                  "--batching", "on"],
                 check=True, stdout=subprocess.DEVNULL, timeout=300,
             )
-        cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(models)]
-        cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
-        cmd += ["--http-workers", str(args.http_workers)]
-        repoman = DualServer("repoman", cmd)
-        stack.callback(repoman.stop)
-        repoman.wait_ready()
+        repomans = {"repoman": start_repoman("repoman", models, args)}
+        repomans |= {name: start_repoman(name, models, args, checkout)
+                     for name, checkout in compared.items()}
+        for server in repomans.values():
+            stack.callback(server.stop)
+        for server in repomans.values():
+            server.wait_ready()
         for model in MODELS:
             with ExitStack() as bare:
-                servers = {"repoman": repoman}
+                servers = dict(repomans)
                 if not args.no_baselines:
                     servers |= start_baselines(bare, models, model)
                 for round_ in range(args.rounds):
