@@ -1,4 +1,4 @@
-"""Bare grpcio baselines for bench/grpc.py: how fast grpcio's asyncio server itself is here.
+"""Bare grpcio baselines for bench/grpc_vs_http.py: how fast grpcio's asyncio server itself is here.
 
 No repository, validation, statistics or repoman code: a grpcio asyncio server (the options
 repoman's gRPC edge uses) with just enough of Triton's GRPCInferenceService for
@@ -25,14 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# NOTE: this folder holds bench/grpc.py, which would shadow grpcio's ``grpc`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-from google.protobuf import json_format  # noqa: E402
-from tritonclient.grpc import model_config_pb2, service_pb2_grpc  # noqa: E402
-from tritonclient.grpc import service_pb2 as pb  # noqa: E402
+import grpc
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
 
 MAX_BATCH = 32
 WIDTH = 784

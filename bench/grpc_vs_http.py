@@ -21,7 +21,7 @@ is left out). ``--compare NAME=DIR[@VAR=VALUE...]`` also runs repoman from anoth
 (a ``git worktree`` of another commit, say), with those variables set, in the same rounds:
 its rows are ``NAME HTTP`` and ``NAME gRPC``; it is how issue #17's transports were weighed.
 
-Usage: .venv/bin/python bench/grpc.py [--concurrency 1 64] [--rounds N] [--requests N]
+Usage: .venv/bin/python bench/grpc_vs_http.py [--concurrency 1 64] [--rounds N] [--requests N]
        [--http-workers N] [--no-baselines] [--share N] [--compare NAME=DIR[@VAR=VALUE...]]
        [--models-dir DIR] [--json FILE]
 (make the models first where onnx is not installed: PYTHONPATH=<onnx> python
