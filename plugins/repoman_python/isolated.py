@@ -9,12 +9,13 @@ runs a model in the server's process instead (no hop, no protection).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from repoman_python import custom_metrics, wire
 from repoman_python import process as stubs
 from repoman_python.backend import PythonBackend
 from repoman_python.errors import rebuilt_error
+from repoman_python.exchange import Exchange
 from repoman_python.output import Origin
 from repoman_python.pb_utils import MetricsSnapshot
 
@@ -96,8 +98,9 @@ class IsolatedPythonBackend(Backend):
     """A proxy: ``load`` starts a stub and loads the model in it, ``execute`` sends each batch
     there through shared memory, ``unload`` finalizes the model and reaps the stub.
 
-    ``execute`` is called on one worker thread at a time and blocks; ``unload`` may come
-    from another thread while a batch is stuck (it then kills the stub)."""
+    The core awaits ``execute_async`` on its event loop (no thread waits while the model
+    runs); ``execute`` is the blocking way, for warm-up and tools. One batch at a time;
+    ``unload`` may come from another thread while a batch is stuck (it then kills the stub)."""
 
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
@@ -113,6 +116,7 @@ class IsolatedPythonBackend(Backend):
         self._timeouts = (LOAD_TIMEOUT, EXECUTE_TIMEOUT)
         self._memory_limit = 0
         self._metrics: MetricsSnapshot = []  # the model's custom metrics, as last reported
+        self._exchange: Exchange | None = None  # a batch in the stub, awaited on the loop
 
     # ---- settings ------------------------------------------------------------------
 
@@ -195,7 +199,11 @@ class IsolatedPythonBackend(Backend):
         self._closed = True
         # NOTE: a batch stuck in the model holds the lock: then there is no asking nicely.
         if not self._lock.acquire(timeout=UNLOAD_GRACE):
-            self._stop(kill=True)
+            process = self._process
+            if self._exchange is not None and process is not None:
+                process.kill()  # NOTE: the loop then reads the stream's end and reaps it
+            else:
+                self._stop(kill=True)
             return
         try:
             if self._process is None or self._restart:
@@ -235,7 +243,15 @@ class IsolatedPythonBackend(Backend):
 
     # ---- execute -------------------------------------------------------------------
 
+    @property
+    def runs_on_loop(self) -> bool:
+        """In a stub, a batch is a message out and a reply back: the core awaits it on its
+        event loop (:meth:`execute_async`) and holds no worker thread while the model runs."""
+        return self._local is None
+
     def execute(self, batch: Batch) -> Sequence[Result]:
+        """The blocking way (warm-up, tools, ``isolation: none``): the same conversation
+        on this thread."""
         if self._local is not None:
             return self._local.execute(batch)
         with self._lock:
@@ -246,24 +262,46 @@ class IsolatedPythonBackend(Backend):
                 self._start()
             return self._execute(batch)
 
+    async def execute_async(self, batch: Batch) -> Sequence[Result]:
+        # NOTE: the core never runs two batches of an instance at once, so only an unload
+        # that gave up waiting for a stuck batch (or a blocking execute) holds the lock.
+        if not self._lock.acquire(blocking=False):
+            raise BackendError(f"{self._label}: busy or unloaded")
+        try:
+            if self._closed:
+                raise BackendError(f"{self._label}: unloaded")
+            if self._restart or self._process is None:
+                log.warning("%s: starting its process again", self._label)
+                await asyncio.to_thread(self._start)
+            return await self._execute_on_loop(batch)
+        finally:
+            self._lock.release()
+
+    def _message(self, batch: Batch, blocks: list[int]) -> tuple[str, dict[str, Any]]:
+        """The ``execute`` message for ``batch``, its inputs put in the inputs arena (their
+        blocks added to ``blocks``, to free once the stub has answered)."""
+        assert self._inputs is not None
+        requests = [put_tensors(self._inputs, dict(r), blocks) for r in batch.requests]
+        return "execute", {
+            "requests": requests,
+            "output_names": batch.output_names,
+            "input_names": batch.input_names,
+            "batching": batch.batching,
+            "request_ids": batch.request_ids,
+            "request_parameters": batch.request_parameters,
+            "requested_outputs": batch.requested_outputs,
+        }
+
     def _execute(self, batch: Batch) -> Sequence[Result]:
         execute_timeout = self._timeouts[1]
-        assert self._sock is not None and self._inputs is not None and self._outputs is not None
+        sock = self._sock
+        assert sock is not None and self._inputs is not None and self._outputs is not None
         blocks: list[int] = []
-        calls = _Calls(self._sock, self._inputs, self._outputs, model_caller())
+        calls = _Calls(lambda message: wire.send(sock, message), self._inputs, self._outputs)
         try:
-            requests = [put_tensors(self._inputs, dict(r), blocks) for r in batch.requests]
-            body = {
-                "requests": requests,
-                "output_names": batch.output_names,
-                "input_names": batch.input_names,
-                "batching": batch.batching,
-                "request_ids": batch.request_ids,
-                "request_parameters": batch.request_parameters,
-                "requested_outputs": batch.requested_outputs,
-            }
-            self._sock.settimeout(execute_timeout)
-            wire.send(self._sock, ("execute", body))
+            message = self._message(batch, blocks)
+            sock.settimeout(execute_timeout)
+            wire.send(sock, message)
             # NOTE: this thread only waits on the socket while the model runs; a call it
             # makes (BLS) is started here and answered from the event loop when done.
             kind, detail = self._receive()
@@ -273,26 +311,75 @@ class IsolatedPythonBackend(Backend):
         except TimeoutError:
             self._stop(kill=True)
             self._restart = True
-            raise StubDied(
-                f"{self._label}: execute did not return within {execute_timeout:g} s "
-                "(execute_timeout_seconds); its process was killed and is started again "
-                "for the next batch"
-            ) from None
+            raise self._timed_out() from None
         except (wire.Closed, OSError) as exc:
             code = self._stop(kill=True)
             self._restart = True
-            raise StubDied(
-                f"{self._label}: {stubs.exited(code, exc)} while executing a batch; it is "
-                "started again for the next batch"
-            ) from None
+            raise self._died(code, exc) from None
         finally:
             calls.close()
-            if self._inputs is not None:
-                for offset in blocks:
-                    self._inputs.free(offset)
+            self._free(blocks)
+        return self._results(kind, detail)
+
+    async def _execute_on_loop(self, batch: Batch) -> Sequence[Result]:
+        """:meth:`_execute` without a thread: the message goes out and the reply (and the
+        model's calls before it) come back through the loop's reader on the socket."""
+        assert self._sock is not None and self._inputs is not None and self._outputs is not None
+        blocks: list[int] = []
+        try:
+            message = self._message(batch, blocks)
+        except BaseException:
+            self._free(blocks)
+            raise
+        calls = _Calls(lambda answer: exchange.send(answer), self._inputs, self._outputs)
+        exchange = Exchange(self._sock, calls.start, timeout=self._timeouts[1])
+        try:
+            self._exchange = exchange
+            kind, detail, *rest = await exchange.run(message)
+        except TimeoutError:
+            await asyncio.to_thread(self._stop, kill=True)
+            self._restart = True
+            raise self._timed_out() from None
+        except (wire.Closed, OSError) as exc:
+            code = await asyncio.to_thread(self._stop, kill=True)
+            self._restart = True
+            raise self._died(code, exc) from None
+        except BaseException:
+            # NOTE: an unreadable reply, or the batch cancelled mid-way: where the stub's
+            # stream stands is unknown, so it is not used again.
+            self._stop(kill=True)
+            self._restart = True
+            raise
+        finally:
+            self._exchange = None
+            calls.close()
+            self._free(blocks)
+        if rest and isinstance(rest[0], list):
+            self._metrics = rest[0]
+        return self._results(kind, detail)
+
+    def _free(self, blocks: list[int]) -> None:
+        if self._inputs is not None:
+            for offset in blocks:
+                self._inputs.free(offset)
+
+    def _results(self, kind: str, detail: Any) -> Sequence[Result]:
         if kind != "ok":
             raise rebuilt_error(detail, self._label)
         return [self._result(item) for item in detail]
+
+    def _timed_out(self) -> StubDied:
+        return StubDied(
+            f"{self._label}: execute did not return within {self._timeouts[1]:g} s "
+            "(execute_timeout_seconds); its process was killed and is started again "
+            "for the next batch"
+        )
+
+    def _died(self, code: int | None, exc: BaseException) -> StubDied:
+        return StubDied(
+            f"{self._label}: {stubs.exited(code, exc)} while executing a batch; it is "
+            "started again for the next batch"
+        )
 
     def _result(self, item: tuple[str, Any]) -> Result:
         kind, detail = item
@@ -326,16 +413,15 @@ class _Calls:
     """The calls a stub's model makes during one ``execute`` (BLS), on the server's side.
 
     Each ``call`` message (from untrusted plain data) becomes a ModelCall through the door
-    the scheduler opened for the batch; its answer goes back to the stub from the thread
-    that settles it (the event loop), its outputs in the inputs arena. Once the batch
-    returns (:meth:`close`) nothing more is sent and the answers' blocks are freed.
+    the scheduler opened for the batch (``model_caller()`` where it is built); its answer
+    goes back to the stub through ``send`` from the thread that settles it (the event loop),
+    its outputs in the inputs arena. Once the batch returns (:meth:`close`) nothing more is
+    sent and the answers' blocks are freed.
     """
 
-    def __init__(
-        self, sock: socket.socket, inputs: Arena, outputs: Arena, caller: Caller | None
-    ) -> None:
-        self._sock, self._inputs, self._outputs = sock, inputs, outputs
-        self._caller = caller
+    def __init__(self, send: Callable[[Any], None], inputs: Arena, outputs: Arena) -> None:
+        self._send, self._inputs, self._outputs = send, inputs, outputs
+        self._caller: Caller | None = model_caller()
         self._lock = threading.Lock()
         self._blocks: list[int] = []
         self._closed = False
@@ -389,7 +475,7 @@ class _Calls:
                 return
             try:
                 descriptors = put_tensors(self._inputs, dict(done.result()), self._blocks)
-                wire.send(self._sock, ("answer", tag, "outputs", descriptors))
+                self._send(("answer", tag, "outputs", descriptors))
             except (OSError, ValueError) as exc:
                 log.debug("answering a call failed: %s", exc)  # NOTE: the stub is gone
 
@@ -399,7 +485,7 @@ class _Calls:
             if self._closed:
                 return
             try:
-                wire.send(self._sock, ("answer", tag, "error", (str(error), int(kind))))
+                self._send(("answer", tag, "error", (str(error), int(kind))))
             except OSError as exc:
                 log.debug("answering a call failed: %s", exc)
 

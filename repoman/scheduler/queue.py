@@ -47,6 +47,8 @@ class VersionQueue:
     def __post_init__(self) -> None:
         config = self.version.config
         self.free = list(self.version.instances)
+        # NOTE: read once, after the load: its batches are awaited on the loop, no worker.
+        self.on_loop = bool(self.free) and all(instance.runs_on_loop for instance in self.free)
         self.batching = config.max_batch_size > 0
         dynamic = config.dynamic_batching if self.batching else None
         self.dynamic = dynamic is not None

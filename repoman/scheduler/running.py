@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -35,10 +36,14 @@ class Running:
     parts: list[Part]
     handed: int
     work: Future[list[Outcome]] | None = None
+    task: asyncio.Task[list[Outcome]] | None = None
+    """Instead of ``work``: the task awaiting it on the event loop (``on_loop``)."""
     watchdog: Cancellable | None = None
     written_off: bool = False
     lent: bool = False
     """It made a call to a model and lent its worker's place while it waits (BLS)."""
+    on_loop: bool = False
+    """It runs on the event loop (``Backend.runs_on_loop``): it holds no worker."""
     finished: bool = False
 
     @property
@@ -75,6 +80,23 @@ def _execute(instance: Backend, parts: list[Part]) -> list[Outcome]:
             continue
         try:
             results: Sequence[Result] | BaseException = instance.execute(batch)
+        except Exception as exc:
+            results = exc
+        outcomes.append((results, started, time.perf_counter_ns()))
+    return outcomes
+
+
+async def execute_on_loop(instance: Backend, parts: list[Part]) -> list[Outcome]:
+    """:func:`execute` for an instance that ``runs_on_loop``: awaited on the event loop
+    (the door for its model's calls is the task's context, set by the scheduler)."""
+    outcomes: list[Outcome] = []
+    for taken, batch in parts:
+        started = time.perf_counter_ns()
+        if len(parts) > 1 and all(item.future.done() for item in taken):
+            outcomes.append((None, started, started))
+            continue
+        try:
+            results: Sequence[Result] | BaseException = await instance.execute_async(batch)
         except Exception as exc:
             results = exc
         outcomes.append((results, started, time.perf_counter_ns()))

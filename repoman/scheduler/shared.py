@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from repoman.backends import Result
-from repoman.calls import Caller, ModelCall
+from repoman.calls import Caller, ModelCall, calls_through
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import VersionQueue
-from repoman.scheduler.running import Outcome, Running, execute, request_error
+from repoman.scheduler.running import Outcome, Running, execute, execute_on_loop, request_error
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
 
@@ -42,7 +42,9 @@ class SharedScheduler:
     several queues have a batch ready, the one that has used the least worker time goes
     first, so versions share the workers fairly by time, not by batch count (a queue that
     was idle does not bank credit: it starts level with the busiest). A version never runs
-    more batches at once than it has instances.
+    more batches at once than it has instances. The batches of a backend that
+    ``runs_on_loop`` (one waiting on another process) are awaited on the loop and take no
+    worker: they start whenever an instance is free.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class SharedScheduler:
         self._dispatch_scheduled = False
         self._calls: CallHandler | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
+        self._loop_batches: set[asyncio.Task[list[Outcome]]] = set()
 
     def bind_calls(self, handler: CallHandler) -> None:
         """Let models call models from inside their batches through ``handler``."""
@@ -203,9 +206,11 @@ class SharedScheduler:
         self._dispatch_scheduled = False
         now = self._clock.time()
         next_due = float("inf")
-        while self._idle > 0:
+        while True:
             chosen = None
             for queue in self._queues.values():
+                if self._idle <= 0 and not queue.on_loop:
+                    continue  # NOTE: a worker coming free dispatches again
                 due = queue.ready_at()
                 if due is None:
                     continue
@@ -242,17 +247,28 @@ class SharedScheduler:
 
     def _run(self, queue: VersionQueue, now: float) -> None:
         instance, parts = queue.take_run()
-        self._idle -= 1
         for taken, _ in parts:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
-        running = Running(queue, instance, parts, time.perf_counter_ns())
+        running = Running(queue, instance, parts, time.perf_counter_ns(), on_loop=queue.on_loop)
         caller = self._caller(running) if self._calls is not None else None
-        running.work = self._pool.submit(execute, instance, parts, caller)
-        # NOTE: the worker schedules _finished itself (asyncio.wrap_future would take one
-        # more loop iteration, to settle an asyncio future whose callback then runs it).
-        loop = asyncio.get_running_loop()
-        running.work.add_done_callback(lambda fut: _call_soon(loop, self._finished, running, fut))
+        if running.on_loop:
+            # NOTE: the task copies the context here, so model_caller() within its
+            # execute_async is this batch's door.
+            with calls_through(caller):
+                task = asyncio.ensure_future(execute_on_loop(instance, parts))
+            self._loop_batches.add(task)
+            task.add_done_callback(lambda fut: self._finished(running, fut))
+            running.task = task
+        else:
+            self._idle -= 1
+            running.work = self._pool.submit(execute, instance, parts, caller)
+            # NOTE: the worker schedules _finished itself (asyncio.wrap_future would take one
+            # more loop iteration, to settle an asyncio future whose callback then runs it).
+            loop = asyncio.get_running_loop()
+            running.work.add_done_callback(
+                lambda fut: _call_soon(loop, self._finished, running, fut)
+            )
         if self._execution_timeout is not None:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
@@ -276,7 +292,7 @@ class SharedScheduler:
     ) -> None:
         if not answer.set_running_or_notify_cancel():
             return
-        if not (running.lent or running.finished or running.written_off):
+        if not (running.on_loop or running.lent or running.finished or running.written_off):
             # NOTE: the batch now waits for others: its worker's place is lent (one more
             # thread) until it returns, so its calls, and everyone else's batches, never
             # wait for a worker that is waiting for them (a model calling itself included).
@@ -306,9 +322,13 @@ class SharedScheduler:
             self._idle -= 1
             self._pool.shrink()
 
-    def _finished(self, running: Running, fut: Future[list[Outcome]]) -> None:
+    def _finished(
+        self, running: Running, fut: Future[list[Outcome]] | asyncio.Future[list[Outcome]]
+    ) -> None:
         queue = running.queue
         version = queue.version
+        if running.task is not None:
+            self._loop_batches.discard(running.task)
         if running.written_off:
             log.warning(
                 "model %s version %d: a batch written off as hung returned after all",
@@ -318,10 +338,11 @@ class SharedScheduler:
             return
         if running.watchdog is not None:
             running.watchdog.cancel()
-        self._idle += 1
+        if not running.on_loop:
+            self._idle += 1
         self._give_back(running)
         queue.finish(running.instance)
-        error = fut.exception()
+        error = RepomanError("the batch was cancelled") if fut.cancelled() else fut.exception()
         outcomes: list[Outcome] = [] if error is not None else fut.result()
         now = self._clock.time()
         handed = running.handed
@@ -375,11 +396,17 @@ class SharedScheduler:
         """A batch ran past the execution timeout: fail it, replace its worker, and report
         the version as unhealthy (its queued requests fail too; it takes no more)."""
         running.watchdog = None
-        if running.work is None or not self._pool.write_off(running.work):
+        if running.task is not None:
+            # NOTE: not cancelled: like a stuck thread, it is left to end (the backend's
+            # own timeouts end it); its instance is never used again.
+            if running.task.done():
+                return
+        elif running.work is None or not self._pool.write_off(running.work):
             return  # NOTE: it finished meanwhile; its done callback is on its way
+        else:
+            self._idle += 1  # NOTE: a fresh thread took the stuck one's place
         running.written_off = True
         self.written_off += 1
-        self._idle += 1  # NOTE: a fresh thread took the stuck one's place
         self._give_back(running)
         queue, version = running.queue, running.queue.version
         reason = (
