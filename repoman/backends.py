@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,14 @@ class Backend(abc.ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release what ``load`` acquired. Default: nothing."""
 
-    async def execute_async(self, batch: Batch) -> Sequence[Result]:
-        """Optional: ``execute`` as a coroutine, awaited on the core's event loop (when
-        ``runs_on_loop``), with the same contract (one result per request, never two at
-        once per instance). It must not block: it awaits what it waits for (a socket read
-        through the loop, a future) and keeps its own work short. Default: not defined."""
+    def execute_async(self, batch: Batch) -> Awaitable[Sequence[Result]]:
+        """Optional: start ``batch`` now and return what will give its results: an ``async
+        def`` (a coroutine, run as a task) or a plain method returning an asyncio future
+        (work started before it returns, as the python backend sends a batch to its
+        process). Called and awaited on the core's event loop when ``runs_on_loop``, with
+        ``execute``'s contract (one result per request, never two batches at once per
+        instance). It must not block: it awaits what it waits for (a socket read through
+        the loop, a future) and keeps its own work short. Default: not defined."""
         raise NotImplementedError
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -78,12 +79,33 @@ class BlockingBackend(EchoBackend):
         return super().execute(batch)
 
 
+class LoopBackend(EchoBackend):
+    """Echoes from ``execute_async``, awaited on the event loop (no worker thread), once
+    ``gate`` (an asyncio.Event a test sets on its loop) is set. Counts the batches it has
+    in flight at once (``peak``, over every instance)."""
+
+    gate: asyncio.Event | None = None
+    running = 0
+    peak = 0
+
+    async def execute_async(self, batch: Batch) -> Sequence[Result]:
+        LoopBackend.running += 1
+        LoopBackend.peak = max(LoopBackend.peak, LoopBackend.running)
+        try:
+            if LoopBackend.gate is not None:
+                await LoopBackend.gate.wait()
+            return self.execute(batch)
+        finally:
+            LoopBackend.running -= 1
+
+
 FAKES = {
     "echo": EchoBackend,
     "failing_load": FailingLoadBackend,
     "raising": RaisingBackend,
     "per_request_error": PerRequestErrorBackend,
     "blocking": BlockingBackend,
+    "loop": LoopBackend,
 }
 
 

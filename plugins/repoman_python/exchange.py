@@ -18,14 +18,20 @@ from repoman_python import wire
 READ_BYTES = 1 << 16
 
 
-class Exchange:
-    """Send one message and await the stub's reply on the running loop.
+Outcome = tuple[Any, ...] | BaseException
+"""How an exchange ends: the stub's reply, or why there is none: TimeoutError when it fell
+silent past the timeout, wire.Closed or OSError when its end closed, ValueError (or a pickle
+error) for a message that cannot be read."""
 
-    ``on_interim(message)`` gets every message whose kind is ``interim`` (the stub's calls)
-    at once, on the loop, and may :meth:`send` on this exchange (answers). The reply is the
-    first message of another kind. ``timeout`` seconds counts from the message sent and
-    from each interim message: the stub is only given up on when it falls silent that long.
-    Event loop only.
+
+class Exchange:
+    """Send one message and take the stub's reply on the running loop.
+
+    ``on_interim(body)`` gets the body of every message whose kind is ``interim`` (the
+    stub's calls) at once, on the loop, and may :meth:`send` on this exchange (answers).
+    The reply is the first message of another kind. ``timeout`` seconds counts from the
+    message sent and from each interim message: the stub is only given up on when it falls
+    silent that long. Event loop only.
     """
 
     def __init__(
@@ -44,23 +50,33 @@ class Exchange:
         self._timeout = timeout
         self._inbox = bytearray()
         self._outbox = bytearray()
-        self._reply: asyncio.Future[tuple[Any, ...]] = self._loop.create_future()
+        self._on_done: Callable[[Outcome], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._open = False
 
-    async def run(self, message: Any) -> tuple[Any, ...]:
-        """Send ``message``; the stub's reply. Raises TimeoutError when it falls silent past
-        the timeout, wire.Closed or OSError when its end closes, ValueError (or a pickle
-        error) for a message that cannot be read."""
+    def start(self, message: Any, on_done: Callable[[Outcome], None]) -> None:
+        """Send ``message``; ``on_done(outcome)`` is called once, on the loop, in the same
+        callback that reads the reply or finds the exchange failed (which may be before
+        ``start`` returns): no loop iteration is spent between the reply and its use."""
         self._sock.setblocking(False)
+        self._on_done = on_done
         self._open = True
         self._loop.add_reader(self._fd, self._readable)
         self._arm()
-        try:
-            self.send(message)
-            return await self._reply
-        finally:
-            self._close()
+        self.send(message)
+
+    async def run(self, message: Any) -> tuple[Any, ...]:
+        """:meth:`start`, awaited: the reply, or the outcome raised."""
+        done: asyncio.Future[tuple[Any, ...]] = self._loop.create_future()
+
+        def settle(outcome: Outcome) -> None:
+            if isinstance(outcome, BaseException):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
+
+        self.start(message, settle)
+        return await done
 
     def send(self, message: Any) -> None:
         """Send ``message`` now, or as soon as the socket takes it (never blocks); nothing
@@ -76,7 +92,7 @@ class Exchange:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._fail(exc)
+            self._end(exc)
             return
         if sent < len(data):
             self._outbox += data[sent:]
@@ -88,7 +104,7 @@ class Exchange:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._fail(exc)
+            self._end(exc)
             return
         del self._outbox[:sent]
         if not self._outbox:
@@ -100,10 +116,10 @@ class Exchange:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._fail(exc)
+            self._end(exc)
             return
         if not data:
-            self._fail(wire.Closed("connection closed"))
+            self._end(wire.Closed("connection closed"))
             return
         self._inbox += data
         while self._open:
@@ -113,11 +129,10 @@ class Exchange:
                     return
                 message = wire.loads_plain(body)
             except Exception as exc:
-                self._fail(exc)
+                self._end(exc)
                 return
             if message[0] != self._interim:
-                self._reply.set_result(message)
-                self._close()
+                self._end(message)
                 return
             self._arm()
             self._on_interim(message[1])
@@ -125,15 +140,11 @@ class Exchange:
     def _arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(self._timeout, self._fail, TimeoutError())
+        self._timer = self._loop.call_later(self._timeout, self._end, TimeoutError())
 
-    def _fail(self, error: BaseException) -> None:
-        if not self._reply.done():
-            self._reply.set_exception(error)
-        self._close()
-
-    def _close(self) -> None:
-        """Stop reading, writing and timing (at once: a closed socket stays readable)."""
+    def _end(self, outcome: Outcome) -> None:
+        """Stop reading, writing and timing (at once: a closed socket stays readable), then
+        tell the caller how it ended (once)."""
         if not self._open:
             return
         self._open = False
@@ -144,3 +155,6 @@ class Exchange:
         if self._outbox:
             self._outbox.clear()
             self._loop.remove_writer(self._fd)
+        on_done, self._on_done = self._on_done, None
+        assert on_done is not None
+        on_done(outcome)

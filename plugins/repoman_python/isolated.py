@@ -262,20 +262,31 @@ class IsolatedPythonBackend(Backend):
                 self._start()
             return self._execute(batch)
 
-    async def execute_async(self, batch: Batch) -> Sequence[Result]:
+    def execute_async(self, batch: Batch) -> asyncio.Future[Sequence[Result]]:
+        """Send ``batch`` to the stub now; the future gets its results once the reply is
+        read (by the loop's reader, which also starts the model's calls as they come)."""
         # NOTE: the core never runs two batches of an instance at once, so only an unload
-        # that gave up waiting for a stuck batch (or a blocking execute) holds the lock.
+        # that gave up waiting for a stuck batch (or a blocking execute) holds the lock. It
+        # is held until the future is done, released by the future's first callback.
         if not self._lock.acquire(blocking=False):
             raise BackendError(f"{self._label}: busy or unloaded")
         try:
-            if self._closed:
-                raise BackendError(f"{self._label}: unloaded")
-            if self._restart or self._process is None:
-                log.warning("%s: starting its process again", self._label)
-                await asyncio.to_thread(self._start)
-            return await self._execute_on_loop(batch)
-        finally:
+            if self._closed or self._restart or self._process is None:
+                future = asyncio.ensure_future(self._start_then_execute(batch))
+            else:
+                future = self._execute_on_loop(batch)
+        except BaseException:
             self._lock.release()
+            raise
+        future.add_done_callback(lambda _: self._lock.release())
+        return future
+
+    async def _start_then_execute(self, batch: Batch) -> Sequence[Result]:
+        if self._closed:
+            raise BackendError(f"{self._label}: unloaded")
+        log.warning("%s: starting its process again", self._label)
+        await asyncio.to_thread(self._start)
+        return await self._execute_on_loop(batch)
 
     def _message(self, batch: Batch, blocks: list[int]) -> tuple[str, dict[str, Any]]:
         """The ``execute`` message for ``batch``, its inputs put in the inputs arena (their
@@ -321,42 +332,52 @@ class IsolatedPythonBackend(Backend):
             self._free(blocks)
         return self._results(kind, detail)
 
-    async def _execute_on_loop(self, batch: Batch) -> Sequence[Result]:
-        """:meth:`_execute` without a thread: the message goes out and the reply (and the
-        model's calls before it) come back through the loop's reader on the socket."""
+    def _execute_on_loop(self, batch: Batch) -> asyncio.Future[Sequence[Result]]:
+        """:meth:`_execute` without a thread: the message goes out now, and the reply (and
+        the model's calls before it) come back through the loop's reader on the socket."""
         assert self._sock is not None and self._inputs is not None and self._outputs is not None
+        results: asyncio.Future[Sequence[Result]] = asyncio.get_running_loop().create_future()
         blocks: list[int] = []
         try:
             message = self._message(batch, blocks)
-        except BaseException:
+        except Exception as exc:
             self._free(blocks)
-            raise
+            results.set_exception(exc)
+            return results
         calls = _Calls(lambda answer: exchange.send(answer), self._inputs, self._outputs)
         exchange = Exchange(self._sock, calls.start, timeout=self._timeouts[1])
-        try:
-            self._exchange = exchange
-            kind, detail, *rest = await exchange.run(message)
-        except TimeoutError:
-            await asyncio.to_thread(self._stop, kill=True)
-            self._restart = True
-            raise self._timed_out() from None
-        except (wire.Closed, OSError) as exc:
-            code = await asyncio.to_thread(self._stop, kill=True)
-            self._restart = True
-            raise self._died(code, exc) from None
-        except BaseException:
-            # NOTE: an unreadable reply, or the batch cancelled mid-way: where the stub's
-            # stream stands is unknown, so it is not used again.
-            self._stop(kill=True)
-            self._restart = True
-            raise
-        finally:
+
+        def replied(outcome: tuple[Any, ...] | BaseException) -> None:
             self._exchange = None
             calls.close()
             self._free(blocks)
-        if rest and isinstance(rest[0], list):
-            self._metrics = rest[0]
-        return self._results(kind, detail)
+            if isinstance(outcome, BaseException):
+                # NOTE: reaping the stub waits for it: on a thread, then the batch fails.
+                lost = asyncio.ensure_future(self._lost(outcome))
+                lost.add_done_callback(lambda done: _settle_from(results, done))
+                return
+            kind, detail, *rest = outcome
+            if rest and isinstance(rest[0], list):
+                self._metrics = rest[0]
+            try:
+                results.set_result(self._results(kind, detail))
+            except Exception as exc:
+                results.set_exception(exc)
+
+        self._exchange = exchange
+        exchange.start(message, replied)
+        return results
+
+    async def _lost(self, why: BaseException) -> Sequence[Result]:
+        """The exchange failed: the stub is killed and reaped, started again for the next
+        batch, and this batch fails saying why."""
+        code = await asyncio.to_thread(self._stop, kill=True)
+        self._restart = True
+        if isinstance(why, TimeoutError):
+            raise self._timed_out()
+        if isinstance(why, wire.Closed | OSError):
+            raise self._died(code, why)
+        raise why  # NOTE: an unreadable reply: the stub's stream is lost too
 
     def _free(self, blocks: list[int]) -> None:
         if self._inputs is not None:
@@ -503,3 +524,15 @@ def _seconds(params: Mapping[str, str], name: str, default: int) -> int:
     if value == 0:
         raise ValueError(f"parameter {name}: expected an integer > 0, found 0")
     return value
+
+
+def _settle_from(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """``target`` ends as ``done`` did."""
+    if done.cancelled():
+        target.cancel()
+        return
+    error = done.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(done.result())

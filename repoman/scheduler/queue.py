@@ -154,13 +154,15 @@ class VersionQueue:
     def take_run(self) -> tuple[Backend, list[tuple[list[Pending], Batch]]]:
         """Reserve an instance and what it runs in one go: the next batch; or, without
         dynamic batching, up to SOLO_RUN waiting requests (a fair share of them per free
-        instance), each executed alone, so that one hand-off to a worker serves them all.
-        Call only when ``ready_at`` is due."""
+        instance), each executed alone, so that one hand-off to a worker serves them all
+        (one, for a backend that runs on the loop). Call only when ``ready_at`` is due."""
         if self.dynamic:
             instance, taken, batch = self.take_batch()
             return instance, [(taken, batch)]
         share = -(-sum(self.level_counts) // len(self.free))
-        taken = list(itertools.islice(self._candidates(), max(1, min(SOLO_RUN, share))))
+        # NOTE: on the loop there is no hand-off to save: one request per execution.
+        most = 1 if self.on_loop else max(1, min(SOLO_RUN, share))
+        taken = list(itertools.islice(self._candidates(), most))
         # NOTE: in flight before unqueueing: unqueueing the last request of a closing queue
         # must not look like "drained" (the unload would follow).
         self.in_flight += 1

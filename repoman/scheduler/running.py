@@ -36,8 +36,8 @@ class Running:
     parts: list[Part]
     handed: int
     work: Future[list[Outcome]] | None = None
-    task: asyncio.Task[list[Outcome]] | None = None
-    """Instead of ``work``: the task awaiting it on the event loop (``on_loop``)."""
+    task: asyncio.Future[Sequence[Result]] | None = None
+    """Instead of ``work``: the batch's results to come, on the event loop (``on_loop``)."""
     watchdog: Cancellable | None = None
     written_off: bool = False
     lent: bool = False
@@ -86,21 +86,18 @@ def _execute(instance: Backend, parts: list[Part]) -> list[Outcome]:
     return outcomes
 
 
-async def execute_on_loop(instance: Backend, parts: list[Part]) -> list[Outcome]:
-    """:func:`execute` for an instance that ``runs_on_loop``: awaited on the event loop
-    (the door for its model's calls is the task's context, set by the scheduler)."""
-    outcomes: list[Outcome] = []
-    for taken, batch in parts:
-        started = time.perf_counter_ns()
-        if len(parts) > 1 and all(item.future.done() for item in taken):
-            outcomes.append((None, started, started))
-            continue
-        try:
-            results: Sequence[Result] | BaseException = await instance.execute_async(batch)
-        except Exception as exc:
-            results = exc
-        outcomes.append((results, started, time.perf_counter_ns()))
-    return outcomes
+def settled(done: asyncio.Future[Sequence[Result]], started: int) -> Future[list[Outcome]]:
+    """A batch that ran on the loop (``Backend.execute_async``), once done, as the outcome
+    of :func:`execute` (what the scheduler reads when work returns)."""
+    ended = time.perf_counter_ns()
+    results: Sequence[Result] | BaseException
+    if done.cancelled():
+        results = RepomanError("the batch was cancelled")
+    else:
+        results = done.exception() or done.result()
+    outcome: Future[list[Outcome]] = Future()
+    outcome.set_result([(results, started, ended)])
+    return outcome
 
 
 def request_error(version: ModelVersion, error: Exception) -> RepomanError:

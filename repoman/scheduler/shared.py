@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -20,7 +21,7 @@ from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import VersionQueue
-from repoman.scheduler.running import Outcome, Running, execute, execute_on_loop, request_error
+from repoman.scheduler.running import Outcome, Running, execute, request_error, settled
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
 
@@ -69,7 +70,7 @@ class SharedScheduler:
         self._dispatch_scheduled = False
         self._calls: CallHandler | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
-        self._loop_batches: set[asyncio.Task[list[Outcome]]] = set()
+        self._loop_batches: set[asyncio.Future[Sequence[Result]]] = set()
 
     def bind_calls(self, handler: CallHandler) -> None:
         """Let models call models from inside their batches through ``handler``."""
@@ -253,12 +254,20 @@ class SharedScheduler:
         running = Running(queue, instance, parts, time.perf_counter_ns(), on_loop=queue.on_loop)
         caller = self._caller(running) if self._calls is not None else None
         if running.on_loop:
-            # NOTE: the task copies the context here, so model_caller() within its
-            # execute_async is this batch's door.
+            ((_, batch),) = parts  # NOTE: on-loop queues hand out one batch at a time
+            started = time.perf_counter_ns()
+            # NOTE: started now, in this dispatch pass (a backend returning a future sends
+            # its batch at once); a coroutine's task copies the context here, so
+            # model_caller() within it is this batch's door.
+            task: asyncio.Future[Sequence[Result]]
             with calls_through(caller):
-                task = asyncio.ensure_future(execute_on_loop(instance, parts))
+                try:
+                    task = asyncio.ensure_future(instance.execute_async(batch))
+                except Exception as exc:
+                    task = asyncio.get_running_loop().create_future()
+                    task.set_exception(exc)
             self._loop_batches.add(task)
-            task.add_done_callback(lambda fut: self._finished(running, fut))
+            task.add_done_callback(lambda done: self._finished(running, settled(done, started)))
             running.task = task
         else:
             self._idle -= 1
@@ -277,12 +286,17 @@ class SharedScheduler:
     # ---- calls from inside a batch (BLS) ----------------------------------------------
 
     def _caller(self, running: Running) -> Caller:
-        """The door for the calls ``running``'s model makes, from its worker thread."""
+        """The door for the calls ``running``'s model makes, from its worker thread (or,
+        for a batch on the loop, from the loop itself: the call starts at once)."""
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
 
         def call(request: ModelCall) -> Future[Mapping[str, np.ndarray]]:
             answer: Future[Mapping[str, np.ndarray]] = Future()
-            loop.call_soon_threadsafe(self._start_call, running, request, answer)
+            if threading.get_ident() == loop_thread:
+                self._start_call(running, request, answer)
+            else:
+                loop.call_soon_threadsafe(self._start_call, running, request, answer)
             return answer
 
         return call
@@ -322,9 +336,7 @@ class SharedScheduler:
             self._idle -= 1
             self._pool.shrink()
 
-    def _finished(
-        self, running: Running, fut: Future[list[Outcome]] | asyncio.Future[list[Outcome]]
-    ) -> None:
+    def _finished(self, running: Running, fut: Future[list[Outcome]]) -> None:
         queue = running.queue
         version = queue.version
         if running.task is not None:
@@ -342,7 +354,7 @@ class SharedScheduler:
             self._idle += 1
         self._give_back(running)
         queue.finish(running.instance)
-        error = RepomanError("the batch was cancelled") if fut.cancelled() else fut.exception()
+        error = fut.exception()
         outcomes: list[Outcome] = [] if error is not None else fut.result()
         now = self._clock.time()
         handed = running.handed
