@@ -36,7 +36,6 @@ from repoman import (
     get_tensors,
     int_parameter,
     model_caller,
-    put_tensors,
     time_left,
 )
 from repoman_python import custom_metrics, wire
@@ -292,7 +291,7 @@ class IsolatedPythonBackend(Backend):
         """The ``execute`` message for ``batch``, its inputs put in the inputs arena (their
         blocks added to ``blocks``, to free once the stub has answered)."""
         assert self._inputs is not None
-        requests = [put_tensors(self._inputs, dict(r), blocks) for r in batch.requests]
+        requests = [wire.put_arrays(self._inputs, dict(r), blocks) for r in batch.requests]
         return "execute", {
             "requests": requests,
             "output_names": batch.output_names,
@@ -495,7 +494,7 @@ class _Calls:
             if self._closed:
                 return
             try:
-                descriptors = put_tensors(self._inputs, dict(done.result()), self._blocks)
+                descriptors = wire.put_arrays(self._inputs, dict(done.result()), self._blocks)
                 self._send(("answer", tag, "outputs", descriptors))
             except (OSError, ValueError) as exc:
                 log.debug("answering a call failed: %s", exc)  # NOTE: the stub is gone

@@ -8,9 +8,12 @@ import fractions
 import socket
 import threading
 
+import numpy as np
 import pytest
 from repoman_python import wire
 from repoman_python.exchange import Exchange
+
+from repoman import Arena, get_tensors
 
 
 def test_interim_messages_are_handled_as_they_come_and_the_reply_ends_it():
@@ -88,3 +91,25 @@ def test_what_the_stub_answers_is_read_as_plain_data_only():
 
     with ours, theirs, pytest.raises(Exception, match="only plain data"):
         asyncio.run(main())
+
+
+def test_small_number_arrays_travel_inline_and_arrive_writable():
+    arena = Arena.create(1 << 20)
+    try:
+        blocks: list[int] = []
+        arrays = {
+            "small": np.arange(8, dtype=np.float32).reshape(2, 4),
+            "big": np.zeros(wire.INLINE_BYTES, dtype=np.float32),
+            "text": np.array([b"setosa"], dtype=object),
+        }
+        descriptors = wire.put_arrays(arena, arrays, blocks)
+        assert descriptors["small"][2] is None  # inline: no block of the arena
+        assert len(blocks) == 2  # the big one and the BYTES one went through the arena
+        travelled = wire.loads_plain(wire.frame(descriptors)[4:])
+        got = get_tensors(arena, travelled)
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(got[name], array)
+        got["small"][0, 0] = 42.0  # a model may write to its inputs
+        del got  # NOTE: views of the arena must be gone before it closes
+    finally:
+        arena.close()
