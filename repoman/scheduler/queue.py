@@ -140,8 +140,8 @@ class VersionQueue:
 
     def ready_at(self) -> float | None:
         """When the next batch may be cut (a clock time), or None when none can be."""
-        if not self.free:
-            return None
+        if not self.free or not any(self.level_counts):
+            return None  # NOTE: the common answer for an idle queue, without the fronts' scan
         oldest = self._oldest()
         if oldest is None:
             return None
