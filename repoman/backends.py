@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,10 @@ class Backend(abc.ABC):
     loop, and never runs two ``execute`` calls of the same instance at once; blocking is
     fine. An error for one request goes into that request's slot of the returned list;
     raising fails the whole batch.
+
+    A backend whose batches mostly wait on something else (another process, a remote
+    server) may also define ``execute_async``: the core then awaits it on its event loop
+    instead of holding a worker thread for the wait (see ``runs_on_loop``).
     """
 
     def __init__(self, context: BackendContext) -> None:
@@ -120,6 +124,26 @@ class Backend(abc.ABC):
         show (a process of its own), asked once after ``load``. Default: None (its memory is
         in the server's process, measured as what the load added to the resident set)."""
         return None
+
+    def execute_async(self, batch: Batch) -> Awaitable[Sequence[Result]]:
+        """Optional: start ``batch`` now and return what will give its results: an ``async
+        def`` (a coroutine, run as a task) or a plain method returning an asyncio future
+        (work started before it returns, as the python backend sends a batch to its
+        process). Called and awaited on the core's event loop when ``runs_on_loop``, with
+        ``execute``'s contract (one result per request, never two batches at once per
+        instance). It must not block: it awaits what it waits for (a socket read through
+        the loop, a future) and keeps its own work short. Default: not defined."""
+        raise NotImplementedError
+
+    @property
+    def runs_on_loop(self) -> bool:
+        """Whether the core runs this instance's batches with ``execute_async`` on its event
+        loop (no worker thread held while they wait) rather than ``execute`` on a worker.
+        Read once the instance is loaded. Default: whether the class defines
+        ``execute_async``; an instance that serves some configs in-process and others
+        elsewhere answers per instance. ``execute`` must work either way (warm-up and
+        tools call it from threads)."""
+        return type(self).execute_async is not Backend.execute_async
 
 
 BackendFactory = Callable[[BackendContext], Backend]

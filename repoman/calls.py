@@ -1,11 +1,12 @@
 """Models calling models from inside a batch (Triton's business logic scripting, BLS): the
 request a backend makes, and the door the core opens for the batch running on a thread.
 
-The core sets the door while a backend's ``execute`` runs (:func:`calls_through`); the
-backend (or what it serves: a Python model's ``InferenceRequest.exec()``) calls
-:func:`model_caller` to get it. A call goes through the shared scheduler like any request;
-the batch that makes it gives its worker back while it waits, so a call never waits for a
-worker that is waiting for it.
+The core sets the door while a backend's ``execute`` runs (:func:`calls_through`; for an
+``execute_async`` on the event loop, in the context it is started in); the backend (or what
+it serves: a Python model's ``InferenceRequest.exec()``) calls :func:`model_caller` to get
+it. A call goes through the shared scheduler like any request; a batch on a worker thread
+lends its worker's place while it waits, and a batch on the event loop holds none, so a
+call never waits for a worker that is waiting for it.
 """
 
 from __future__ import annotations

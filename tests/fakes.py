@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
 import threading
@@ -101,6 +102,26 @@ class BallastBackend(EchoBackend):
             self.ballast = None
 
 
+class LoopBackend(EchoBackend):
+    """Echoes from ``execute_async``, awaited on the event loop (no worker thread), once
+    ``gate`` (an asyncio.Event a test sets on its loop) is set. Counts the batches it has
+    in flight at once (``peak``, over every instance)."""
+
+    gate: asyncio.Event | None = None
+    running = 0
+    peak = 0
+
+    async def execute_async(self, batch: Batch) -> Sequence[Result]:
+        LoopBackend.running += 1
+        LoopBackend.peak = max(LoopBackend.peak, LoopBackend.running)
+        try:
+            if LoopBackend.gate is not None:
+                await LoopBackend.gate.wait()
+            return self.execute(batch)
+        finally:
+            LoopBackend.running -= 1
+
+
 FAKES = {
     "echo": EchoBackend,
     "failing_load": FailingLoadBackend,
@@ -108,6 +129,7 @@ FAKES = {
     "per_request_error": PerRequestErrorBackend,
     "blocking": BlockingBackend,
     "ballast": BallastBackend,
+    "loop": LoopBackend,
 }
 
 

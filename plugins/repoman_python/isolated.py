@@ -9,12 +9,13 @@ runs a model in the server's process instead (no hop, no protection).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +36,13 @@ from repoman import (
     get_tensors,
     int_parameter,
     model_caller,
-    put_tensors,
     time_left,
 )
 from repoman_python import custom_metrics, wire
 from repoman_python import process as stubs
 from repoman_python.backend import PythonBackend
 from repoman_python.errors import rebuilt_error
+from repoman_python.exchange import Exchange
 from repoman_python.output import Origin
 from repoman_python.pb_utils import MetricsSnapshot
 
@@ -96,8 +97,9 @@ class IsolatedPythonBackend(Backend):
     """A proxy: ``load`` starts a stub and loads the model in it, ``execute`` sends each batch
     there through shared memory, ``unload`` finalizes the model and reaps the stub.
 
-    ``execute`` is called on one worker thread at a time and blocks; ``unload`` may come
-    from another thread while a batch is stuck (it then kills the stub)."""
+    The core awaits ``execute_async`` on its event loop (no thread waits while the model
+    runs); ``execute`` is the blocking way, for warm-up and tools. One batch at a time;
+    ``unload`` may come from another thread while a batch is stuck (it then kills the stub)."""
 
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
@@ -113,6 +115,7 @@ class IsolatedPythonBackend(Backend):
         self._timeouts = (LOAD_TIMEOUT, EXECUTE_TIMEOUT)
         self._memory_limit = 0
         self._metrics: MetricsSnapshot = []  # the model's custom metrics, as last reported
+        self._exchange: Exchange | None = None  # a batch in the stub, awaited on the loop
 
     # ---- settings ------------------------------------------------------------------
 
@@ -206,7 +209,11 @@ class IsolatedPythonBackend(Backend):
         self._closed = True
         # NOTE: a batch stuck in the model holds the lock: then there is no asking nicely.
         if not self._lock.acquire(timeout=UNLOAD_GRACE):
-            self._stop(kill=True)
+            process = self._process
+            if self._exchange is not None and process is not None:
+                process.kill()  # NOTE: the loop then reads the stream's end and reaps it
+            else:
+                self._stop(kill=True)
             return
         try:
             if self._process is None or self._restart:
@@ -246,7 +253,15 @@ class IsolatedPythonBackend(Backend):
 
     # ---- execute -------------------------------------------------------------------
 
+    @property
+    def runs_on_loop(self) -> bool:
+        """In a stub, a batch is a message out and a reply back: the core awaits it on its
+        event loop (:meth:`execute_async`) and holds no worker thread while the model runs."""
+        return self._local is None
+
     def execute(self, batch: Batch) -> Sequence[Result]:
+        """The blocking way (warm-up, tools, ``isolation: none``): the same conversation
+        on this thread."""
         if self._local is not None:
             return self._local.execute(batch)
         with self._lock:
@@ -257,24 +272,57 @@ class IsolatedPythonBackend(Backend):
                 self._start()
             return self._execute(batch)
 
+    def execute_async(self, batch: Batch) -> asyncio.Future[Sequence[Result]]:
+        """Send ``batch`` to the stub now; the future gets its results once the reply is
+        read (by the loop's reader, which also starts the model's calls as they come)."""
+        # NOTE: the core never runs two batches of an instance at once, so only an unload
+        # that gave up waiting for a stuck batch (or a blocking execute) holds the lock. It
+        # is held until the future is done, released by the future's first callback.
+        if not self._lock.acquire(blocking=False):
+            raise BackendError(f"{self._label}: busy or unloaded")
+        try:
+            if self._closed or self._restart or self._process is None:
+                future = asyncio.ensure_future(self._start_then_execute(batch))
+            else:
+                future = self._execute_on_loop(batch)
+        except BaseException:
+            self._lock.release()
+            raise
+        future.add_done_callback(lambda _: self._lock.release())
+        return future
+
+    async def _start_then_execute(self, batch: Batch) -> Sequence[Result]:
+        if self._closed:
+            raise BackendError(f"{self._label}: unloaded")
+        log.warning("%s: starting its process again", self._label)
+        await asyncio.to_thread(self._start)
+        return await self._execute_on_loop(batch)
+
+    def _message(self, batch: Batch, blocks: list[int]) -> tuple[str, dict[str, Any]]:
+        """The ``execute`` message for ``batch``, its inputs put in the inputs arena (their
+        blocks added to ``blocks``, to free once the stub has answered)."""
+        assert self._inputs is not None
+        requests = [wire.put_arrays(self._inputs, dict(r), blocks) for r in batch.requests]
+        return "execute", {
+            "requests": requests,
+            "output_names": batch.output_names,
+            "input_names": batch.input_names,
+            "batching": batch.batching,
+            "request_ids": batch.request_ids,
+            "request_parameters": batch.request_parameters,
+            "requested_outputs": batch.requested_outputs,
+        }
+
     def _execute(self, batch: Batch) -> Sequence[Result]:
         execute_timeout = self._timeouts[1]
-        assert self._sock is not None and self._inputs is not None and self._outputs is not None
+        sock = self._sock
+        assert sock is not None and self._inputs is not None and self._outputs is not None
         blocks: list[int] = []
-        calls = _Calls(self._sock, self._inputs, self._outputs, model_caller())
+        calls = _Calls(lambda message: wire.send(sock, message), self._inputs, self._outputs)
         try:
-            requests = [put_tensors(self._inputs, dict(r), blocks) for r in batch.requests]
-            body = {
-                "requests": requests,
-                "output_names": batch.output_names,
-                "input_names": batch.input_names,
-                "batching": batch.batching,
-                "request_ids": batch.request_ids,
-                "request_parameters": batch.request_parameters,
-                "requested_outputs": batch.requested_outputs,
-            }
-            self._sock.settimeout(execute_timeout)
-            wire.send(self._sock, ("execute", body))
+            message = self._message(batch, blocks)
+            sock.settimeout(execute_timeout)
+            wire.send(sock, message)
             # NOTE: this thread only waits on the socket while the model runs; a call it
             # makes (BLS) is started here and answered from the event loop when done.
             kind, detail = self._receive()
@@ -284,26 +332,85 @@ class IsolatedPythonBackend(Backend):
         except TimeoutError:
             self._stop(kill=True)
             self._restart = True
-            raise StubDied(
-                f"{self._label}: execute did not return within {execute_timeout:g} s "
-                "(execute_timeout_seconds); its process was killed and is started again "
-                "for the next batch"
-            ) from None
+            raise self._timed_out() from None
         except (wire.Closed, OSError) as exc:
             code = self._stop(kill=True)
             self._restart = True
-            raise StubDied(
-                f"{self._label}: {stubs.exited(code, exc)} while executing a batch; it is "
-                "started again for the next batch"
-            ) from None
+            raise self._died(code, exc) from None
         finally:
             calls.close()
-            if self._inputs is not None:
-                for offset in blocks:
-                    self._inputs.free(offset)
+            self._free(blocks)
+        return self._results(kind, detail)
+
+    def _execute_on_loop(self, batch: Batch) -> asyncio.Future[Sequence[Result]]:
+        """:meth:`_execute` without a thread: the message goes out now, and the reply (and
+        the model's calls before it) come back through the loop's reader on the socket."""
+        assert self._sock is not None and self._inputs is not None and self._outputs is not None
+        results: asyncio.Future[Sequence[Result]] = asyncio.get_running_loop().create_future()
+        blocks: list[int] = []
+        try:
+            message = self._message(batch, blocks)
+        except Exception as exc:
+            self._free(blocks)
+            results.set_exception(exc)
+            return results
+        calls = _Calls(lambda answer: exchange.send(answer), self._inputs, self._outputs)
+        exchange = Exchange(self._sock, calls.start, timeout=self._timeouts[1])
+
+        def replied(outcome: tuple[Any, ...] | BaseException) -> None:
+            self._exchange = None
+            calls.close()
+            self._free(blocks)
+            if isinstance(outcome, BaseException):
+                # NOTE: reaping the stub waits for it: on a thread, then the batch fails.
+                lost = asyncio.ensure_future(self._lost(outcome))
+                lost.add_done_callback(lambda done: _settle_from(results, done))
+                return
+            kind, detail, *rest = outcome
+            if rest and isinstance(rest[0], list):
+                self._metrics = rest[0]
+            try:
+                results.set_result(self._results(kind, detail))
+            except Exception as exc:
+                results.set_exception(exc)
+
+        self._exchange = exchange
+        exchange.start(message, replied)
+        return results
+
+    async def _lost(self, why: BaseException) -> Sequence[Result]:
+        """The exchange failed: the stub is killed and reaped, started again for the next
+        batch, and this batch fails saying why."""
+        code = await asyncio.to_thread(self._stop, kill=True)
+        self._restart = True
+        if isinstance(why, TimeoutError):
+            raise self._timed_out()
+        if isinstance(why, wire.Closed | OSError):
+            raise self._died(code, why)
+        raise why  # NOTE: an unreadable reply: the stub's stream is lost too
+
+    def _free(self, blocks: list[int]) -> None:
+        if self._inputs is not None:
+            for offset in blocks:
+                self._inputs.free(offset)
+
+    def _results(self, kind: str, detail: Any) -> Sequence[Result]:
         if kind != "ok":
             raise rebuilt_error(detail, self._label)
         return [self._result(item) for item in detail]
+
+    def _timed_out(self) -> StubDied:
+        return StubDied(
+            f"{self._label}: execute did not return within {self._timeouts[1]:g} s "
+            "(execute_timeout_seconds); its process was killed and is started again "
+            "for the next batch"
+        )
+
+    def _died(self, code: int | None, exc: BaseException) -> StubDied:
+        return StubDied(
+            f"{self._label}: {stubs.exited(code, exc)} while executing a batch; it is "
+            "started again for the next batch"
+        )
 
     def _result(self, item: tuple[str, Any]) -> Result:
         kind, detail = item
@@ -337,16 +444,15 @@ class _Calls:
     """The calls a stub's model makes during one ``execute`` (BLS), on the server's side.
 
     Each ``call`` message (from untrusted plain data) becomes a ModelCall through the door
-    the scheduler opened for the batch; its answer goes back to the stub from the thread
-    that settles it (the event loop), its outputs in the inputs arena. Once the batch
-    returns (:meth:`close`) nothing more is sent and the answers' blocks are freed.
+    the scheduler opened for the batch (``model_caller()`` where it is built); its answer
+    goes back to the stub through ``send`` from the thread that settles it (the event loop),
+    its outputs in the inputs arena. Once the batch returns (:meth:`close`) nothing more is
+    sent and the answers' blocks are freed.
     """
 
-    def __init__(
-        self, sock: socket.socket, inputs: Arena, outputs: Arena, caller: Caller | None
-    ) -> None:
-        self._sock, self._inputs, self._outputs = sock, inputs, outputs
-        self._caller = caller
+    def __init__(self, send: Callable[[Any], None], inputs: Arena, outputs: Arena) -> None:
+        self._send, self._inputs, self._outputs = send, inputs, outputs
+        self._caller: Caller | None = model_caller()
         self._lock = threading.Lock()
         self._blocks: list[int] = []
         self._closed = False
@@ -399,8 +505,8 @@ class _Calls:
             if self._closed:
                 return
             try:
-                descriptors = put_tensors(self._inputs, dict(done.result()), self._blocks)
-                wire.send(self._sock, ("answer", tag, "outputs", descriptors))
+                descriptors = wire.put_arrays(self._inputs, dict(done.result()), self._blocks)
+                self._send(("answer", tag, "outputs", descriptors))
             except (OSError, ValueError) as exc:
                 log.debug("answering a call failed: %s", exc)  # NOTE: the stub is gone
 
@@ -410,7 +516,7 @@ class _Calls:
             if self._closed:
                 return
             try:
-                wire.send(self._sock, ("answer", tag, "error", (str(error), int(kind))))
+                self._send(("answer", tag, "error", (str(error), int(kind))))
             except OSError as exc:
                 log.debug("answering a call failed: %s", exc)
 
@@ -428,3 +534,15 @@ def _seconds(params: Mapping[str, str], name: str, default: int) -> int:
     if value == 0:
         raise ValueError(f"parameter {name}: expected an integer > 0, found 0")
     return value
+
+
+def _settle_from(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """``target`` ends as ``done`` did."""
+    if done.cancelled():
+        target.cancel()
+        return
+    error = done.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(done.result())

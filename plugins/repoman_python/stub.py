@@ -48,7 +48,6 @@ from repoman import (
     RepomanError,
     TensorDescriptor,
     get_tensors,
-    put_tensors,
 )
 from repoman_python import output, pb_utils, wire
 from repoman_python.backend import PythonBackend, read_signature
@@ -163,7 +162,7 @@ class Stub:
         arrays = {name: _as_bytes(np.asarray(array)) for name, array in call.inputs.items()}
         with self._send_lock:
             tag = next(self._tags)
-            descriptors = put_tensors(self.outputs, arrays, blocks)
+            descriptors = wire.put_arrays(self.outputs, arrays, blocks)
             self._calls[tag] = (future, blocks)
             body = {
                 "tag": tag,
@@ -255,7 +254,7 @@ class Stub:
         assert self.outputs is not None
         arrays = {name: _as_bytes(array) for name, array in result.items()}
         with self._send_lock:  # NOTE: the blocks list is shared with abandoned calls' blocks
-            descriptors: dict[str, TensorDescriptor] = put_tensors(
+            descriptors: dict[str, TensorDescriptor] = wire.put_arrays(
                 self.outputs, arrays, self.output_blocks
             )
         return "outputs", descriptors

@@ -12,25 +12,54 @@ import io
 import pickle
 import socket
 import struct
+from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
+
+from repoman import Arena, TensorDescriptor, put_tensor
 
 _LENGTH = struct.Struct("!I")
 MAX_MESSAGE = 1 << 31
+INLINE_BYTES = 1024
+"""Number arrays this small travel in the message itself, not through an arena."""
 
 
 class Closed(EOFError):
     """The peer closed its end (the stub exited, or the server went away)."""
 
 
-def send(sock: socket.socket, message: Any, fds: list[int] | None = None) -> None:
+def frame(message: Any) -> bytes:
+    """``message`` as it travels: its length, then its pickle."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    frame = _LENGTH.pack(len(data)) + data
+    return _LENGTH.pack(len(data)) + data
+
+
+def unframe(buffer: bytearray) -> bytes | None:
+    """The first whole message's pickle, taken off the front of ``buffer``; None while
+    ``buffer`` holds less than one message."""
+    if len(buffer) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack_from(buffer)
+    if length > MAX_MESSAGE:
+        raise ValueError(f"message of {length} bytes is over the limit")
+    end = _LENGTH.size + length
+    if len(buffer) < end:
+        return None
+    data = bytes(buffer[_LENGTH.size : end])
+    del buffer[:end]
+    return data
+
+
+def send(sock: socket.socket, message: Any, fds: list[int] | None = None) -> None:
+    """Send ``message`` on a blocking socket (or one with a timeout)."""
+    data = frame(message)
     if fds:
         # NOTE: the descriptors ride on the first bytes; the rest follows as a plain stream.
-        sent = socket.send_fds(sock, [frame[:4096]], fds)
-        frame = frame[sent:]
-    if frame:
-        sock.sendall(frame)
+        sent = socket.send_fds(sock, [data[:4096]], fds)
+        data = data[sent:]
+    if data:
+        sock.sendall(data)
 
 
 def receive(sock: socket.socket, *, trusted: bool, with_fds: int = 0) -> tuple[Any, list[int]]:
@@ -69,3 +98,18 @@ class _PlainUnpickler(pickle.Unpickler):
 
 def loads_plain(data: bytes) -> Any:
     return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def put_arrays(
+    arena: Arena, arrays: Mapping[str, np.ndarray], blocks: list[int]
+) -> dict[str, TensorDescriptor]:
+    """``put_tensors`` for a message: a small number array (most requests of a pipeline's
+    pre/post step) travels inline, as a bytearray (writable where it arrives), which saves
+    the arena's allocation, view and free on both sides; the rest goes through ``arena``."""
+    out: dict[str, TensorDescriptor] = {}
+    for name, array in arrays.items():
+        if array.dtype != object and array.nbytes <= INLINE_BYTES:
+            out[name] = (array.dtype.str, array.shape, None, bytearray(array.tobytes()))
+        else:
+            out[name] = put_tensor(arena, array, blocks)
+    return out

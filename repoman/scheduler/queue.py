@@ -49,6 +49,8 @@ class VersionQueue:
     def __post_init__(self) -> None:
         config = self.version.config
         self.free = list(self.version.instances)
+        # NOTE: read once, after the load: its batches are awaited on the loop, no worker.
+        self.on_loop = bool(self.free) and all(instance.runs_on_loop for instance in self.free)
         self.batching = config.max_batch_size > 0
         dynamic = config.dynamic_batching if self.batching else None
         self.dynamic = dynamic is not None
@@ -140,8 +142,8 @@ class VersionQueue:
 
     def ready_at(self) -> float | None:
         """When the next batch may be cut (a clock time), or None when none can be."""
-        if not self.free:
-            return None
+        if not self.free or not any(self.level_counts):
+            return None  # NOTE: the common answer for an idle queue, without the fronts' scan
         oldest = self._oldest()
         if oldest is None:
             return None
@@ -153,14 +155,16 @@ class VersionQueue:
 
     def take_run(self) -> tuple[Backend, list[tuple[list[Pending], Batch]]]:
         """Reserve an instance and what it runs in one go: the next batch; or, without
-        dynamic batching, every waiting request (a fair share of them per free instance, at
-        most SOLO_RUN), each executed alone, so that one hand-off to a worker serves them all.
-        Call only when ``ready_at`` is due."""
+        dynamic batching, up to SOLO_RUN waiting requests (a fair share of them per free
+        instance), each executed alone, so that one hand-off to a worker serves them all
+        (one, for a backend that runs on the loop). Call only when ``ready_at`` is due."""
         if self.dynamic:
             instance, taken, batch = self.take_batch()
             return instance, [(taken, batch)]
         share = -(-sum(self.level_counts) // len(self.free))
-        taken = list(itertools.islice(self._candidates(), max(1, min(SOLO_RUN, share))))
+        # NOTE: on the loop there is no hand-off to save: one request per execution.
+        most = 1 if self.on_loop else max(1, min(SOLO_RUN, share))
+        taken = list(itertools.islice(self._candidates(), most))
         # NOTE: in flight before unqueueing: unqueueing the last request of a closing queue
         # must not look like "drained" (the unload would follow).
         self.in_flight += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -42,10 +43,14 @@ class Running:
     handed: int
     """When it was handed to the worker; then when its last answered part ended."""
     work: Future[list[Outcome]] | None = None
+    task: asyncio.Future[Sequence[Result]] | None = None
+    """Instead of ``work``: the batch's results to come, on the event loop (``on_loop``)."""
     watchdog: Cancellable | None = None
     written_off: bool = False
     lent: bool = False
     """It made a call to a model and lent its worker's place while it waits (BLS)."""
+    on_loop: bool = False
+    """It runs on the event loop (``Backend.runs_on_loop``): it holds no worker."""
     finished: bool = False
     answered: int = 0
     """Parts answered so far (in order; streamed ones included)."""
@@ -115,6 +120,20 @@ def _execute(
         if progress is not None and index < last:
             progress(outcome)
     return outcomes
+
+
+def settled(done: asyncio.Future[Sequence[Result]], started: int) -> Future[list[Outcome]]:
+    """A batch that ran on the loop (``Backend.execute_async``), once done, as the outcome
+    of :func:`execute` (what the scheduler reads when work returns)."""
+    ended = time.perf_counter_ns()
+    results: Sequence[Result] | BaseException
+    if done.cancelled():
+        results = RepomanError("the batch was cancelled")
+    else:
+        results = done.exception() or done.result()
+    outcome: Future[list[Outcome]] = Future()
+    outcome.set_result([(results, started, ended)])
+    return outcome
 
 
 def request_error(version: ModelVersion, error: Exception) -> RepomanError:

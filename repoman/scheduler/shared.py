@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -14,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from repoman.backends import Result
-from repoman.calls import Caller, ModelCall
+from repoman.calls import Caller, ModelCall, calls_through
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import VersionQueue
-from repoman.scheduler.running import Outcome, Running, Timer, execute, request_error
+from repoman.scheduler.running import Outcome, Running, Timer, execute, request_error, settled
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
 
@@ -42,7 +43,9 @@ class SharedScheduler:
     several queues have a batch ready, the one that has used the least worker time goes
     first, so versions share the workers fairly by time, not by batch count (a queue that
     was idle does not bank credit: it starts level with the busiest). A version never runs
-    more batches at once than it has instances.
+    more batches at once than it has instances. The batches of a backend that
+    ``runs_on_loop`` (one waiting on another process) are awaited on the loop and take no
+    worker: they start whenever an instance is free.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class SharedScheduler:
         self._dispatch_scheduled = False
         self._calls: CallHandler | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
+        self._loop_batches: set[asyncio.Future[Sequence[Result]]] = set()
 
     def bind_calls(self, handler: CallHandler) -> None:
         """Let models call models from inside their batches through ``handler``."""
@@ -212,9 +216,11 @@ class SharedScheduler:
         self._dispatch_scheduled = False
         now = self._clock.time()
         next_due = float("inf")
-        while self._idle > 0:
+        while True:
             chosen = None
             for queue in self._queues.values():
+                if self._idle <= 0 and not queue.on_loop:
+                    continue  # NOTE: a worker coming free dispatches again
                 due = queue.ready_at()
                 if due is None:
                     continue
@@ -251,19 +257,40 @@ class SharedScheduler:
 
     def _run(self, queue: VersionQueue, now: float) -> None:
         instance, parts = queue.take_run()
-        self._idle -= 1
         for taken, _ in parts:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
-        running = Running(queue, instance, parts, self._ns())
+        running = Running(queue, instance, parts, self._ns(), on_loop=queue.on_loop)
         caller = self._caller(running) if self._calls is not None else None
-        # NOTE: the worker schedules _finished (and _collect) itself: asyncio.wrap_future
-        # would take one more loop iteration, to settle an asyncio future whose callback
-        # then runs it.
-        loop = asyncio.get_running_loop()
-        progress = self._progress(running, loop) if len(parts) > 1 else None
-        running.work = self._pool.submit(execute, instance, parts, caller, progress, self._ns)
-        running.work.add_done_callback(lambda fut: _call_soon(loop, self._finished, running, fut))
+        if running.on_loop:
+            ((_, batch),) = parts  # NOTE: on-loop queues hand out one batch at a time
+            started = time.perf_counter_ns()
+            # NOTE: started now, in this dispatch pass (a backend returning a future sends
+            # its batch at once); a coroutine's task copies the context here, so
+            # model_caller() within it is this batch's door.
+            task: asyncio.Future[Sequence[Result]]
+            with calls_through(caller):
+                try:
+                    task = asyncio.ensure_future(instance.execute_async(batch))
+                except Exception as exc:
+                    task = asyncio.get_running_loop().create_future()
+                    task.set_exception(exc)
+            self._loop_batches.add(task)
+            task.add_done_callback(lambda done: self._finished(running, settled(done, started)))
+            running.task = task
+        else:
+            self._idle -= 1
+            # NOTE: the worker schedules _finished (and _collect) itself: asyncio.wrap_future
+            # would take one more loop iteration, to settle an asyncio future whose callback
+            # then runs it.
+            loop = asyncio.get_running_loop()
+            progress = self._progress(running, loop) if len(parts) > 1 else None
+            running.work = self._pool.submit(
+                execute, instance, parts, caller, progress, self._ns
+            )
+            running.work.add_done_callback(
+                lambda fut: _call_soon(loop, self._finished, running, fut)
+            )
         if self._execution_timeout is not None:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
@@ -298,12 +325,17 @@ class SharedScheduler:
     # ---- calls from inside a batch (BLS) ----------------------------------------------
 
     def _caller(self, running: Running) -> Caller:
-        """The door for the calls ``running``'s model makes, from its worker thread."""
+        """The door for the calls ``running``'s model makes, from its worker thread (or,
+        for a batch on the loop, from the loop itself: the call starts at once)."""
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
 
         def call(request: ModelCall) -> Future[Mapping[str, np.ndarray]]:
             answer: Future[Mapping[str, np.ndarray]] = Future()
-            loop.call_soon_threadsafe(self._start_call, running, request, answer)
+            if threading.get_ident() == loop_thread:
+                self._start_call(running, request, answer)
+            else:
+                loop.call_soon_threadsafe(self._start_call, running, request, answer)
             return answer
 
         return call
@@ -313,7 +345,7 @@ class SharedScheduler:
     ) -> None:
         if not answer.set_running_or_notify_cancel():
             return
-        if not (running.lent or running.finished or running.written_off):
+        if not (running.on_loop or running.lent or running.finished or running.written_off):
             # NOTE: the batch now waits for others: its worker's place is lent (one more
             # thread) until it returns, so its calls, and everyone else's batches, never
             # wait for a worker that is waiting for them (a model calling itself included).
@@ -346,6 +378,8 @@ class SharedScheduler:
     def _finished(self, running: Running, fut: Future[list[Outcome]]) -> None:
         queue = running.queue
         version = queue.version
+        if running.task is not None:
+            self._loop_batches.discard(running.task)
         if running.written_off:
             log.warning(
                 "model %s version %d: a batch written off as hung returned after all",
@@ -355,7 +389,8 @@ class SharedScheduler:
             return
         if running.watchdog is not None:
             running.watchdog.cancel()
-        self._idle += 1
+        if not running.on_loop:
+            self._idle += 1
         self._give_back(running)
         queue.finish(running.instance)
         running.outbox.clear()  # NOTE: every outcome is in the result too
@@ -422,11 +457,17 @@ class SharedScheduler:
         """A batch ran past the execution timeout: fail it, replace its worker, and report
         the version as unhealthy (its queued requests fail too; it takes no more)."""
         running.watchdog = None
-        if running.work is None or not self._pool.write_off(running.work):
+        if running.task is not None:
+            # NOTE: not cancelled: like a stuck thread, it is left to end (the backend's
+            # own timeouts end it); its instance is never used again.
+            if running.task.done():
+                return
+        elif running.work is None or not self._pool.write_off(running.work):
             return  # NOTE: it finished meanwhile; its done callback is on its way
+        else:
+            self._idle += 1  # NOTE: a fresh thread took the stuck one's place
         running.written_off = True
         self.written_off += 1
-        self._idle += 1  # NOTE: a fresh thread took the stuck one's place
         self._give_back(running)
         queue, version = running.queue, running.queue.version
         reason = (

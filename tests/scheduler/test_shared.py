@@ -213,3 +213,118 @@ def test_a_run_of_requests_without_dynamic_batching_answers_each_as_it_is_execut
         asyncio.run(main())
     finally:
         gate.set()
+
+
+# ---- backends awaited on the event loop (Backend.execute_async) ----------------------------
+
+
+async def until(condition, seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {seconds} s"
+        await asyncio.sleep(0.001)
+
+
+def test_batches_awaited_on_the_loop_hold_no_worker():
+    """One worker, held by a blocking batch: three instances of an on-loop backend still run
+    three batches at once, and the blocked model is answered once released."""
+
+    async def main():
+        BlockingBackend.gate.clear()
+        fakes.LoopBackend.gate, fakes.LoopBackend.peak = asyncio.Event(), 0
+        scheduler = SharedScheduler(1)
+        blocked = make_version(BlockingBackend, name="blocked", delay_us=None)
+        on_loop = make_version(fakes.LoopBackend, name="on_loop", delay_us=None, instances=3)
+        assert on_loop.instances[0].runs_on_loop and not blocked.instances[0].runs_on_loop
+        scheduler.open(blocked)
+        scheduler.open(on_loop)
+        held = asyncio.create_task(scheduler.submit(blocked, rows(1), ("OUTPUT",)))
+        waiting = [
+            asyncio.create_task(scheduler.submit(on_loop, rows(1, float(i)), ("OUTPUT",)))
+            for i in range(3)
+        ]
+        await until(lambda: fakes.LoopBackend.running == 3)
+        assert fakes.LoopBackend.peak == 3 and not held.done()
+        fakes.LoopBackend.gate.set()
+        results = await asyncio.gather(*waiting)
+        BlockingBackend.gate.set()
+        await held
+        await scheduler.close()
+        return results
+
+    try:
+        results = run(main())
+    finally:
+        BlockingBackend.gate.set()
+        fakes.LoopBackend.gate = None
+    assert [r["OUTPUT"][0, 0] for r in results] == [0.0, 1.0, 2.0]
+
+
+def test_an_on_loop_batch_calls_a_model_through_its_door_without_a_worker_lent():
+    """model_caller() inside execute_async is the batch's door (the task's context); the call
+    runs through the scheduler and no worker is added while the caller waits."""
+    from repoman import model_caller
+    from repoman.calls import ModelCall
+
+    class Caller(fakes.LoopBackend):
+        async def execute_async(self, batch):
+            door = model_caller()
+            assert door is not None
+            answer = door(ModelCall("callee", {"INPUT": batch.requests[0]["INPUT"] * 2}))
+            outputs = await asyncio.wrap_future(answer)
+            return [{"OUTPUT": outputs["OUTPUT"]}]
+
+    async def main():
+        scheduler = SharedScheduler(1)
+        caller = make_version(Caller, name="caller", delay_us=None)
+        callee = make_version(name="callee", delay_us=None)
+        pool_sizes = []
+
+        async def handle(call, held):
+            assert held == (caller,)
+            pool_sizes.append(scheduler._pool.size)
+            return await scheduler.submit(callee, call.inputs, ("OUTPUT",))
+
+        scheduler.bind_calls(handle)
+        scheduler.open(caller)
+        scheduler.open(callee)
+        result = await scheduler.submit(caller, rows(1, 3.0), ("OUTPUT",))
+        await scheduler.close()
+        return result, pool_sizes
+
+    result, pool_sizes = run(main())
+    assert result["OUTPUT"][0, 0] == 6.0
+    assert pool_sizes == [1]
+
+
+def test_an_on_loop_batch_past_the_execution_timeout_is_written_off():
+    from repoman.errors import ExecutionTimeout
+
+    hung = []
+
+    async def main():
+        fakes.LoopBackend.gate = asyncio.Event()
+        clock = fakes.ManualClock()
+        scheduler = SharedScheduler(
+            1, clock=clock, execution_timeout=5.0, on_hung=lambda v, why: hung.append(v.model)
+        )
+        stuck = make_version(fakes.LoopBackend, name="stuck", delay_us=None)
+        scheduler.open(stuck)
+        first = asyncio.create_task(scheduler.submit(stuck, rows(1), ("OUTPUT",)))
+        await until(lambda: fakes.LoopBackend.running == 1)
+        clock.advance(5.1)
+        with pytest.raises(ExecutionTimeout, match="did not finish within 5 s"):
+            await first
+        with pytest.raises(ModelNotReady):
+            await scheduler.submit(stuck, rows(1), ("OUTPUT",))
+        fakes.LoopBackend.gate.set()  # it returns late: ignored
+        await until(lambda: fakes.LoopBackend.running == 0)
+        await asyncio.wait_for(scheduler.drain(stuck), 5)
+        await scheduler.close()
+        return scheduler
+
+    try:
+        scheduler = run(main())
+    finally:
+        fakes.LoopBackend.gate = None
+    assert scheduler.written_off == 1 and hung == ["stuck"]

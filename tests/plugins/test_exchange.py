@@ -1,0 +1,115 @@
+"""One exchange with a stub on the event loop (repoman_python.exchange), against a socketpair
+whose other end plays the stub."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import socket
+import threading
+
+import numpy as np
+import pytest
+from repoman_python import wire
+from repoman_python.exchange import Exchange
+
+from repoman import Arena, get_tensors
+
+
+def test_interim_messages_are_handled_as_they_come_and_the_reply_ends_it():
+    ours, theirs = socket.socketpair()
+    interim = []
+
+    async def main():
+        def on_call(body):
+            interim.append(body)
+            exchange.send(("answer", body))
+
+        exchange = Exchange(ours, on_call, timeout=10)
+        # NOTE: two calls and the reply in one write: one read holds several messages.
+        theirs.sendall(wire.frame(("call", 1)) + wire.frame(("call", 2)))
+        reply_after_answers = threading.Thread(target=answer_twice_then_reply)
+        reply_after_answers.start()
+        try:
+            return await exchange.run(("execute", {"n": 1}))
+        finally:
+            reply_after_answers.join()
+
+    def answer_twice_then_reply():
+        received = [wire.receive(theirs, trusted=True)[0] for _ in range(3)]
+        assert received == [("execute", {"n": 1}), ("answer", 1), ("answer", 2)]
+        theirs.sendall(wire.frame(("ok", "done", [])))
+
+    with ours, theirs:
+        assert asyncio.run(main()) == ("ok", "done", [])
+        assert interim == [1, 2]
+        # Nothing is left registered or half-read: the socket works blocking again.
+        ours.settimeout(5)
+        theirs.sendall(wire.frame(("after",)))
+        assert wire.receive(ours, trusted=False)[0] == ("after",)
+
+
+def test_a_message_larger_than_the_socket_buffer_goes_out_whole():
+    ours, theirs = socket.socketpair()
+    big = b"x" * (8 << 20)
+
+    def stub():
+        message, _ = wire.receive(theirs, trusted=True)
+        theirs.sendall(wire.frame(("ok", len(message[1]))))
+
+    async def main():
+        return await Exchange(ours, lambda body: None, timeout=30).run(("execute", big))
+
+    with ours, theirs:
+        peer = threading.Thread(target=stub)
+        peer.start()
+        assert asyncio.run(main()) == ("ok", len(big))
+        peer.join()
+
+
+def test_a_closed_end_and_silence_fail_the_exchange():
+    async def exchange(sock, timeout):
+        return await Exchange(sock, lambda body: None, timeout=timeout).run(("execute", None))
+
+    ours, theirs = socket.socketpair()
+    with ours:
+        theirs.close()
+        with pytest.raises((wire.Closed, OSError)):
+            asyncio.run(exchange(ours, 10))
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs, pytest.raises(TimeoutError):
+        asyncio.run(exchange(ours, 0.05))
+
+
+def test_what_the_stub_answers_is_read_as_plain_data_only():
+    ours, theirs = socket.socketpair()
+
+    async def main():
+        theirs.sendall(wire.frame(("ok", fractions.Fraction(1, 3))))
+        return await Exchange(ours, lambda body: None, timeout=10).run(("execute", None))
+
+    with ours, theirs, pytest.raises(Exception, match="only plain data"):
+        asyncio.run(main())
+
+
+def test_small_number_arrays_travel_inline_and_arrive_writable():
+    arena = Arena.create(1 << 20)
+    try:
+        blocks: list[int] = []
+        arrays = {
+            "small": np.arange(8, dtype=np.float32).reshape(2, 4),
+            "big": np.zeros(wire.INLINE_BYTES, dtype=np.float32),
+            "text": np.array([b"setosa"], dtype=object),
+        }
+        descriptors = wire.put_arrays(arena, arrays, blocks)
+        assert descriptors["small"][2] is None  # inline: no block of the arena
+        assert len(blocks) == 2  # the big one and the BYTES one went through the arena
+        travelled = wire.loads_plain(wire.frame(descriptors)[4:])
+        got = get_tensors(arena, travelled)
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(got[name], array)
+        got["small"][0, 0] = 42.0  # a model may write to its inputs
+        del got  # NOTE: views of the arena must be gone before it closes
+    finally:
+        arena.close()
