@@ -217,35 +217,9 @@ class VersionStats:
         per_batch.ns += output_ns
 
     def record_solo(self, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        """:meth:`record_batch` for one request of one row (the same counts, less work: a
-        model without dynamic batching records one per request)."""
-        self.execution_count += 1
-        self.inference_count += 1
-        sizes = self.batch_sizes
-        sizes.counts[0] += 1  # NOTE: BATCH_SIZE_BUCKETS starts at 1
-        sizes.total += 1
-        self.batch_wait_seconds.observe(input_ns / 1e9)
-        self.compute_seconds.observe(infer_ns / 1e9)
-        self.last_inference_ms = time.time_ns() // 1_000_000
-        batch = self.batches[1]
-        total = self.compute_input
-        total.count += 1
-        total.ns += input_ns
-        total = self.compute_infer
-        total.count += 1
-        total.ns += infer_ns
-        total = self.compute_output
-        total.count += 1
-        total.ns += output_ns
-        per_batch = batch.compute_input
-        per_batch.count += 1
-        per_batch.ns += input_ns
-        per_batch = batch.compute_infer
-        per_batch.count += 1
-        per_batch.ns += infer_ns
-        per_batch = batch.compute_output
-        per_batch.count += 1
-        per_batch.ns += output_ns
+        """:meth:`record_batch` for one request of one row (a model without dynamic batching
+        records one per request)."""
+        self.record_batch(1, 1, input_ns=input_ns, infer_ns=infer_ns, output_ns=output_ns)
 
     def as_dict(self, name: str, version: int) -> dict[str, Any]:
         empty = Duration().as_dict()
