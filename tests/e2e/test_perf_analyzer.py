@@ -23,33 +23,37 @@ def perf_analyzer():
     return PERF_ANALYZER
 
 
+def measure(
+    perf_analyzer, model: str, address: str, protocol: str, requests: int, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """perf_analyzer at concurrency 4 over ``requests``-request windows; its run and output.
+
+    NOTE: on a loaded 2-core machine perf_analyzer may not see 4 similar windows; that is
+    noise in its stability check, not a protocol problem: it measures once more then.
+    """
+    command = [
+        str(perf_analyzer), "-m", model, "-u", address, "-i", protocol,
+        "--concurrency-range", "4", "--measurement-mode", "count_windows",
+        "--measurement-request-count", str(requests), "--max-trials", "4",
+        "--stability-percentage", "100", *extra,
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    output = run.stdout + run.stderr
+    if run.returncode != 0 and "stable measurement" in output:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        output += "\n--- second run ---\n" + run.stdout + run.stderr
+    return run, output
+
+
 @pytest.mark.parametrize("tensor_format", ["binary", "json"])
 def test_perf_analyzer_runs_clean(bundled_server, perf_analyzer, heldout, tmp_path, tensor_format):
-    command = [
-        str(perf_analyzer),
-        "-m",
-        "digits",
-        "-u",
-        bundled_server.address,
-        "-i",
-        "http",
-        "--concurrency-range",
-        "4",
-        "--measurement-mode",
-        "count_windows",
-        "--measurement-request-count",
-        "200",
-        "--max-trials",
-        "4",
-        "--stability-percentage",
-        "100",
-    ]
+    extra: list[str] = []
     if tensor_format == "json":
         # NOTE: perf_analyzer's random input can hold NaN, which JSON cannot carry: give real data.
         data = {"data": [{"pixels": row} for row in heldout["digits"]["pixels"]]}
         data_file = tmp_path / "input.json"
         data_file.write_text(json.dumps(data))
-        command += [
+        extra = [
             "--input-tensor-format",
             "json",
             "--output-tensor-format",
@@ -57,13 +61,7 @@ def test_perf_analyzer_runs_clean(bundled_server, perf_analyzer, heldout, tmp_pa
             "--input-data",
             str(data_file),
         ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
-    output = run.stdout + run.stderr
-    if run.returncode != 0 and "stable measurement" in output:
-        # NOTE: on a loaded 2-core machine perf_analyzer may not see 4 similar windows;
-        # that is noise in its stability check, not a protocol problem: measure once more.
-        run = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        output += "\n--- second run ---\n" + run.stdout + run.stderr
+    run, output = measure(perf_analyzer, "digits", bundled_server.address, "http", 200, *extra)
     assert run.returncode == 0, output
     match = re.search(r"Throughput: ([0-9.]+) infer/sec", output)
     assert match and float(match.group(1)) > 0, output
@@ -72,17 +70,7 @@ def test_perf_analyzer_runs_clean(bundled_server, perf_analyzer, heldout, tmp_pa
 
 def test_perf_analyzer_over_grpc_runs_clean(bundled_server, perf_analyzer):
     # NOTE: gRPC is perf_analyzer's default protocol (-i grpc said anyway, for the reader).
-    command = [
-        str(perf_analyzer), "-m", "digits", "-u", bundled_server.grpc_address, "-i", "grpc",
-        "--concurrency-range", "4", "--measurement-mode", "count_windows",
-        "--measurement-request-count", "200", "--max-trials", "4",
-        "--stability-percentage", "100",
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
-    output = run.stdout + run.stderr
-    if run.returncode != 0 and "stable measurement" in output:
-        run = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        output += "\n--- second run ---\n" + run.stdout + run.stderr
+    run, output = measure(perf_analyzer, "digits", bundled_server.grpc_address, "grpc", 200)
     assert run.returncode == 0, output
     match = re.search(r"Throughput: ([0-9.]+) infer/sec", output)
     assert match and float(match.group(1)) > 0, output
@@ -96,17 +84,7 @@ def test_perf_analyzer_measures_an_ensemble_without_naming_a_version(
     # NOTE: without -x perf_analyzer picks, for the ensemble and each member, the version
     # whose queue count grew during the window: an ensemble must count its requests there.
     address = bundled_server.address if protocol == "http" else bundled_server.grpc_address
-    command = [
-        str(perf_analyzer), "-m", "iris_species", "-u", address, "-i", protocol,
-        "--concurrency-range", "4", "--measurement-mode", "count_windows",
-        "--measurement-request-count", "100", "--max-trials", "4",
-        "--stability-percentage", "100",
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
-    output = run.stdout + run.stderr
-    if run.returncode != 0 and "stable measurement" in output:
-        run = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        output += "\n--- second run ---\n" + run.stdout + run.stderr
+    run, output = measure(perf_analyzer, "iris_species", address, protocol, 100)
     assert run.returncode == 0, output
     assert "failed to find the requested model version" not in output
     match = re.search(r"Throughput: ([0-9.]+) infer/sec", output)
