@@ -96,9 +96,10 @@ class Backend(abc.ABC):
     The constructor must be cheap: it only stores the context. ``load`` does the
     expensive work, ``execute`` runs batches, ``unload`` releases resources. The core
     calls ``load``, ``execute`` and ``unload`` from worker threads, never from the event
-    loop, and never runs two ``execute`` calls of the same instance at once; blocking is
-    fine. An error for one request goes into that request's slot of the returned list;
-    raising fails the whole batch.
+    loop (unless the backend opts in with ``may_run_inline``), and never runs two
+    ``execute`` calls of the same instance at once; blocking is fine. An error for one
+    request goes into that request's slot of the returned list; raising fails the whole
+    batch.
 
     A backend whose batches mostly wait on something else (another process, a remote
     server) may also define ``execute_async``: the core then awaits it on its event loop
@@ -134,6 +135,14 @@ class Backend(abc.ABC):
         instance). It must not block: it awaits what it waits for (a socket read through
         the loop, a future) and keeps its own work short. Default: not defined."""
         raise NotImplementedError
+
+    may_run_inline: bool = False
+    """Whether the core may call ``execute`` on its event loop thread when this version's
+    executions are measured quick (under ``repoman.scheduler.queue.INLINE_BELOW_NS``):
+    handing a batch to a worker thread and back costs about 100 µs of CPU, several times
+    what a small model's execution does. Opt in only if ``execute`` only computes: it never
+    waits on another process, a lock held elsewhere or a call to a model, and its time
+    follows its input. Default: False (always on a worker)."""
 
     @property
     def runs_on_loop(self) -> bool:

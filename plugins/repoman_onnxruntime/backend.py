@@ -52,6 +52,9 @@ class OnnxRuntimeBackend(Backend):
     ``KIND_GPU`` instances use the CUDA execution provider when onnxruntime-gpu offers it.
     """
 
+    # NOTE: a session run only computes; a small model's run costs less than a hand-off.
+    may_run_inline = True
+
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
         self._session: ort.InferenceSession | None = None

@@ -15,6 +15,7 @@ from repoman.backends import Backend, Batch, Result
 from repoman.config.model import QueuePolicy
 from repoman.errors import InvalidRequest, RequestTimeout, ServerBusy
 from repoman.manager.version import ModelVersion
+from repoman.scheduler.inline import InlineGate
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
@@ -51,6 +52,11 @@ class VersionQueue:
         self.free = list(self.version.instances)
         # NOTE: read once, after the load: its batches are awaited on the loop, no worker.
         self.on_loop = bool(self.free) and all(instance.runs_on_loop for instance in self.free)
+        self.gate = InlineGate(
+            bool(self.free)
+            and not self.on_loop
+            and all(instance.may_run_inline for instance in self.free)
+        )
         self.batching = config.max_batch_size > 0
         dynamic = config.dynamic_batching if self.batching else None
         self.dynamic = dynamic is not None
@@ -153,9 +159,9 @@ class VersionQueue:
             return oldest.arrived  # NOTE: nothing more will arrive; waiting only adds latency
         return oldest.arrived + self.delay
 
-    def take_run(self) -> tuple[Backend, list[tuple[list[Pending], Batch]]]:
+    def take_run(self, most: int = SOLO_RUN) -> tuple[Backend, list[tuple[list[Pending], Batch]]]:
         """Reserve an instance and what it runs in one go: the next batch; or, without
-        dynamic batching, up to SOLO_RUN waiting requests (a fair share of them per free
+        dynamic batching, up to ``most`` waiting requests (a fair share of them per free
         instance), each executed alone, so that one hand-off to a worker serves them all
         (one, for a backend that runs on the loop). Call only when ``ready_at`` is due."""
         if self.dynamic:
@@ -163,7 +169,7 @@ class VersionQueue:
             return instance, [(taken, batch)]
         share = -(-sum(self.level_counts) // len(self.free))
         # NOTE: on the loop there is no hand-off to save: one request per execution.
-        most = 1 if self.on_loop else max(1, min(SOLO_RUN, share))
+        most = 1 if self.on_loop else max(1, min(most, share))
         taken = list(itertools.islice(self._candidates(), most))
         # NOTE: in flight before unqueueing: unqueueing the last request of a closing queue
         # must not look like "drained" (the unload would follow).

@@ -20,9 +20,9 @@ from repoman.scheduler.queue import VersionQueue
 Part = tuple[list[Pending], Batch]
 """The requests of one execution and the batch they form."""
 
-Outcome = tuple[Sequence[Result] | BaseException | None, int, int]
-"""One execution's results (or what it raised; None: skipped, every client of it gone), and
-when it started and ended."""
+Outcome = tuple[Sequence[Result] | BaseException | None, int, int, int]
+"""One execution's results (or what it raised; None: skipped, every client of it gone),
+when it started and ended, and the CPU time its thread spent on it."""
 
 
 @dataclass(eq=False, slots=True)
@@ -51,6 +51,8 @@ class Running:
     """It made a call to a model and lent its worker's place while it waits (BLS)."""
     on_loop: bool = False
     """It runs on the event loop (``Backend.runs_on_loop``): it holds no worker."""
+    inline: bool = False
+    """It was executed on the loop thread itself (``InlineGate``), done before it started."""
     finished: bool = False
     answered: int = 0
     """Parts answered so far (in order; streamed ones included)."""
@@ -87,13 +89,16 @@ def execute(
     caller: Caller | None = None,
     progress: Callable[[Outcome], None] | None = None,
     timer: Timer = time.perf_counter_ns,
+    cpu_timer: Timer = time.thread_time_ns,
 ) -> list[Outcome]:
     """Run on a worker thread: each batch in turn; one that raises fails alone; one whose
     every client went away meanwhile is skipped. ``caller``: the door for the calls its
     model makes to models (``repoman.model_caller()`` within ``instance.execute``);
-    ``progress``: told each outcome as soon as it is known (every one but the last)."""
+    ``progress``: told each outcome as soon as it is known (every one but the last);
+    ``cpu_timer``: the calling thread's CPU time (what an execution cost, without its waits
+    for the GIL or the OS, however busy the event loop is)."""
     with calls_through(caller):
-        return _execute(instance, parts, progress, timer)
+        return _execute(instance, parts, progress, timer, cpu_timer)
 
 
 def _execute(
@@ -101,21 +106,24 @@ def _execute(
     parts: list[Part],
     progress: Callable[[Outcome], None] | None,
     timer: Timer,
+    cpu_timer: Timer,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     last = len(parts) - 1
     for index, (taken, batch) in enumerate(parts):
+        cpu = cpu_timer()
         started = timer()
         # NOTE: a racy read of another thread's future is fine here: at worst a request
         # cancelled this instant still runs, as it would have without the check.
         if last and all(item.future.done() for item in taken):
-            outcome: Outcome = (None, started, started)
+            outcome: Outcome = (None, started, started, 0)
         else:
             try:
                 results: Sequence[Result] | BaseException = instance.execute(batch)
             except Exception as exc:
                 results = exc
-            outcome = (results, started, timer())
+            ended = timer()
+            outcome = (results, started, ended, cpu_timer() - cpu)
         outcomes.append(outcome)
         if progress is not None and index < last:
             progress(outcome)
@@ -132,7 +140,7 @@ def settled(done: asyncio.Future[Sequence[Result]], started: int) -> Future[list
     else:
         results = done.exception() or done.result()
     outcome: Future[list[Outcome]] = Future()
-    outcome.set_result([(results, started, ended)])
+    outcome.set_result([(results, started, ended, 0)])
     return outcome
 
 

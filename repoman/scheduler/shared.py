@@ -20,7 +20,7 @@ from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, Repoma
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
-from repoman.scheduler.queue import VersionQueue
+from repoman.scheduler.queue import SOLO_RUN, VersionQueue
 from repoman.scheduler.running import Outcome, Running, Timer, execute, request_error, settled
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
@@ -56,13 +56,17 @@ class SharedScheduler:
         execution_timeout: float | None = None,
         on_hung: HungListener | None = None,
         timer: Timer = time.perf_counter_ns,
+        cpu_timer: Timer = time.thread_time_ns,
     ) -> None:
         """``clock``: the loop's time and timers (queue delays, deadlines); ``timer``: the
-        nanoseconds executions are timed with, on the workers (fair shares are by them)."""
+        nanoseconds executions are timed with, on the workers (fair shares are by them);
+        ``cpu_timer``: a thread's CPU nanoseconds (what decides that a version's executions
+        are quick enough for the loop, ``InlineGate``)."""
         self.num_workers = num_batch_threads or os.cpu_count() or 1
         self._pool = WorkerPool(self.num_workers)
         self._clock = clock or LoopClock()
         self._ns = timer
+        self._cpu_ns = cpu_timer
         self._execution_timeout = execution_timeout or None
         self._on_hung = on_hung
         self.written_off = 0
@@ -219,7 +223,7 @@ class SharedScheduler:
         while True:
             chosen = None
             for queue in self._queues.values():
-                if self._idle <= 0 and not queue.on_loop:
+                if self._idle <= 0 and not (queue.on_loop or queue.gate.inline):
                     continue  # NOTE: a worker coming free dispatches again
                 due = queue.ready_at()
                 if due is None:
@@ -256,6 +260,9 @@ class SharedScheduler:
         self._kick()
 
     def _run(self, queue: VersionQueue, now: float) -> None:
+        if queue.gate.inline:
+            self._run_inline(queue, now)
+            return
         instance, parts = queue.take_run()
         for taken, _ in parts:
             for item in taken:
@@ -286,7 +293,7 @@ class SharedScheduler:
             loop = asyncio.get_running_loop()
             progress = self._progress(running, loop) if len(parts) > 1 else None
             running.work = self._pool.submit(
-                execute, instance, parts, caller, progress, self._ns
+                execute, instance, parts, caller, progress, self._ns, self._cpu_ns
             )
             running.work.add_done_callback(
                 lambda fut: _call_soon(loop, self._finished, running, fut)
@@ -295,6 +302,22 @@ class SharedScheduler:
             running.watchdog = self._clock.call_at(
                 now + self._execution_timeout, self._write_off, running
             )
+
+    def _run_inline(self, queue: VersionQueue, now: float) -> None:
+        """Execute the next run here, on the loop: the version's executions were measured
+        quicker than a hand-off to a worker (``InlineGate``). Its model makes no calls to
+        models (``Backend.may_run_inline``), so it runs without a door for them."""
+        instance, parts = queue.take_run(queue.gate.run_length(SOLO_RUN))
+        for taken, _ in parts:
+            for item in taken:
+                queue.stats.record_queued(now - item.arrived)
+        running = Running(queue, instance, parts, self._ns(), inline=True)
+        outcomes = execute(instance, parts, None, None, self._ns, self._cpu_ns)
+        running.finished = True
+        queue.finish(instance)
+        now = self._clock.time()
+        for outcome in outcomes:
+            self._settle(running, outcome, now)
 
     def _progress(
         self, running: Running, loop: asyncio.AbstractEventLoop
@@ -412,9 +435,20 @@ class SharedScheduler:
         if isinstance(outcome, BaseException):
             results = outcome
         else:
-            results, started, ended = outcome
+            results, started, ended, cpu = outcome
             if results is None:
                 return  # NOTE: skipped: every client of it went away
+            # NOTE: on the loop, how long it held the loop; on a worker, what it cost (its
+            # time there includes waits for the GIL while the loop is busy).
+            taken_ns = ended - started if running.inline else cpu
+            if queue.gate.observe(taken_ns, running.inline):
+                log.debug(
+                    "model %s version %d: executions now run %s (this one took %d µs)",
+                    version.model,
+                    version.version,
+                    "on the event loop" if queue.gate.inline else "on the batch workers",
+                    taken_ns // 1000,
+                )
         if not isinstance(results, BaseException):
             queue.used_ns += ended - started
             compute = (max(0, started - running.handed), ended - started, self._ns() - ended)

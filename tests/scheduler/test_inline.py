@@ -1,0 +1,200 @@
+"""Quick executions run on the event loop itself (``InlineGate``), slow ones on the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from repoman.config.model import DynamicBatching
+from repoman.scheduler import SharedScheduler
+from repoman.scheduler.inline import (
+    COOL_DOWN,
+    INLINE_BELOW_NS,
+    INLINE_RUN_NS,
+    STRAY_NS,
+    WINDOW,
+    InlineGate,
+)
+from tests import fakes
+from tests.fakes import EchoBackend
+
+QUICK = INLINE_BELOW_NS // 10
+SLOW = INLINE_BELOW_NS * 5
+
+
+# ---- the gate on its own ----------------------------------------------------------------
+
+
+def test_a_gate_goes_inline_once_the_median_of_a_window_is_quick():
+    gate = InlineGate(allowed=True)
+    times = [SLOW] * (WINDOW // 2 - 1) + [QUICK] * (WINDOW // 2 + 1)
+    for taken in times[:-1]:
+        assert not gate.observe(taken, inline=False)
+        assert not gate.inline
+    assert gate.observe(times[-1], inline=False)
+    assert gate.inline
+
+
+def test_a_gate_stays_on_the_workers_while_every_execution_is_slow():
+    gate = InlineGate(allowed=True)
+    for _ in range(5 * WINDOW):
+        gate.observe(INLINE_BELOW_NS, inline=False)
+    assert not gate.inline
+
+
+def test_a_backend_that_does_not_allow_it_never_goes_inline():
+    gate = InlineGate(allowed=False)
+    for _ in range(5 * WINDOW):
+        gate.observe(1, inline=False)
+    assert not gate.inline
+
+
+def _inline_gate() -> InlineGate:
+    gate = InlineGate(allowed=True)
+    for _ in range(WINDOW):
+        gate.observe(QUICK, inline=False)
+    assert gate.inline
+    return gate
+
+
+def test_one_stray_execution_on_the_loop_is_ignored_and_a_second_sends_it_back():
+    gate = _inline_gate()
+    assert not gate.observe(STRAY_NS + 1, inline=True)  # a garbage collection, say
+    assert gate.inline
+    assert gate.observe(STRAY_NS + 1, inline=True)
+    assert not gate.inline
+
+
+def test_after_going_back_it_waits_a_cool_down_that_doubles_each_time():
+    gate = _inline_gate()
+    for cool_down in (COOL_DOWN, 2 * COOL_DOWN, 4 * COOL_DOWN):
+        gate.observe(STRAY_NS + 1, inline=True)
+        gate.observe(STRAY_NS + 1, inline=True)
+        assert not gate.inline
+        for _ in range(cool_down):
+            assert not gate.observe(QUICK, inline=False)
+            assert not gate.inline
+        assert gate.observe(QUICK, inline=False)
+        assert gate.inline
+
+
+def test_a_median_past_the_limit_on_the_loop_sends_it_back():
+    gate = _inline_gate()
+    slow = 0
+    while gate.inline:
+        gate.observe(2 * INLINE_BELOW_NS, inline=True)
+        slow += 1
+    assert slow == WINDOW // 2
+
+
+def test_times_from_before_a_switch_are_ignored():
+    gate = _inline_gate()
+    for _ in range(3 * WINDOW):
+        gate.observe(100 * INLINE_BELOW_NS, inline=False)  # a worker's run that ended late
+    assert gate.inline
+
+
+def test_a_run_on_the_loop_is_sized_to_hold_it_about_INLINE_RUN_NS():
+    gate = _inline_gate()
+    for _ in range(WINDOW):
+        gate.observe(INLINE_RUN_NS // 8, inline=True)
+    assert gate.run_length(64) == 8
+    assert gate.run_length(4) == 4
+    for _ in range(WINDOW):
+        gate.observe(INLINE_BELOW_NS - 1, inline=True)
+    assert gate.inline
+    assert gate.run_length(64) == INLINE_RUN_NS // (INLINE_BELOW_NS - 1)
+
+
+# ---- through the scheduler ----------------------------------------------------------------
+
+
+class WorkClock:
+    """Nanoseconds moved only by the fake backends: an execution takes what it says."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def _serve(cost_ns, *, allowed=True, dynamic=True, requests=3 * WINDOW, sequential=True):
+    """Requests to one fake model whose executions cost what ``cost_ns(i)`` says (the i-th
+    execution); on which thread each execution ran: True for the event loop's."""
+    work = WorkClock()
+    on_loop: list[bool] = []
+
+    class Timed(EchoBackend):
+        may_run_inline = allowed
+
+        def execute(self, batch):
+            work.ns += cost_ns(len(on_loop))
+            on_loop.append(threading.get_ident() == loop_thread)
+            return super().execute(batch)
+
+    async def main():
+        nonlocal loop_thread
+        loop_thread = threading.get_ident()
+        scheduler = SharedScheduler(2, timer=work, cpu_timer=work)
+        mv = fakes.make_version(
+            Timed,
+            max_batch_size=8 if dynamic else 0,
+            dynamic=DynamicBatching() if dynamic else None,
+        )
+        scheduler.open(mv)
+        inputs = {"INPUT": np.ones((1, 2) if dynamic else (2,), np.float32)}
+        if sequential:
+            results = [await scheduler.submit(mv, inputs, ("OUTPUT",)) for _ in range(requests)]
+        else:
+            results = await asyncio.gather(
+                *(scheduler.submit(mv, inputs, ("OUTPUT",)) for _ in range(requests))
+            )
+        await scheduler.close()
+        return results, mv
+
+    loop_thread = 0
+    results, mv = asyncio.run(main())
+    assert len(results) == requests
+    for result in results:
+        np.testing.assert_array_equal(result["OUTPUT"], np.ones_like(result["OUTPUT"]))
+    return on_loop, mv
+
+
+def test_a_quick_model_runs_on_the_loop_after_its_first_window():
+    on_loop, _ = _serve(lambda i: QUICK)
+    assert on_loop == [False] * WINDOW + [True] * (len(on_loop) - WINDOW)
+
+
+def test_a_slow_model_stays_on_the_workers():
+    on_loop, _ = _serve(lambda i: SLOW)
+    assert not any(on_loop)
+
+
+def test_a_quick_model_whose_backend_does_not_allow_it_stays_on_the_workers():
+    on_loop, _ = _serve(lambda i: 0, allowed=False)
+    assert not any(on_loop)
+
+
+def test_a_model_that_turns_slow_on_the_loop_goes_back_to_the_workers():
+    turn = WINDOW + 3
+    on_loop, _ = _serve(lambda i: QUICK if i < turn else 2 * INLINE_BELOW_NS)
+    assert on_loop[WINDOW:turn] == [True] * (turn - WINDOW)
+    # NOTE: once the median of the loop's last WINDOW executions is slow, no more
+    assert on_loop[turn:] == [True] * (WINDOW // 2) + [False] * (len(on_loop) - turn - WINDOW // 2)
+
+
+def test_a_model_that_turns_very_slow_goes_back_after_its_second_stray():
+    turn = WINDOW + 3
+    on_loop, _ = _serve(lambda i: QUICK if i < turn else STRAY_NS + 1)
+    assert on_loop[turn:] == [True, True] + [False] * (len(on_loop) - turn - 2)
+
+
+def test_without_dynamic_batching_a_run_on_the_loop_executes_each_request_alone():
+    on_loop, mv = _serve(lambda i: QUICK, dynamic=False, requests=200, sequential=False)
+    assert len(on_loop) == 200
+    assert set(mv.instances[0].batch_sizes) == {1}
+    assert on_loop[:WINDOW] == [False] * WINDOW
+    assert on_loop[-1]
