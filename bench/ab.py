@@ -1,0 +1,188 @@
+"""A/B benchmark: repoman from two (or more) checkouts side by side, and the bare handler.
+
+Each variant is ``NAME=CHECKOUT[:HTTP_WORKERS]``: the server is that checkout's code (its
+``repoman/`` and ``plugins/`` first on the path, run with ``python -P`` so the current
+directory cannot shadow them), started on 127.0.0.1 with the generated tiny and heavy models
+(bench/make_models.py, with and without dynamic batching). Every round drives each server in
+turn with Triton's perf_analyzer (closed loop, binary tensors), so drift on a shared machine
+falls on all of them alike; the table gives the median of the rounds: throughput, p50, CPU µs
+per request of the core and of the front-ends (from /proc), and the ratios to the bare
+handler (bench/bare_server.py with a counter) measured in the same rounds.
+
+Usage: .venv/bin/python bench/ab.py base=../main new=. [--model tiny] [--concurrency 64]
+       [--rounds 3] [--window-ms 3000] [--no-bare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from _load import free_port, log  # noqa: E402  (sibling scripts, not a package)
+from _scaling_load import (  # noqa: E402
+    LoggedServer,
+    children,
+    cpu_snapshot,
+    model_stats,
+    perf,
+    served,
+)
+
+NUMBERS = ("infer_s", "p50_ms", "core_us", "fe_us")
+
+
+class Variant:
+    def __init__(self, name: str, server: LoggedServer, workers: int) -> None:
+        self.name, self.server, self.workers = name, server, workers
+        self.rows: list[dict] = []
+
+    @property
+    def bare(self) -> bool:
+        return self.workers == 0
+
+
+def start_repoman(name: str, spec: str, models: Path) -> Variant:
+    checkout, _, workers = spec.partition(":")
+    root = Path(checkout).resolve()
+    if not (root / "repoman" / "__init__.py").is_file():
+        raise SystemExit(f"{name}={spec}: {root} is not a repoman checkout")
+    count = int(workers or 1)
+    cmd = [
+        "env",
+        f"PYTHONPATH={root}:{root / 'plugins'}",
+        sys.executable,
+        "-P",
+        "-m",
+        "repoman",
+        "serve",
+        "--model-repository",
+        str(models),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        str(free_port()),
+        "--http-workers",
+        str(count),
+    ]
+    return Variant(name, LoggedServer(name, cmd), count)
+
+
+def start_bare(models: Path, model: str) -> Variant:
+    port = free_port()
+    cmd = [sys.executable, str(BENCH / "_scaling_load.py"), str(models / model), str(port)]
+    server = LoggedServer("bare", cmd)
+    server.port = port
+    return Variant("bare", server, 0)
+
+
+def step(variant: Variant, model: str, concurrency: int, window_ms: int) -> dict:
+    server = variant.server
+    core = server.proc.pid
+    fronts = children(core) if variant.workers > 1 else []
+
+    def count() -> int | None:
+        if variant.bare:
+            return served(server.port)
+        stats = model_stats(server.port, model)
+        return stats["success"] if stats else None
+
+    before, cpu0, started = count(), cpu_snapshot([core, *fronts]), time.monotonic()
+    row = perf(server.port, model, concurrency, window_ms, 120)
+    cpu1, wall, after = cpu_snapshot([core, *fronts]), time.monotonic() - started, count()
+    served_now = after - before if before is not None and after is not None else 0
+    if served_now:
+        row["core_us"] = 1e6 * (cpu1[core] - cpu0[core]) / served_now
+        if fronts:
+            row["fe_us"] = 1e6 * sum(cpu1[p] - cpu0[p] for p in fronts) / served_now
+        row["served_s"] = served_now / wall
+    return row
+
+
+def median(rows: list[dict], key: str) -> float | None:
+    values = [row[key] for row in rows if row.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variants", nargs="+", help="NAME=CHECKOUT[:HTTP_WORKERS]")
+    ap.add_argument("--model", default="tiny", help="tiny, heavy, tiny_batched, heavy_batched")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--window-ms", type=int, default=3000)
+    ap.add_argument("--no-bare", action="store_true", help="no bare handler (it serves tiny)")
+    args = ap.parse_args()
+    bare_model = args.model.removesuffix("_batched")
+    with tempfile.TemporaryDirectory(prefix="repoman-ab-") as tmp:
+        models = Path(tmp)
+        log("generating the models")
+        subprocess.run(
+            [sys.executable, str(BENCH / "make_models.py"), str(models), "--no-measure"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        variants = [start_repoman(*v.split("=", 1), models) for v in args.variants]
+        if not args.no_bare and bare_model == "tiny":
+            variants.append(start_bare(models, bare_model))
+        try:
+            for variant in variants:
+                variant.server.wait_ready()
+            for variant in variants:  # NOTE: warm-up, not measured
+                perf(variant.server.port, bare_model if variant.bare else args.model, 16, 1000, 60)
+            for number in range(args.rounds):
+                for variant in variants:
+                    model = bare_model if variant.bare else args.model
+                    row = step(variant, model, args.concurrency, args.window_ms)
+                    variant.rows.append(row)
+                    log(
+                        f"round {number + 1}/{args.rounds} {variant.name}: "
+                        f"{row.get('infer_s')} infer/s, core {row.get('core_us')} µs/request"
+                    )
+        finally:
+            for variant in variants:
+                variant.server.stop()
+    report(variants, args)
+    return 0
+
+
+def report(variants: list[Variant], args: argparse.Namespace) -> None:
+    print(
+        f"\n{args.model} at c{args.concurrency}, binary tensors; medians of {args.rounds} "
+        "rounds (each round drives every server in turn)"
+    )
+    print(
+        f"{'variant':>10} {'infer/s':>9} {'p50 ms':>8} {'core µs':>8} {'FE µs':>7} "
+        f"{'/bare thr':>9} {'/bare CPU':>9}"
+    )
+    bare = next((v for v in variants if v.bare), None)
+    base_thr = median(bare.rows, "infer_s") if bare else None
+    base_cpu = median(bare.rows, "core_us") if bare else None
+    for variant in variants:
+        m = {key: median(variant.rows, key) for key in NUMBERS}
+        total = (m["core_us"] or 0) + (m["fe_us"] or 0)
+
+        def cell(value: float | None, fmt: str) -> str:
+            return format(value, fmt) if value is not None else "n/a"
+
+        thr_ratio = m["infer_s"] / base_thr if base_thr and m["infer_s"] else None
+        cpu_ratio = total / base_cpu if base_cpu and total else None
+        print(
+            f"{variant.name:>10} {cell(m['infer_s'], '9.0f')} {cell(m['p50_ms'], '8.2f')} "
+            f"{cell(m['core_us'], '8.1f')} {cell(m['fe_us'], '7.1f')} "
+            f"{cell(thr_ratio, '9.0%')} {cell(cpu_ratio, '8.2f')}x"
+        )
+    if bare:
+        print("/bare: against the bare handler (tiny, one request per run) in the same rounds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
