@@ -41,6 +41,8 @@ Mismatch = tuple[str, str]
 
 def compatible_dims(have: Sequence[int], want: Sequence[int]) -> bool:
     """Same rank, and every dimension equal where both sides know it (-1 matches any size)."""
+    if have == want:
+        return True  # NOTE: the common case (fixed dims), one comparison in C
     return len(have) == len(want) and all(
         h == w or h < 0 or w < 0 for h, w in zip(have, want, strict=True)
     )

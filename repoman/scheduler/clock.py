@@ -20,10 +20,25 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running event loop's monotonic clock (``loop.time``/``loop.call_at``)."""
+    """The running event loop's monotonic clock (``loop.time``/``loop.call_at``).
+
+    The loop is looked up once, at the first call, then kept (a new one if it was closed):
+    ``asyncio.get_running_loop`` costs a system call (``getpid``) each time, and the
+    scheduler reads the clock several times per request.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def time(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self.loop.time()
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Cancellable:
-        return asyncio.get_running_loop().call_at(when, callback, *args)
+        return self.loop.call_at(when, callback, *args)

@@ -91,8 +91,10 @@ class VersionQueue:
         *,
         priority: int = 0,
         timeout_us: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> Pending:
-        """Queue a request, or refuse it at once (bad priority: 400; queue full: 503)."""
+        """Queue a request, or refuse it at once (bad priority: 400; queue full: 503).
+        ``loop``: the running loop, when the caller has it at hand."""
         levels = len(self.levels)
         if priority < 0 or priority > levels:
             raise InvalidRequest(
@@ -115,7 +117,7 @@ class VersionQueue:
             outputs,
             rows,
             shape_signature(inputs) if self.dynamic else (),  # only batches compare it
-            asyncio.get_running_loop().create_future(),
+            (loop or asyncio.get_running_loop()).create_future(),
             now,
             level,
             now + timeout / 1e6 if timeout > 0 else None,

@@ -76,6 +76,7 @@ class SharedScheduler:
         self._timer: Cancellable | None = None
         self._timer_at = float("inf")
         self._dispatch_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._calls: CallHandler | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._loop_batches: set[asyncio.Future[Sequence[Result]]] = set()
@@ -161,7 +162,12 @@ class SharedScheduler:
         now = self._clock.time()
         try:
             item = queue.admit(
-                inputs, tuple(outputs), now, priority=priority, timeout_us=timeout_us
+                inputs,
+                tuple(outputs),
+                now,
+                priority=priority,
+                timeout_us=timeout_us,
+                loop=self._running_loop(),
             )
         except ServerBusy:
             queue.stats.record_rejection("queue_full")
@@ -214,7 +220,14 @@ class SharedScheduler:
         # burst of requests is seen whole and forms one batch instead of many.
         if not self._dispatch_scheduled:
             self._dispatch_scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+            self._running_loop().call_soon(self._dispatch)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        # NOTE: kept: asyncio.get_running_loop() costs a system call (getpid) per call.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
