@@ -46,6 +46,17 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float | None:
+    """utime + stime of one thread of a process (``tid == pid``: its main thread, the one
+    running the event loop), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def children(pid: int) -> list[int]:
     """The pids of a process's children (the core's front-ends), from every thread's list."""
     found: set[int] = set()
