@@ -22,6 +22,11 @@ each time it leaves, up to ``LONGEST_COOL_DOWN``)."""
 
 LONGEST_COOL_DOWN = 4096
 
+OUTSIZED = 4
+"""A run whose largest execution carries more than this many times the input elements of the
+version's usual execution goes to a worker however quick the version is (an input that would
+hold the loop for much longer than its executions have)."""
+
 STRAY_NS = 20_000_000
 """Two executions on the loop this long among the last ``WINDOW`` send the version back to
 the workers at once (one may be a garbage collection or the OS preempting the thread)."""
@@ -41,16 +46,20 @@ class InlineGate:
     milliseconds, and says nothing about the model. Each time it goes back, it stays on the
     workers for a cool-down (``COOL_DOWN`` executions, doubling each time up to
     ``LONGEST_COOL_DOWN``): a backend whose CPU time understates its wall time (one computing
-    on threads of its own) tries the loop ever more rarely.
+    on threads of its own) tries the loop ever more rarely. And an execution on the loop never
+    carries more than ``OUTSIZED`` times the version's usual input elements (the median of its
+    last ``WINDOW``): a run holding one goes to a worker, however quick the version is.
     """
 
-    __slots__ = ("_cool_down", "_hold", "_recent", "allowed", "inline")
+    __slots__ = ("_cool_down", "_hold", "_recent", "_sizes", "allowed", "inline")
 
     def __init__(self, allowed: bool) -> None:
         self.allowed = allowed
         self.inline = False
         """Whether the next run goes on the loop."""
         self._recent: deque[int] = deque(maxlen=WINDOW)
+        self._sizes: deque[int] = deque(maxlen=WINDOW)
+        """Input elements of the last executions (their median is the usual size)."""
         self._hold = 0
         self._cool_down = COOL_DOWN
 
@@ -58,10 +67,20 @@ class InlineGate:
         """How many executions (at most ``most``) the next run on the loop may do."""
         return max(1, min(most, INLINE_RUN_NS // max(self._median(), 1)))
 
-    def observe(self, ns: int, inline: bool) -> bool:
-        """One execution took ``ns`` nanoseconds: on the loop (``inline``) its wall time, on a
-        worker its CPU time. Whether the version's runs switched sides."""
-        if not self.allowed or inline is not self.inline:
+    def fits(self, elements: int) -> bool:
+        """Whether an execution with ``elements`` input elements may run on the loop: not
+        more than ``OUTSIZED`` times the version's usual size."""
+        sizes = self._sizes
+        return not sizes or elements <= OUTSIZED * max(sorted(sizes)[len(sizes) // 2], 1)
+
+    def observe(self, ns: int, inline: bool, elements: int = 0) -> bool:
+        """One execution of ``elements`` input elements took ``ns`` nanoseconds: on the loop
+        (``inline``) its wall time, on a worker its CPU time. Whether the version's runs
+        switched sides."""
+        if not self.allowed:
+            return False
+        self._sizes.append(elements)
+        if inline is not self.inline:
             return False  # NOTE: a run from before the last switch
         recent = self._recent
         recent.append(ns)

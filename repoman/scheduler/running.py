@@ -98,20 +98,22 @@ def execute(
     ``cpu_timer``: the calling thread's CPU time (what an execution cost, without its waits
     for the GIL or the OS, however busy the event loop is)."""
     with calls_through(caller):
-        return _execute(instance, parts, progress, timer, cpu_timer)
+        return run_parts(instance, parts, progress, timer, cpu_timer)
 
 
-def _execute(
+def run_parts(
     instance: Backend,
     parts: list[Part],
     progress: Callable[[Outcome], None] | None,
     timer: Timer,
-    cpu_timer: Timer,
+    cpu_timer: Timer | None,
 ) -> list[Outcome]:
+    """:func:`execute` without a door for calls (none is open); ``cpu_timer`` None: no CPU
+    time (0), for a run on the event loop, which is judged by its wall time."""
     outcomes: list[Outcome] = []
     last = len(parts) - 1
     for index, (taken, batch) in enumerate(parts):
-        cpu = cpu_timer()
+        cpu = cpu_timer() if cpu_timer is not None else 0
         started = timer()
         # NOTE: a racy read of another thread's future is fine here: at worst a request
         # cancelled this instant still runs, as it would have without the check.
@@ -123,7 +125,7 @@ def _execute(
             except Exception as exc:
                 results = exc
             ended = timer()
-            outcome = (results, started, ended, cpu_timer() - cpu)
+            outcome = (results, started, ended, cpu_timer() - cpu if cpu_timer is not None else 0)
         outcomes.append(outcome)
         if progress is not None and index < last:
             progress(outcome)

@@ -14,14 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from repoman.backends import Result
+from repoman.backends import Backend, Batch, Result
 from repoman.calls import Caller, ModelCall, calls_through
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import SOLO_RUN, VersionQueue
-from repoman.scheduler.running import Outcome, Running, Timer, execute, request_error, settled
+from repoman.scheduler.running import (
+    Outcome,
+    Part,
+    Running,
+    Timer,
+    execute,
+    request_error,
+    run_parts,
+    settled,
+)
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
 
@@ -274,9 +283,13 @@ class SharedScheduler:
 
     def _run(self, queue: VersionQueue, now: float) -> None:
         if queue.gate.inline:
-            self._run_inline(queue, now)
-            return
-        instance, parts = queue.take_run()
+            instance, parts = queue.take_run(queue.gate.run_length(SOLO_RUN))
+            if all(queue.gate.fits(_elements(batch)) for _, batch in parts):
+                self._run_inline(queue, instance, parts, now)
+                return
+            # NOTE: an outsized input would hold the loop: this run goes to a worker
+        else:
+            instance, parts = queue.take_run()
         for taken, _ in parts:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
@@ -316,16 +329,17 @@ class SharedScheduler:
                 now + self._execution_timeout, self._write_off, running
             )
 
-    def _run_inline(self, queue: VersionQueue, now: float) -> None:
-        """Execute the next run here, on the loop: the version's executions were measured
-        quicker than a hand-off to a worker (``InlineGate``). Its model makes no calls to
-        models (``Backend.may_run_inline``), so it runs without a door for them."""
-        instance, parts = queue.take_run(queue.gate.run_length(SOLO_RUN))
+    def _run_inline(
+        self, queue: VersionQueue, instance: Backend, parts: list[Part], now: float
+    ) -> None:
+        """Execute a run here, on the loop: the version's executions were measured quicker
+        than a hand-off to a worker (``InlineGate``). Its model makes no calls to models
+        (``Backend.may_run_inline``), so it runs without a door for them."""
         for taken, _ in parts:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
         running = Running(queue, instance, parts, self._ns(), inline=True)
-        outcomes = execute(instance, parts, None, None, self._ns, self._cpu_ns)
+        outcomes = run_parts(instance, parts, None, self._ns, None)
         running.finished = True
         queue.finish(instance)
         now = self._clock.time()
@@ -454,7 +468,7 @@ class SharedScheduler:
             # NOTE: on the loop, how long it held the loop; on a worker, what it cost (its
             # time there includes waits for the GIL while the loop is busy).
             taken_ns = ended - started if running.inline else cpu
-            if queue.gate.observe(taken_ns, running.inline):
+            if queue.gate.observe(taken_ns, running.inline, _elements(batch)):
                 log.debug(
                     "model %s version %d: executions now run %s (this one took %d µs)",
                     version.model,
@@ -547,6 +561,11 @@ class SharedScheduler:
                 item.on_answer()
             except Exception:  # NOTE: as a failing future callback: logged, never fatal
                 log.exception("a request's answer listener failed")
+
+
+def _elements(batch: Batch) -> int:
+    """Input elements of an execution (what its time grows with)."""
+    return sum(array.size for request in batch.requests for array in request.values())
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:

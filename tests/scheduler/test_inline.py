@@ -13,6 +13,7 @@ from repoman.scheduler.inline import (
     COOL_DOWN,
     INLINE_BELOW_NS,
     INLINE_RUN_NS,
+    OUTSIZED,
     STRAY_NS,
     WINDOW,
     InlineGate,
@@ -198,3 +199,41 @@ def test_without_dynamic_batching_a_run_on_the_loop_executes_each_request_alone(
     assert set(mv.instances[0].batch_sizes) == {1}
     assert on_loop[:WINDOW] == [False] * WINDOW
     assert on_loop[-1]
+
+
+def test_an_outsized_execution_does_not_fit_on_the_loop():
+    gate = InlineGate(allowed=True)
+    assert gate.fits(10**9)  # NOTE: nothing measured yet: the workers decide first
+    for _ in range(WINDOW):
+        gate.observe(QUICK, inline=False, elements=100)
+    assert gate.fits(OUTSIZED * 100)
+    assert not gate.fits(OUTSIZED * 100 + 1)
+
+
+def test_a_run_with_an_outsized_input_goes_to_a_worker_and_the_next_comes_back():
+    work = WorkClock()
+    ran: list[tuple[int, bool]] = []
+
+    class Timed(EchoBackend):
+        may_run_inline = True
+
+        def execute(self, batch):
+            work.ns += QUICK
+            ran.append((batch.size, threading.get_ident() == loop_thread))
+            return super().execute(batch)
+
+    async def main():
+        nonlocal loop_thread
+        loop_thread = threading.get_ident()
+        scheduler = SharedScheduler(2, timer=work, cpu_timer=work)
+        mv = fakes.make_version(Timed, max_batch_size=8, dynamic=DynamicBatching())
+        scheduler.open(mv)
+        for rows in [1] * (WINDOW + 2) + [8, 1]:
+            inputs = {"INPUT": np.ones((rows, 2), np.float32)}
+            result = await scheduler.submit(mv, inputs, ("OUTPUT",))
+            assert result["OUTPUT"].shape == (rows, 2)
+        await scheduler.close()
+
+    loop_thread = 0
+    asyncio.run(main())
+    assert ran[WINDOW:] == [(1, True), (1, True), (8, False), (1, True)]
