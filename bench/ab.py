@@ -171,7 +171,8 @@ def report(variants: list[Variant], args: argparse.Namespace) -> None:
         total = (m["core_us"] or 0) + (m["fe_us"] or 0)
 
         def cell(value: float | None, fmt: str) -> str:
-            return format(value, fmt) if value is not None else "n/a"
+            width = int(fmt.split(".")[0])
+            return format(value, fmt) if value is not None else f"{'n/a':>{width}}"
 
         thr_ratio = m["infer_s"] / base_thr if base_thr and m["infer_s"] else None
         cpu_ratio = total / base_cpu if base_cpu and total else None
