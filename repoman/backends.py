@@ -138,7 +138,7 @@ class Backend(abc.ABC):
 
     may_run_inline: bool = False
     """Whether the core may call ``execute`` on its event loop thread when this version's
-    executions are measured quick (under ``repoman.scheduler.queue.INLINE_BELOW_NS``):
+    executions are measured quick (under ``repoman.scheduler.inline.INLINE_BELOW_NS``):
     handing a batch to a worker thread and back costs about 100 µs of CPU, several times
     what a small model's execution does. Opt in only if ``execute`` only computes: it never
     waits on another process, a lock held elsewhere or a call to a model, and its time

@@ -19,26 +19,31 @@ class Clock(Protocol):
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Cancellable: ...
 
 
-class LoopClock:
-    """The running event loop's monotonic clock (``loop.time``/``loop.call_at``).
+class RunningLoop:
+    """The running event loop, looked up once and then kept (again if it was closed):
+    ``asyncio.get_running_loop()`` costs a system call (``getpid``) each time, and the
+    scheduler needs the loop several times per request. Call it on the loop thread."""
 
-    The loop is looked up once, at the first call, then kept (a new one if it was closed):
-    ``asyncio.get_running_loop`` costs a system call (``getpid``) each time, and the
-    scheduler reads the clock several times per request.
-    """
+    __slots__ = ("_loop",)
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
+    def __call__(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
+
+class LoopClock:
+    """The running event loop's monotonic clock (``loop.time``/``loop.call_at``)."""
+
+    def __init__(self) -> None:
+        self._loop = RunningLoop()
+
     def time(self) -> float:
-        return self.loop.time()
+        return self._loop().time()
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Cancellable:
-        return self.loop.call_at(when, callback, *args)
+        return self._loop().call_at(when, callback, *args)

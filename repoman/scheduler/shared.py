@@ -18,7 +18,7 @@ from repoman.backends import Backend, Batch, Result
 from repoman.calls import Caller, ModelCall, calls_through
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
-from repoman.scheduler.clock import Cancellable, Clock, LoopClock
+from repoman.scheduler.clock import Cancellable, Clock, LoopClock, RunningLoop
 from repoman.scheduler.pending import Pending, QueueState
 from repoman.scheduler.queue import SOLO_RUN, VersionQueue
 from repoman.scheduler.running import (
@@ -85,7 +85,7 @@ class SharedScheduler:
         self._timer: Cancellable | None = None
         self._timer_at = float("inf")
         self._dispatch_scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running_loop = RunningLoop()
         self._calls: CallHandler | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._loop_batches: set[asyncio.Future[Sequence[Result]]] = set()
@@ -231,13 +231,6 @@ class SharedScheduler:
             self._dispatch_scheduled = True
             self._running_loop().call_soon(self._dispatch)
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        # NOTE: kept: asyncio.get_running_loop() costs a system call (getpid) per call.
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
-
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
         now = self._clock.time()
@@ -306,7 +299,7 @@ class SharedScheduler:
                 try:
                     task = asyncio.ensure_future(instance.execute_async(batch))
                 except Exception as exc:
-                    task = asyncio.get_running_loop().create_future()
+                    task = self._running_loop().create_future()
                     task.set_exception(exc)
             self._loop_batches.add(task)
             task.add_done_callback(lambda done: self._finished(running, settled(done, started)))
@@ -316,7 +309,7 @@ class SharedScheduler:
             # NOTE: the worker schedules _finished (and _collect) itself: asyncio.wrap_future
             # would take one more loop iteration, to settle an asyncio future whose callback
             # then runs it.
-            loop = asyncio.get_running_loop()
+            loop = self._running_loop()
             progress = self._progress(running, loop) if len(parts) > 1 else None
             running.work = self._pool.submit(
                 execute, instance, parts, caller, progress, self._ns, self._cpu_ns
@@ -377,7 +370,7 @@ class SharedScheduler:
     def _caller(self, running: Running) -> Caller:
         """The door for the calls ``running``'s model makes, from its worker thread (or,
         for a batch on the loop, from the loop itself: the call starts at once)."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         loop_thread = threading.get_ident()
 
         def call(request: ModelCall) -> Future[Mapping[str, np.ndarray]]:
