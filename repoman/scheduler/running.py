@@ -53,6 +53,8 @@ class Running:
     """It runs on the event loop (``Backend.runs_on_loop``): it holds no worker."""
     inline: bool = False
     """It was executed on the loop thread itself (``InlineGate``), done before it started."""
+    sizes: list[int] | None = None
+    """Each part's input elements, for a version that may run on the loop (``InlineGate``)."""
     finished: bool = False
     answered: int = 0
     """Parts answered so far (in order; streamed ones included)."""

@@ -275,18 +275,20 @@ class SharedScheduler:
         self._kick()
 
     def _run(self, queue: VersionQueue, now: float) -> None:
-        if queue.gate.inline:
-            instance, parts = queue.take_run(queue.gate.run_length(SOLO_RUN))
-            if all(queue.gate.fits(_elements(batch)) for _, batch in parts):
-                self._run_inline(queue, instance, parts, now)
+        gate = queue.gate
+        instance, parts = queue.take_run(gate.run_length(SOLO_RUN) if gate.inline else SOLO_RUN)
+        sizes = [_elements(batch) for _, batch in parts] if gate.allowed else None
+        if gate.inline:
+            assert sizes is not None
+            # NOTE: an outsized input would hold the loop: it goes to a worker, if one is
+            # free (this queue was dispatched without one: then the loop rather than a wait).
+            if self._idle <= 0 or all(gate.fits(size) for size in sizes):
+                self._run_inline(queue, instance, parts, sizes, now)
                 return
-            # NOTE: an outsized input would hold the loop: this run goes to a worker
-        else:
-            instance, parts = queue.take_run()
         for taken, _ in parts:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
-        running = Running(queue, instance, parts, self._ns(), on_loop=queue.on_loop)
+        running = Running(queue, instance, parts, self._ns(), on_loop=queue.on_loop, sizes=sizes)
         caller = self._caller(running) if self._calls is not None else None
         if running.on_loop:
             ((_, batch),) = parts  # NOTE: on-loop queues hand out one batch at a time
@@ -323,7 +325,12 @@ class SharedScheduler:
             )
 
     def _run_inline(
-        self, queue: VersionQueue, instance: Backend, parts: list[Part], now: float
+        self,
+        queue: VersionQueue,
+        instance: Backend,
+        parts: list[Part],
+        sizes: list[int],
+        now: float,
     ) -> None:
         """Execute a run here, on the loop: the version's executions were measured quicker
         than a hand-off to a worker (``InlineGate``). Its model makes no calls to models
@@ -331,7 +338,7 @@ class SharedScheduler:
         for taken, _ in parts:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived)
-        running = Running(queue, instance, parts, self._ns(), inline=True)
+        running = Running(queue, instance, parts, self._ns(), inline=True, sizes=sizes)
         outcomes = run_parts(instance, parts, None, self._ns, None)
         running.finished = True
         queue.finish(instance)
@@ -461,7 +468,10 @@ class SharedScheduler:
             # NOTE: on the loop, how long it held the loop; on a worker, what it cost (its
             # time there includes waits for the GIL while the loop is busy).
             taken_ns = ended - started if running.inline else cpu
-            if queue.gate.observe(taken_ns, running.inline, _elements(batch)):
+            sizes = running.sizes
+            if sizes is not None and queue.gate.observe(
+                taken_ns, running.inline, sizes[running.answered - 1]
+            ):
                 log.debug(
                     "model %s version %d: executions now run %s (this one took %d µs)",
                     version.model,

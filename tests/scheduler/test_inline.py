@@ -237,3 +237,51 @@ def test_a_run_with_an_outsized_input_goes_to_a_worker_and_the_next_comes_back()
     loop_thread = 0
     asyncio.run(main())
     assert ran[WINDOW:] == [(1, True), (1, True), (8, False), (1, True)]
+
+
+def test_with_every_worker_busy_an_outsized_run_stays_on_the_loop_rather_than_wait():
+    work = WorkClock()
+    ran: list[tuple[int, bool]] = []
+    release = threading.Event()
+
+    class Busy(EchoBackend):
+        def execute(self, batch):
+            release.wait(30)
+            return super().execute(batch)
+
+    class Timed(EchoBackend):
+        may_run_inline = True
+
+        def execute(self, batch):
+            work.ns += QUICK
+            ran.append((batch.size, threading.get_ident() == loop_thread))
+            return super().execute(batch)
+
+    async def main():
+        nonlocal loop_thread
+        loop_thread = threading.get_ident()
+        scheduler = SharedScheduler(1, timer=work, cpu_timer=work)
+        quick = fakes.make_version(Timed, name="quick", dynamic=DynamicBatching())
+        busy = fakes.make_version(Busy, name="busy", dynamic=DynamicBatching())
+        scheduler.open(quick)
+        scheduler.open(busy)
+        for _ in range(WINDOW + 1):
+            await scheduler.submit(quick, {"INPUT": np.ones((1, 2), np.float32)}, ("OUTPUT",))
+        holding = asyncio.ensure_future(
+            scheduler.submit(busy, {"INPUT": np.ones((1, 2), np.float32)}, ("OUTPUT",))
+        )
+        for _ in range(500):  # NOTE: until the one worker holds busy's batch (at most 5 s)
+            if scheduler.executing(busy):
+                break
+            await asyncio.sleep(0.01)
+        assert scheduler.executing(busy) == 1
+        outsized = {"INPUT": np.ones((8, 2), np.float32)}
+        result = await asyncio.wait_for(scheduler.submit(quick, outsized, ("OUTPUT",)), 10)
+        assert result["OUTPUT"].shape == (8, 2)
+        release.set()
+        await holding
+        await scheduler.close()
+
+    loop_thread = 0
+    asyncio.run(main())
+    assert ran[-1] == (8, True)
