@@ -12,10 +12,11 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from _load import PERF_ANALYZER, TICKS, Server, http_get, run_perf
+from _load import PERF_ANALYZER, TICKS, Server, http_get, log, run_perf
 
 
 class LoggedServer(Server):
@@ -107,6 +108,67 @@ def perf(port: int, model: str, conc: int, window_ms: int, timeout: float) -> di
     cmd += ["-s", "1000", "--max-trials", "3"]
     cmd += ["--input-tensor-format", "binary", "--output-tensor-format", "binary"]
     return run_perf(cmd, timeout)
+
+
+def step(
+    server: LoggedServer, workers: int, model: str, conc: int, window_ms: int, timeout: float
+) -> dict:
+    """One perf_analyzer step with the CPU of every process (and of the core's event-loop
+    thread) and the request counters around it; ``per_request`` turns them into µs."""
+    core = server.proc.pid
+    frontends = children(core) if workers > 1 else []
+    before_stats = requests_so_far(server, model)
+    loop_before = thread_cpu_seconds(core, core)
+    before, t0 = cpu_snapshot([core, *frontends]), time.monotonic()
+    row = perf(server.port, model, conc, window_ms, timeout)
+    after, wall = cpu_snapshot([core, *frontends]), time.monotonic() - t0
+    loop_after = thread_cpu_seconds(core, core)
+    if loop_before is not None and loop_after is not None:
+        row["loop_cpu_s"] = loop_after - loop_before
+    after_stats = requests_so_far(server, model)
+    row["frontends"] = len(frontends)
+    now = children(core) if workers > 1 else []
+    if now != frontends or any(pid not in after for pid in frontends):
+        row["frontends_changed"] = f"{frontends} -> {now}"
+        log(f"  front-end pids changed during the step: {frontends} -> {now}")
+    if core in before and core in after:
+        row["core_cpu_s"] = after[core] - before[core]
+        row["core_cpu_pct"] = 100 * row["core_cpu_s"] / wall
+    fe = [after[p] - before[p] for p in frontends if p in before and p in after]
+    if frontends and len(fe) == len(frontends):
+        row["fe_cpu_s"] = sum(fe)
+        row["fe_cpu_pct"] = 100 * sum(fe) / wall
+        row["fe_max_pct"] = 100 * max(fe) / wall
+        row["fe_each_pct"] = [round(100 * x / wall, 1) for x in fe]
+    row.update(counter_deltas(before_stats, after_stats))
+    return row
+
+
+def requests_so_far(server: LoggedServer, model: str) -> dict[str, int] | None:
+    if server.name == "bare":
+        count = served(server.port)
+        return None if count is None else {"success": count}
+    return model_stats(server.port, model)
+
+
+def counter_deltas(before: dict[str, int] | None, after: dict[str, int] | None) -> dict:
+    if not before or not after:
+        return {}
+    delta = {k: after[k] - before[k] for k in before}
+    found = {"requests": delta["success"] + delta.get("fail", 0), "failed": delta.get("fail", 0)}
+    if delta.get("executions"):
+        found["mean_batch"] = delta["inferences"] / delta["executions"]
+    return found
+
+
+def per_request(row: dict) -> None:
+    """CPU µs per request served in the step: in the core, in the front-ends together."""
+    requests = row.get("requests")
+    if not requests:
+        return
+    for kind in ("core", "loop", "fe"):
+        if f"{kind}_cpu_s" in row:
+            row[f"{kind}_us"] = 1e6 * row[f"{kind}_cpu_s"] / requests
 
 
 def counting_bare() -> None:

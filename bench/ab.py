@@ -20,20 +20,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from _load import free_port, log  # noqa: E402  (sibling scripts, not a package)
-from _scaling_load import (  # noqa: E402
-    LoggedServer,
-    children,
-    cpu_snapshot,
-    model_stats,
-    perf,
-    served,
-)
+from _scaling_load import LoggedServer, per_request, perf, step  # noqa: E402
 
 NUMBERS = ("infer_s", "p50_ms", "core_us", "fe_us")
 
@@ -84,29 +76,6 @@ def start_bare(models: Path, model: str) -> Variant:
     return Variant("bare", server, 0)
 
 
-def step(variant: Variant, model: str, concurrency: int, window_ms: int) -> dict:
-    server = variant.server
-    core = server.proc.pid
-    fronts = children(core) if variant.workers > 1 else []
-
-    def count() -> int | None:
-        if variant.bare:
-            return served(server.port)
-        stats = model_stats(server.port, model)
-        return stats["success"] if stats else None
-
-    before, cpu0, started = count(), cpu_snapshot([core, *fronts]), time.monotonic()
-    row = perf(server.port, model, concurrency, window_ms, 120)
-    cpu1, wall, after = cpu_snapshot([core, *fronts]), time.monotonic() - started, count()
-    served_now = after - before if before is not None and after is not None else 0
-    if served_now:
-        row["core_us"] = 1e6 * (cpu1[core] - cpu0[core]) / served_now
-        if fronts:
-            row["fe_us"] = 1e6 * sum(cpu1[p] - cpu0[p] for p in fronts) / served_now
-        row["served_s"] = served_now / wall
-    return row
-
-
 def median(rows: list[dict], key: str) -> float | None:
     values = [row[key] for row in rows if row.get(key) is not None]
     return statistics.median(values) if values else None
@@ -141,7 +110,15 @@ def main() -> int:
             for number in range(args.rounds):
                 for variant in variants:
                     model = bare_model if variant.bare else args.model
-                    row = step(variant, model, args.concurrency, args.window_ms)
+                    row = step(
+                        variant.server,
+                        variant.workers,
+                        model,
+                        args.concurrency,
+                        args.window_ms,
+                        120,
+                    )
+                    per_request(row)
                     variant.rows.append(row)
                     log(
                         f"round {number + 1}/{args.rounds} {variant.name}: "

@@ -36,11 +36,9 @@ from _load import PERF_ANALYZER, free_port, log  # noqa: E402  (sibling scripts,
 from _scaling_load import (  # noqa: E402
     LoggedServer,
     children,
-    cpu_snapshot,
-    model_stats,
+    per_request,
     perf,
-    served,
-    thread_cpu_seconds,
+    step,
 )
 
 try:
@@ -103,66 +101,6 @@ def wait_frontends(server: LoggedServer, count: int, timeout: float = 60.0) -> l
 def warm_up(server: LoggedServer, model: str, args: argparse.Namespace) -> None:
     """One short window so the first measured window is not the cold one (numbers dropped)."""
     perf(server.port, model, 16, 300, args.step_timeout)
-
-
-def step(
-    server: LoggedServer, workers: int, model: str, conc: int, args: argparse.Namespace
-) -> dict:
-    """One perf_analyzer step with the CPU of every process and the request counters around it."""
-    core = server.proc.pid
-    frontends = children(core) if workers > 1 else []
-    before_stats = requests_so_far(server, model)
-    loop_before = thread_cpu_seconds(core, core)
-    before, t0 = cpu_snapshot([core, *frontends]), time.monotonic()
-    row = perf(server.port, model, conc, args.window_ms, args.step_timeout)
-    after, wall = cpu_snapshot([core, *frontends]), time.monotonic() - t0
-    loop_after = thread_cpu_seconds(core, core)
-    if loop_before is not None and loop_after is not None:
-        row["loop_cpu_s"] = loop_after - loop_before
-    after_stats = requests_so_far(server, model)
-    row["frontends"] = len(frontends)
-    now = children(core) if workers > 1 else []
-    if now != frontends or any(pid not in after for pid in frontends):
-        row["frontends_changed"] = f"{frontends} -> {now}"
-        log(f"  front-end pids changed during the step: {frontends} -> {now}")
-    if core in before and core in after:
-        row["core_cpu_s"] = after[core] - before[core]
-        row["core_cpu_pct"] = 100 * row["core_cpu_s"] / wall
-    fe = [after[p] - before[p] for p in frontends if p in before and p in after]
-    if frontends and len(fe) == len(frontends):
-        row["fe_cpu_s"] = sum(fe)
-        row["fe_cpu_pct"] = 100 * sum(fe) / wall
-        row["fe_max_pct"] = 100 * max(fe) / wall
-        row["fe_each_pct"] = [round(100 * x / wall, 1) for x in fe]
-    row.update(counter_deltas(before_stats, after_stats))
-    return row
-
-
-def requests_so_far(server: LoggedServer, model: str) -> dict[str, int] | None:
-    if server.name == "bare":
-        count = served(server.port)
-        return None if count is None else {"success": count}
-    return model_stats(server.port, model)
-
-
-def counter_deltas(before: dict[str, int] | None, after: dict[str, int] | None) -> dict:
-    if not before or not after:
-        return {}
-    delta = {k: after[k] - before[k] for k in before}
-    found = {"requests": delta["success"] + delta.get("fail", 0), "failed": delta.get("fail", 0)}
-    if delta.get("executions"):
-        found["mean_batch"] = delta["inferences"] / delta["executions"]
-    return found
-
-
-def per_request(row: dict) -> None:
-    """CPU µs per request served in the step: in the core, in the front-ends together."""
-    requests = row.get("requests")
-    if not requests:
-        return
-    for kind in ("core", "loop", "fe"):
-        if f"{kind}_cpu_s" in row:
-            row[f"{kind}_us"] = 1e6 * row[f"{kind}_cpu_s"] / requests
 
 
 KEYS = (
@@ -386,7 +324,9 @@ def measure_all(servers: dict[str, LoggedServer], args: argparse.Namespace) -> d
                 for name, workers in plan:
                     log(f"round {round_number}/{args.rounds}: {model} {name} c{conc} ...")
                     server = servers[name]
-                    row = step(server, workers, f"{model}_batched", conc, args)
+                    row = step(
+                        server, workers, f"{model}_batched", conc, args.window_ms, args.step_timeout
+                    )
                     per_request(row)
                     log(
                         f"  {fmt(row.get('infer_s'), '.0f')} infer/s, p50 "
