@@ -1,6 +1,6 @@
 """The gRPC edge: KServe v2's GRPCInferenceService (Triton's flavour) over the same data plane.
 
-The only package that imports grpcio and the protocol's generated modules (tritonclient's).
+The only package that imports grpcio, hpack and the protocol's generated modules (tritonclient's).
 """
 
 from repoman.grpc.run import (

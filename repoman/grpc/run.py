@@ -1,8 +1,9 @@
 """Running the gRPC edge: bind (a clear error when the port is taken), start, say where, stop.
 
-grpcio's asyncio server runs in the event loop that serves HTTP. Front-end processes share
-one gRPC port through SO_REUSEPORT: the core reserves the port (bound, never listening, so
-the kernel hands it no connection) and every front-end binds it too.
+The gRPC server (server.py, on wire.py's HTTP/2) runs in the event loop that serves HTTP.
+Front-end processes share one gRPC port through SO_REUSEPORT: the core reserves the port
+(bound, never listening, so the kernel hands it no connection) and every front-end binds it
+too.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import grpc
-from tritonclient.grpc import service_pb2_grpc
+from tritonclient.grpc import service_pb2
 
 from repoman.dataplane.api import DataPlane
 from repoman.errors import RepomanError
+from repoman.grpc.server import GrpcServer, listening_socket
 from repoman.grpc.service import InferenceServicer
 from repoman.server.auth import AccessPolicy
 
@@ -53,39 +54,34 @@ class GrpcEdge:
         self._plane = plane
         self._policy = policy
         self._options = options
-        self._server: grpc.aio.Server | None = None
+        self._server = GrpcServer(
+            InferenceServicer(plane, policy),
+            service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+            options.max_message_bytes,
+        )
+        self._socket: socket.socket | None = None
         self.port = 0
 
     def bind(self) -> int:
         """Bind the port (the actual one is returned: ``port`` 0 picks one); RepomanError
-        when it is taken. NOTE: gRPC turns SO_REUSEPORT on by default, which would let two
-        servers share a port silently; off unless front-ends share it on purpose."""
+        when it is taken. SO_REUSEPORT only when front-ends share the port on purpose, so
+        a port already in use is a clear error, never a silent share."""
         options = self._options
-        server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1 if options.shared else 0),
-                ("grpc.max_receive_message_length", options.max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-            ]
-        )
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self._plane, self._policy), server
-        )
-        where = address(options.host, options.port)
         try:
-            port = server.add_insecure_port(where)
-        except RuntimeError as exc:
-            raise RepomanError(f"cannot listen for gRPC on {where}: {exc}") from None
-        if port == 0:  # NOTE: older grpcio answers 0 instead of raising
-            raise RepomanError(f"cannot listen for gRPC on {where}: the address is in use")
-        self._server, self.port = server, port
-        return port
+            sock = listening_socket(options.host, options.port, shared=options.shared)
+        except OSError as exc:
+            where = address(options.host, options.port)
+            raise RepomanError(
+                f"cannot listen for gRPC on {where}: {exc.strerror or exc}"
+            ) from None
+        self._socket, self.port = sock, sock.getsockname()[1]
+        return self.port
 
     async def lifecycle(self, app: object = None) -> AsyncIterator[None]:
-        if self._server is None:
+        if self._socket is None:
             self.bind()
-        assert self._server is not None
-        await self._server.start()
+        assert self._socket is not None
+        await self._server.start(self._socket)
         if not self._options.shared:
             log_listening(self._options.host, self.port, "gRPC")
         yield

@@ -2,7 +2,7 @@
 
 Every RPC runs through one wrapper that asks the access policy (the ``authorization``
 metadata, as HTTP's header) and turns errors into gRPC statuses (status.py), with the
-messages the HTTP edge sends.
+messages the HTTP edge sends. The server (server.py) finds each RPC by its name.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
-from tritonclient.grpc import model_config_pb2, service_pb2_grpc
+from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 
 from repoman.dataplane.api import DataPlane
 from repoman.dataplane.request_checks import ExpectedInputs
 from repoman.errors import RepomanError
 from repoman.grpc.codec import decode_infer_request, encode_infer_response, parameter_values
+from repoman.grpc.server import Abort, Context
 from repoman.grpc.status import BY_HTTP_STATUS, status_of
 from repoman.inference import InferRequest
 from repoman.names import parse_version
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Method = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+Method = Callable[[Any, Request, Context], Awaitable[Response]]
 
 STREAMING = (
     "ModelStreamInfer (streaming inference for decoupled models) is not supported by repoman; "
@@ -51,7 +52,7 @@ def _version(text: str) -> int | None:
     return parse_version(text) if text else None
 
 
-def _authorization(context: grpc.aio.ServicerContext) -> str:
+def _authorization(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             return value if isinstance(value, str) else ""
@@ -67,7 +68,7 @@ def rpc(
     def wrap(method: Method[Request, Response]) -> Method[Request, Response]:
         @functools.wraps(method)
         async def handler(
-            self: InferenceServicer, request: Request, context: grpc.aio.ServicerContext
+            self: InferenceServicer, request: Request, context: Context
         ) -> Response:
             policy = self.policy
             if policy.restricts:
@@ -80,7 +81,7 @@ def rpc(
                 return await method(self, request, context)
             except RepomanError as exc:
                 await context.abort(status_of(exc), self.plane.redact(exc.message))
-            except grpc.aio.AbortError:
+            except Abort:
                 raise
             except Exception as exc:
                 log.exception("unexpected error serving gRPC %s", method.__name__)
@@ -104,11 +105,11 @@ def _count_refusal(plane: DataPlane, request: Any, reason: str) -> None:
     plane.refused(request.model_name, version, reason)
 
 
-async def _unimplemented(context: grpc.aio.ServicerContext, message: str) -> Any:
+async def _unimplemented(context: Context, message: str) -> Any:
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
 
 
-class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer:
     """``inference.GRPCInferenceService`` over a DataPlane (in-process or a front-end's)."""
 
     def __init__(self, plane: DataPlane, policy: AccessPolicy) -> None:
