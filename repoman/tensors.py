@@ -52,5 +52,6 @@ def batch_rows(inputs: Mapping[str, np.ndarray]) -> int:
 def shape_signature(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """What must agree for two requests to share a batch: each input's non-batch shape."""
     if len(inputs) == 1:  # the common case, without the sort
-        return tuple((name, tensor.shape[1:]) for name, tensor in inputs.items())
+        ((name, tensor),) = inputs.items()
+        return ((name, tensor.shape[1:]),)
     return tuple(sorted((name, tensor.shape[1:]) for name, tensor in inputs.items()))

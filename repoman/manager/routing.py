@@ -39,6 +39,9 @@ def choose(
         if found.state is not State.READY and found.state is not State.AVAILABLE:
             raise ModelNotReady(model, version, found.reason or found.state.value.lower())
         return found
+    newest = versions[max(versions)]  # NOTE: the usual answer, without a sort
+    if newest.state is State.READY or newest.state is State.AVAILABLE:
+        return newest
     for number in sorted(versions, reverse=True):
         state = versions[number].state
         if state is State.READY or state is State.AVAILABLE:

@@ -25,9 +25,9 @@ from repoman.signature import compatible_dims
 class Handle(Protocol):
     """A request on its way: a queued one (the scheduler's Pending) or an ensemble's call.
 
-    ``on_answer``, when set, is called as soon as the request is answered normally, before
-    its future's callbacks (which run an event-loop iteration later); a request ended any
-    other way (timeout, withdrawal) reaches only its future.
+    ``on_answer``, when set, is called as soon as the request ends, its future settled
+    (answered, failed, timed out), before the future's callbacks (which run an event-loop
+    iteration later); a withdrawal by its caller does not call it.
     """
 
     on_answer: Callable[[], None] | None
@@ -148,13 +148,11 @@ class EnsembleCall:
         self._running[index] = item
         routed = member
 
-        def answered(_: object = None) -> None:
+        def answered() -> None:
             self._finished(index, routed, item)
 
-        # NOTE: answered at once when the scheduler answers the step; the future's callback
-        # covers every other ending (and is a no-op after the first).
+        # NOTE: told at once of every ending but a withdrawal (which only _stop makes)
         item.on_answer = answered
-        item.future.add_done_callback(answered)
 
     def _finished(self, index: int, member: ModelVersion, item: Handle) -> None:
         if self._running.get(index) is not item:

@@ -84,8 +84,8 @@ class WaitingRequest:
         self._timeout_us = timeout_us
         self._inner: Handle | None = None
         self.on_answer: Callable[[], None] | None = None
-        """Never called here: this request is answered through its future alone (an
-        iteration after the request it waited to send was answered)."""
+        """Called when its future is settled (an iteration after the request it waited to
+        send was answered); not for a withdrawal."""
         self._task = loop.create_task(self._run(version))
 
     @property
@@ -130,17 +130,24 @@ class WaitingRequest:
             assert self._inner is not None
             result = await asyncio.shield(self._inner.future)
         except RepomanError as exc:
-            if not self.future.done():
-                self.future.set_exception(exc)
+            self._settle(exc)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: the request is answered with it, not left hanging
-            if not self.future.done():
-                self.future.set_exception(exc)
+            self._settle(exc)
             return
-        if not self.future.done():
-            self.future.set_result(result)
+        self._settle(result)
+
+    def _settle(self, outcome: Mapping[str, np.ndarray] | BaseException) -> None:
+        if self.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
+        if self.on_answer is not None:
+            self.on_answer()
 
     def _enqueue(self, version: ModelVersion, deadline: float | None) -> None:
         left_us = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ import numpy as np
 
 from repoman.backends import Result
 from repoman.scheduler.clock import Cancellable
+
+log = logging.getLogger("repoman.scheduler.shared")
 
 
 class QueueState(enum.Enum):
@@ -46,9 +49,20 @@ class Pending:
     """A call from inside batches (BLS): the versions whose instances the batches waiting
     for it hold (a version once per instance held)."""
     on_answer: Callable[[], None] | None = None
-    """Called at once when the scheduler answers it after its batch ran (its future's own
-    callbacks run an event-loop iteration later): an ensemble hands the next step on without
-    waiting for that iteration. Any other ending (timeout, withdrawal) reaches the future."""
+    """Called at once whenever the scheduler ends it, its future settled: answered after its
+    batch ran, failed, timed out, or failed with its closing queue (its future's own callbacks
+    run an event-loop iteration later). An ensemble hands the next step on without waiting
+    for that iteration, and needs no future callback. A withdrawal by its caller (the one
+    ending the scheduler does not make) does not call it."""
     compute: tuple[int, int, int] | None = None
     """Once executed: the compute input, infer and output nanoseconds of its batch (an
     ensemble adds up its steps' as Triton reports an ensemble's compute times)."""
+
+    def ended(self) -> None:
+        """Tell ``on_answer`` that the scheduler ended this request (a failing listener is
+        logged, as a failing future callback would be, never fatal)."""
+        if self.on_answer is not None:
+            try:
+                self.on_answer()
+            except Exception:
+                log.exception("a request's answer listener failed")

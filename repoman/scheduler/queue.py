@@ -145,6 +145,7 @@ class VersionQueue:
             )
         )
         self.unqueue(item)
+        item.ended()
 
     # ---- batches ---------------------------------------------------------------------
 
@@ -282,11 +283,14 @@ class VersionQueue:
         self.close()
         failed = 0
         for item in list(self._candidates()):
-            if not item.future.done():
+            ended = not item.future.done()
+            if ended:
                 item.future.set_exception(error)
                 self.stats.record_failure("unavailable")
                 failed += 1
             self.unqueue(item)
+            if ended:
+                item.ended()
         self._check_drained()
         return failed
 

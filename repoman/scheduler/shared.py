@@ -559,11 +559,7 @@ class SharedScheduler:
             queue.stats.record_success(elapsed)
             if not item.future.done():
                 item.future.set_result(result)
-        if item.on_answer is not None:
-            try:
-                item.on_answer()
-            except Exception:  # NOTE: as a failing future callback: logged, never fatal
-                log.exception("a request's answer listener failed")
+        item.ended()
 
 
 def _elements(batch: Batch) -> int:
