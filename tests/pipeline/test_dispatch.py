@@ -224,3 +224,29 @@ def test_a_priority_a_member_does_not_have_takes_its_default_level() -> None:
         np.testing.assert_array_equal(await core.infer("pipe", 2.0, 5), np.full((1, 2), 2.0))
 
     run(scenario)
+
+
+def test_a_step_that_times_out_in_its_queue_fails_the_ensemble_at_once() -> None:
+    # NOTE: a step learns of its ending from the scheduler alone (no future callback): a
+    # queue timeout must reach it as an answer does, or this ensemble request never ends.
+    policy = (
+        "dynamic_batching { default_queue_policy { timeout_action: REJECT "
+        "default_timeout_microseconds: 50000 } }"
+    )
+
+    async def scenario(core: Core) -> None:
+        await core.serve(
+            member("slow", "blocking", policy), member("b"), chain("pipe", "slow", "b")
+        )
+        first = asyncio.create_task(core.infer("pipe"))  # holds the one worker
+        slow = core.manager.route("slow")
+        await until(lambda: core.scheduler.stats(slow).queue.count == 1)
+        with pytest.raises(StepFailed) as info:
+            await asyncio.wait_for(core.infer("pipe"), 5)
+        assert "step 0 (model 'slow' version 1)" in str(info.value)
+        assert "timeout" in str(info.value)
+        assert core.dispatcher.stats(core.manager.route("pipe")).fail.count == 1
+        fakes.BlockingBackend.gate.set()
+        np.testing.assert_array_equal(await first, np.ones((1, 2)))
+
+    run(scenario)
