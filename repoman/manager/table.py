@@ -36,6 +36,9 @@ class VersionTable:
         self._locks: dict[str, asyncio.Lock] = {}
         self.load_failures: dict[tuple[str, int], int] = {}
         """Failed load attempts by (model, version), for metrics."""
+        self._routes: dict[tuple[str, int | None], ModelVersion] = {}
+        """Routing's answers since the last state change of any version (``_routed_at``)."""
+        self._routed_at = -1
 
     def model_names(self) -> list[str]:
         return sorted(set(self._versions) | set(self._model_errors))
@@ -56,12 +59,25 @@ class VersionTable:
 
     def route(self, model: str, version: int | None = None) -> ModelVersion:
         """The version that serves a request: the one named, else the newest READY one;
-        ModelNotReady when that one is READY but cannot serve (``blocked`` says why)."""
+        ModelNotReady when that one is READY but cannot serve (``blocked`` says why).
+
+        An answer holds until a version changes state (every change to the routing entries
+        comes with one, and so does every change to an ensemble's members): it is remembered
+        until then, so an ensemble's steps do not each route again."""
+        key = (model, version)
+        if self._routed_at == ModelVersion.changes:
+            found = self._routes.get(key)
+            if found is not None:
+                return found
+        else:
+            self._routes.clear()
+            self._routed_at = ModelVersion.changes
         mv = choose(model, self._versions.get(model) or {}, self._model_errors.get(model), version)
         if self._blocked is not None:
             reason = self._blocked(mv)
             if reason:
                 raise ModelNotReady(model, version, reason)
+        self._routes[key] = mv
         return mv
 
     def serving_state(self, mv: ModelVersion) -> tuple[State, str]:

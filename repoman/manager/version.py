@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from repoman.aspired import Fingerprint
 from repoman.backends import Backend
@@ -50,6 +51,15 @@ class ModelVersion:
     """``memory_bytes`` was measured (at this or an earlier load of these files), not predicted."""
     loaded_at: float = 0.0
     """When it became READY (the manager's clock)."""
+
+    changes: ClassVar[int] = 0
+    """Counts every state any version takes (in this process): routing remembers its answers
+    until it moves (VersionTable.route)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "state":
+            ModelVersion.changes += 1
+        object.__setattr__(self, name, value)
 
     @property
     def serves(self) -> bool:
