@@ -135,7 +135,9 @@ class Dispatcher:
         try:
             return await item.future
         finally:
-            self.withdraw(item)
+            done = item.future
+            if not done.done() or done.cancelled():  # NOTE: its caller gave up: take it back
+                self.withdraw(item)
 
     def enqueue(
         self,
