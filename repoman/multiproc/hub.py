@@ -28,6 +28,7 @@ from repoman.manager import ModelManager, ModelVersion, State
 from repoman.multiproc import protocol
 from repoman.pipeline.dispatch import Dispatcher
 from repoman.pipeline.runner import Handle
+from repoman.scheduler import RequestOptions
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +275,7 @@ class _Peer:
             mv = self.hub.route(model, asked, routed, generation)
             arrays = tensors.get_all(self.request_arena, inputs)
             item = self.hub._dispatcher.enqueue(
-                mv,
-                arrays,
-                wanted,
-                priority=priority,
-                timeout_us=timeout_us,
-                request_id=request_id,
-                parameters=parameters,
+                mv, arrays, wanted, RequestOptions(priority, timeout_us, request_id, parameters)
             )
         except protocol.Retry:
             self.connection.send(("retry", rid))

@@ -20,7 +20,7 @@ from repoman.manager import ModelVersion, State
 from repoman.pipeline.graph import Plan, check_members, plan, step_label
 from repoman.pipeline.runner import EnsembleCall, Handle
 from repoman.pipeline.waiting import Activate, WaitingRequest
-from repoman.scheduler import SharedScheduler
+from repoman.scheduler import PLAIN, RequestOptions, SharedScheduler
 from repoman.scheduler.pending import Pending
 from repoman.scheduler.stats import Histogram, VersionStats, failure_reason
 from repoman.tensors import batch_rows
@@ -126,11 +126,7 @@ class Dispatcher:
             version,
             inputs,
             outputs,
-            priority=priority,
-            timeout_us=timeout_us,
-            request_id=request_id,
-            parameters=parameters,
-            callers=callers,
+            RequestOptions(priority, timeout_us, request_id, parameters, callers),
         )
         try:
             return await item.future
@@ -144,58 +140,24 @@ class Dispatcher:
         version: ModelVersion,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str],
-        *,
-        priority: int = 0,
-        timeout_us: int | None = None,
-        request_id: str = "",
-        parameters: Mapping[str, Any] | None = None,
-        callers: tuple[ModelVersion, ...] = (),
+        options: RequestOptions = PLAIN,
     ) -> Handle:
         """:meth:`submit` without the waiting: the request on its way, whose ``future`` gets
         the outputs (or the error). A caller that gives up calls :meth:`withdraw`.
-        ``callers``: for a call a model makes from inside batches (BLS), the instances
-        those batches hold (see ``Running.held``)."""
+        ``options.callers``: for a call a model makes from inside batches (BLS), the
+        instances those batches hold (see ``Running.held``)."""
         ensemble = self._ensembles.get(version)
         if ensemble is None:
             if version.config.is_ensemble:
                 raise ModelNotReady(version.model, version.version, "it is being unloaded")
             if version.state is State.AVAILABLE and self._activate is not None:
                 return WaitingRequest(
-                    self,
-                    self._activate,
-                    version,
-                    inputs,
-                    tuple(outputs),
-                    self._waited,
-                    timeout_us=timeout_us,
-                    priority=priority,
-                    request_id=request_id,
-                    parameters=parameters,
-                    callers=callers,
+                    self, self._activate, version, inputs, tuple(outputs), self._waited, options
                 )
-            return self._scheduler.enqueue(
-                version,
-                inputs,
-                outputs,
-                priority=priority,
-                timeout_us=timeout_us,
-                request_id=request_id,
-                parameters=parameters,
-                callers=callers,
-            )
+            return self._scheduler.enqueue(version, inputs, outputs, options)
         if ensemble.closing:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
-        call = EnsembleCall(
-            self,
-            version,
-            ensemble.plan,
-            inputs,
-            tuple(outputs),
-            priority=priority,
-            timeout_us=timeout_us,
-            request_id=request_id,
-            parameters=parameters,
-        )
+        call = EnsembleCall(self, version, ensemble.plan, inputs, tuple(outputs), options)
         ensemble.in_flight += 1
         call.future.add_done_callback(
             lambda done: self._answered(ensemble, call, batch_rows(inputs), done)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Protocol
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from repoman.config.model import ModelConfig
 from repoman.errors import BackendError, InvalidRequest, RepomanError, StepFailed
 from repoman.manager import ModelVersion
 from repoman.pipeline.graph import Plan
+from repoman.scheduler import RequestOptions
 from repoman.signature import compatible_dims
 
 
@@ -52,11 +54,7 @@ class Steps(Protocol):
         version: ModelVersion,
         inputs: Mapping[str, np.ndarray],
         outputs: tuple[str, ...],
-        *,
-        priority: int = 0,
-        timeout_us: int | None = None,
-        request_id: str = "",
-        parameters: Mapping[str, Any] | None = None,
+        options: RequestOptions,
     ) -> Handle: ...
 
     def withdraw(self, item: Handle) -> None: ...
@@ -78,11 +76,7 @@ class EnsembleCall:
         plan: Plan,
         inputs: Mapping[str, np.ndarray],
         wanted: tuple[str, ...],
-        *,
-        priority: int = 0,
-        timeout_us: int | None,
-        request_id: str,
-        parameters: Mapping[str, Any] | None,
+        options: RequestOptions,
     ) -> None:
         self.future: asyncio.Future[Mapping[str, np.ndarray]] = (
             asyncio.get_running_loop().create_future()
@@ -98,10 +92,12 @@ class EnsembleCall:
         self._tensors: dict[str, np.ndarray] = dict(inputs)
         self._wanted = wanted
         self._missing = len(wanted)
-        self._priority = priority
-        self._timeout_us = timeout_us
-        self._request_id = request_id
-        self._parameters = parameters
+        self._priority = options.priority
+        # NOTE: a member is asked what the ensemble was asked, its own priority level aside;
+        # the calls a model's batches hold (BLS) stay with the ensemble's own request.
+        self._options = RequestOptions(
+            0, options.timeout_us, options.request_id, options.parameters
+        )
         self._needed = plan.needed(wanted)
         self._waiting = {i: plan.waits[i] for i in self._needed}
         self._running: dict[int, Handle] = {}
@@ -133,15 +129,10 @@ class EnsembleCall:
             inputs = _member_inputs(
                 member.config, {key: tensors[t] for key, t in plan.input_items[index]}
             )
-            item = self._steps.enqueue(
-                member,
-                inputs,
-                plan.outputs[index],
-                priority=_member_priority(member.config, self._priority) if self._priority else 0,
-                timeout_us=self._timeout_us,
-                request_id=self._request_id,
-                parameters=self._parameters,
-            )
+            options = self._options
+            if self._priority:
+                options = replace(options, priority=_member_priority(member.config, self._priority))
+            item = self._steps.enqueue(member, inputs, plan.outputs[index], options)
         except RepomanError as exc:
             self._fail(index, member, exc)
             return

@@ -7,13 +7,15 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Protocol
 
 import numpy as np
 
 from repoman.errors import ModelNotReady, RepomanError, RequestTimeout
 from repoman.manager import ModelVersion, State
 from repoman.pipeline.runner import Handle
+from repoman.scheduler import RequestOptions
 
 Activate = Callable[[ModelVersion], AbstractAsyncContextManager[ModelVersion]]
 """The manager's lazy load: the READY version that serves once ``version`` is loaded, kept in
@@ -41,12 +43,7 @@ class Door(Protocol):
         version: ModelVersion,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str],
-        *,
-        priority: int = 0,
-        timeout_us: int | None = None,
-        request_id: str = "",
-        parameters: Mapping[str, Any] | None = None,
-        callers: tuple[ModelVersion, ...] = (),
+        options: RequestOptions,
     ) -> Handle: ...
 
     def withdraw(self, item: Handle) -> None: ...
@@ -68,20 +65,13 @@ class WaitingRequest:
         inputs: Mapping[str, np.ndarray],
         outputs: tuple[str, ...],
         waited: Callable[[ModelVersion, float], None],
-        *,
-        timeout_us: int | None,
-        priority: int,
-        request_id: str,
-        parameters: Mapping[str, Any] | None,
-        callers: tuple[ModelVersion, ...],
+        options: RequestOptions,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Mapping[str, np.ndarray]] = loop.create_future()
         self._door, self._activate, self._waited = door, activate, waited
         self._inputs, self._outputs = inputs, outputs
-        self._priority, self._request_id = priority, request_id
-        self._parameters, self._callers = parameters, callers
-        self._timeout_us = timeout_us
+        self._options = options
         self._inner: Handle | None = None
         self.on_answer: Callable[[], None] | None = None
         """Called when its future is settled (an iteration after the request it waited to
@@ -103,7 +93,7 @@ class WaitingRequest:
 
     async def _run(self, version: ModelVersion) -> None:
         started = time.perf_counter()
-        limit_us = self._timeout_us or _queue_timeout_us(version)
+        limit_us = self._options.timeout_us or _queue_timeout_us(version)
         deadline = None if not limit_us else started + limit_us / 1e6
         try:
             for _ in range(RETRIES):
@@ -153,13 +143,6 @@ class WaitingRequest:
         left_us = None
         if deadline is not None:
             left_us = max(int((deadline - time.perf_counter()) * 1e6), 1)
-        self._inner = self._door.enqueue(
-            version,
-            self._inputs,
-            self._outputs,
-            priority=self._priority,
-            timeout_us=left_us,
-            request_id=self._request_id,
-            parameters=self._parameters,
-            callers=self._callers,
-        )
+        # NOTE: what is left of its time (none: no timeout, as before the wait)
+        options = replace(self._options, timeout_us=left_us)
+        self._inner = self._door.enqueue(version, self._inputs, self._outputs, options)

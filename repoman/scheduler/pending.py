@@ -25,6 +25,26 @@ class QueueState(enum.Enum):
     CLOSED = "CLOSED"
 
 
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """How a request asks to be served, beyond its tensors; one object from the edge to the
+    queue (the dispatcher, a waiting request and an ensemble's steps hand it on)."""
+
+    priority: int = 0
+    """The queue's priority level (1 is the highest; 0: the model's default)."""
+    timeout_us: int | None = None
+    """The request's own queue timeout, where the queue policy allows one."""
+    request_id: str = ""
+    parameters: Mapping[str, Any] | None = None
+    """Passed to the backend (a Python model sees them)."""
+    callers: tuple[Any, ...] = ()
+    """A call from inside batches (BLS): the versions whose instances those batches hold."""
+
+
+PLAIN = RequestOptions()
+"""A request that asks nothing beyond its tensors."""
+
+
 @dataclass(eq=False, slots=True)
 class Pending:
     """A request in a queue: its inputs, the outputs it wants, its future and its deadline."""

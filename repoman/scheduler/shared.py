@@ -19,7 +19,7 @@ from repoman.calls import Caller, ModelCall, calls_through
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock, RunningLoop
-from repoman.scheduler.pending import Pending, QueueState
+from repoman.scheduler.pending import PLAIN, Pending, QueueState, RequestOptions
 from repoman.scheduler.queue import SOLO_RUN, VersionQueue
 from repoman.scheduler.running import (
     Outcome,
@@ -133,10 +133,7 @@ class SharedScheduler:
             version,
             inputs,
             outputs,
-            priority=priority,
-            timeout_us=timeout_us,
-            request_id=request_id,
-            parameters=parameters,
+            RequestOptions(priority, timeout_us, request_id, parameters),
         )
         try:
             return await item.future
@@ -151,12 +148,7 @@ class SharedScheduler:
         version: ModelVersion,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str],
-        *,
-        priority: int = 0,
-        timeout_us: int | None = None,
-        request_id: str = "",
-        parameters: Mapping[str, Any] | None = None,
-        callers: tuple[ModelVersion, ...] = (),
+        options: RequestOptions = PLAIN,
     ) -> Pending:
         """:meth:`submit` without the waiting: the queued request, whose ``future`` gets the
         outputs (or the error). A caller that gives up calls :meth:`withdraw`."""
@@ -174,16 +166,16 @@ class SharedScheduler:
                 inputs,
                 tuple(outputs),
                 now,
-                priority=priority,
-                timeout_us=timeout_us,
+                priority=options.priority,
+                timeout_us=options.timeout_us,
                 loop=self._running_loop(),
             )
         except ServerBusy:
             queue.stats.record_rejection("queue_full")
             raise
         item.queue = queue
-        item.request_id, item.parameters = request_id, parameters
-        item.callers = callers
+        item.request_id, item.parameters = options.request_id, options.parameters
+        item.callers = options.callers
         if item.deadline is not None:
             item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
         self._kick()
