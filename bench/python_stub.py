@@ -5,12 +5,20 @@
 
 Prints infer/s and p50 latency per mode and concurrency, and the per-batch overhead of the
 process hop (the difference in p50 at concurrency 1).
+
+``--round-trip`` measures the hop alone, without HTTP or the scheduler: the bundled
+``iris_preprocess`` model, batches of 1 and 12 requests sent straight to its backend (a stub,
+through ``execute_async`` on an event loop, as the core sends them), beside the same batches
+executed in process. Per batch size: the stub's and the sending process's CPU per request,
+the wall time per batch, and the in-process execute's CPU per request (the model's own work).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -67,10 +75,71 @@ def measure(url: str, clients: int, seconds: float) -> tuple[float, float]:
     return len(latencies) / seconds, statistics.median(latencies) * 1000
 
 
+def round_trip(batches: int) -> None:
+    import numpy as np
+    from repoman_python.backend import PythonBackend
+    from repoman_python.isolated import IsolatedPythonBackend
+
+    from repoman.backends import BackendContext, Batch
+    from repoman.config import load_model_config
+
+    folder = Path(__file__).resolve().parents[1] / "model_repository" / "iris_preprocess"
+    config = load_model_config(folder)
+    context = BackendContext(config, 1, folder / "1", folder / "1" / "model.py")
+    stub, local = IsolatedPythonBackend(context), PythonBackend(context)
+    stub.load()
+    local.load()
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def stub_cpu() -> float:
+        assert stub._process is not None
+        fields = Path(f"/proc/{stub._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def batch(size: int) -> Batch:
+        rows = [{"measurements_mm": np.full((1, 4), 50.0, np.float32)} for _ in range(size)]
+        return Batch(rows, ("features",), ("measurements_mm",), True, row_counts=[1] * size)
+
+    async def sent(size: int) -> tuple[float, float, float]:
+        for _ in range(50):
+            await stub.execute_async(batch(size))
+        work = [batch(size) for _ in range(batches)]
+        cpu, ours, wall = stub_cpu(), time.process_time(), time.perf_counter()
+        for each in work:
+            await stub.execute_async(each)
+        count = batches * size
+        return (
+            (stub_cpu() - cpu) / count * 1e6,
+            (time.process_time() - ours) / count * 1e6,
+            (time.perf_counter() - wall) / batches * 1e6,
+        )
+
+    print(f"{'batch':>5} {'stub µs/req':>12} {'sender µs/req':>14} {'wall µs/batch':>14}"
+          f" {'in-process µs/req':>18}")
+    try:
+        for size in (1, 12):
+            stub_us, sender_us, wall_us = asyncio.run(sent(size))
+            work = [batch(size) for _ in range(batches)]
+            started = time.process_time()
+            for each in work:
+                local.execute(each)
+            local_us = (time.process_time() - started) / (batches * size) * 1e6
+            print(f"{size:>5} {stub_us:>12.1f} {sender_us:>14.1f} {wall_us:>14.0f}"
+                  f" {local_us:>18.1f}")
+    finally:
+        stub.unload()
+        local.unload()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--round-trip", action="store_true", help="the hop alone (no HTTP)")
+    parser.add_argument("--batches", type=int, default=3000)
     args = parser.parse_args()
+    if args.round_trip:
+        round_trip(args.batches)
+        return
     with tempfile.TemporaryDirectory() as folder:
         repo = Path(folder)
         for name, isolation in (("inproc", "none"), ("stub", "process")):

@@ -97,6 +97,10 @@ class Stub:
         self.output_blocks: list[int] = []
         self._send_lock = threading.Lock()  # the model's calls and the replies share the socket
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._reader: threading.Thread | None = None
+        """Reads the socket once a model made a call during execute (BLS); until then the
+        main thread reads it itself, which saves a thread wake-up per batch."""
+        self._executing = False
         self._tags = itertools.count(1)
         self._calls: dict[int, tuple[Future[Mapping[str, np.ndarray]], list[int]]] = {}
 
@@ -117,18 +121,20 @@ class Stub:
         self.backend = PythonBackend(context)
         if not self._reply(self.backend.load):
             return 1
-        threading.Thread(target=self._read, name="stub-reader", daemon=True).start()
         while True:
-            message = self._inbox.get()
+            message = self._next()
             if message is None:
                 return 0
             kind, body = message
             if kind == "execute":
                 self._release_outputs()
                 self.backend.caller = self.call
+                self._executing = True
                 try:
                     reply = self._execute(body)
                 finally:
+                    with self._send_lock:
+                        self._executing = False
                     self.backend.caller = None
                     self._abandon_calls()
                 self.send((*reply, _metrics()))
@@ -137,6 +143,20 @@ class Stub:
                 return 0
             else:
                 raise ValueError(f"unknown message {kind!r}")
+
+    def _next(self) -> Any:
+        """The next message for the main loop (None: the server closed its end): read here
+        while no reader thread runs, answers to calls settled on the way."""
+        if self._reader is not None:
+            return self._inbox.get()
+        while True:
+            try:
+                message, _ = wire.receive(self.sock, trusted=True)
+            except (wire.Closed, OSError):
+                return None
+            if message[0] != "answer":
+                return message
+            self._answered(*message[1:])  # NOTE: a call made outside execute, or abandoned
 
     def _read(self) -> None:
         """The reader thread: answers to the model's calls settle them; the rest goes to
@@ -161,6 +181,11 @@ class Stub:
         blocks: list[int] = []
         arrays = {name: _as_bytes(np.asarray(array)) for name, array in call.inputs.items()}
         with self._send_lock:
+            if self._executing and self._reader is None:
+                # NOTE: the main thread runs the model and waits for this answer: from now
+                # on a thread of its own reads the socket (the main thread reads no more).
+                self._reader = threading.Thread(target=self._read, name="stub-reader", daemon=True)
+                self._reader.start()
             tag = next(self._tags)
             descriptors = wire.put_arrays(self.outputs, arrays, blocks)
             self._calls[tag] = (future, blocks)

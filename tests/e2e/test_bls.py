@@ -197,6 +197,23 @@ class TritonPythonModel:
         return out
 """
 
+# Calls add_one only when X[0] is positive; otherwise answers X itself, without a call.
+SOMETIMES = """
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            if x[0] > 0:
+                response = pb_utils.InferenceRequest(
+                    "add_one", ["Y"], [pb_utils.Tensor("X", x.reshape(1, 2))]).exec()
+                x = pb_utils.get_output_tensor_by_name(response, "Y").as_numpy().reshape(2)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x)]))
+        return out
+"""
+
 
 def add_model(repo: Path, name: str, code: str, config: str) -> None:
     (repo / name / "1").mkdir(parents=True)
@@ -213,6 +230,7 @@ def make_repository(repo: Path) -> None:
     add_model(repo, "caller", CALLER, CALLER_CONFIG)
     add_model(repo, "fan_out", FAN_OUT, SINGLE_CONFIG)
     add_model(repo, "router", ROUTER, SINGLE_CONFIG)
+    add_model(repo, "sometimes", SOMETIMES, SINGLE_CONFIG)
     add_model(repo, "recurse_2", RECURSE, SINGLE_CONFIG + "instance_group [{ count: 2 }]\n")
     add_model(repo, "recurse_1", RECURSE, SINGLE_CONFIG)
 
@@ -279,6 +297,18 @@ def test_a_conditional_pipeline_takes_the_branch_the_data_asks_for(client) -> No
         20,
         10,
     ]
+
+
+def test_a_model_that_starts_calling_after_many_batches_without_calls(client) -> None:
+    # NOTE: until its first call the stub reads its socket on its main thread; from the
+    # first call on, a reader thread does (the answer comes while execute runs).
+    def ask(x0: int) -> list[int]:
+        return list(infer(client, "sometimes", X=np.array([x0, 7], np.int32)).as_numpy("Y"))
+
+    assert [ask(-i) for i in range(20)] == [[-i, 7] for i in range(20)]
+    assert ask(5) == [6, 8]
+    assert [ask(-i) for i in range(5)] == [[-i, 7] for i in range(5)]
+    assert [ask(i) for i in range(1, 6)] == [[i + 1, 8] for i in range(1, 6)]
 
 
 @pytest.mark.parametrize(
