@@ -3,14 +3,19 @@ the stats endpoint, a time-bounded perf_analyzer step, and the counting bare han
 
 Run as a script it is the bare handler (bench/bare_server.py, unchanged) with one counting
 middleware and ``GET /bench/served`` (POSTs answered so far), so its CPU per request can be
-computed like repoman's: ``python bench/_scaling_load.py MODEL_DIR PORT``.
+computed like repoman's: ``python bench/_scaling_load.py MODEL_DIR PORT [PROCESSES]``. With
+PROCESSES > 1 it forks that many handlers sharing the port (``SO_REUSEPORT``, as repoman's
+front-ends do) under an idle parent; each counts into its own slot of a shared array and
+``/bench/served`` answers their sum, whichever process takes the connection.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -171,29 +176,52 @@ def per_request(row: dict) -> None:
             row[f"{kind}_us"] = 1e6 * row[f"{kind}_cpu_s"] / requests
 
 
-def counting_bare() -> None:
-    """bench/bare_server.py with a request counter (one middleware: about 1 µs a request)."""
+def counting_bare(processes: int = 1) -> None:
+    """bench/bare_server.py with a request counter (one middleware: about 1 µs a request), in
+    ``processes`` processes sharing the port."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bare_server
     from aiohttp import web
 
-    run_app, count = web.run_app, [0]
+    # NOTE: created before the fork, so every handler writes the same shared memory
+    served = multiprocessing.Array("q", processes, lock=False)
+    slot = [0]
+    run_app = web.run_app
 
     @web.middleware
     async def counting(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method == "POST":
-            count[0] += 1
+            served[slot[0]] += 1
         return await handler(request)
 
     def patched(app: web.Application, **kwargs: Any) -> None:
         app.middlewares.append(counting)
-        app.router.add_get("/bench/served", lambda r: web.json_response({"served": count[0]}))
-        run_app(app, **kwargs)
+        app.router.add_get("/bench/served", lambda r: web.json_response({"served": sum(served)}))
+        run_app(app, reuse_port=processes > 1, **kwargs)
 
     web.run_app = patched
-    bare_server.main()
+    if processes == 1:
+        bare_server.main()
+        return
+    handlers = []
+    for index in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            slot[0] = index
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            bare_server.main()
+            os._exit(0)
+        handlers.append(pid)
+
+    def stop(*_: Any) -> None:
+        for pid in handlers:
+            os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    for pid in handlers:
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    counting_bare()
+    counting_bare(int(sys.argv[3]) if len(sys.argv) > 3 else 1)

@@ -9,8 +9,13 @@ falls on all of them alike; the table gives the median of the rounds: throughput
 per request of the core and of the front-ends (from /proc), and the ratios to the bare
 handler (bench/bare_server.py with a counter) measured in the same rounds.
 
+``--bare-processes N`` runs the bare handler in N processes sharing the port, the fair yardstick
+for N front-ends: on a machine with fewer cores than busy processes, a process that is not
+saturated wakes up for every few requests, and every wake-up costs CPU that one saturated
+process does not pay.
+
 Usage: .venv/bin/python bench/ab.py base=../main new=. [--model tiny] [--concurrency 64]
-       [--rounds 3] [--window-ms 3000] [--no-bare]
+       [--rounds 3] [--window-ms 3000] [--no-bare] [--bare-processes 1]
 """
 
 from __future__ import annotations
@@ -31,13 +36,9 @@ NUMBERS = ("infer_s", "p50_ms", "core_us", "fe_us")
 
 
 class Variant:
-    def __init__(self, name: str, server: LoggedServer, workers: int) -> None:
-        self.name, self.server, self.workers = name, server, workers
+    def __init__(self, name: str, server: LoggedServer, workers: int, bare: bool = False) -> None:
+        self.name, self.server, self.workers, self.bare = name, server, workers, bare
         self.rows: list[dict] = []
-
-    @property
-    def bare(self) -> bool:
-        return self.workers == 0
 
 
 def start_repoman(name: str, spec: str, models: Path) -> Variant:
@@ -68,12 +69,14 @@ def start_repoman(name: str, spec: str, models: Path) -> Variant:
     return Variant(name, LoggedServer(name, cmd), count)
 
 
-def start_bare(models: Path, model: str) -> Variant:
+def start_bare(models: Path, model: str, processes: int) -> Variant:
     port = free_port()
-    cmd = [sys.executable, str(BENCH / "_scaling_load.py"), str(models / model), str(port)]
+    script = str(BENCH / "_scaling_load.py")
+    cmd = [sys.executable, script, str(models / model), str(port), str(processes)]
     server = LoggedServer("bare", cmd)
     server.port = port
-    return Variant("bare", server, 0)
+    # NOTE: in several processes, the handlers are the parent's children (counted as FE)
+    return Variant("bare" if processes == 1 else f"bare-x{processes}", server, processes, True)
 
 
 def median(rows: list[dict], key: str) -> float | None:
@@ -89,6 +92,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--window-ms", type=int, default=3000)
     ap.add_argument("--no-bare", action="store_true", help="no bare handler (it serves tiny)")
+    ap.add_argument(
+        "--bare-processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="the bare handler's processes (several: one bare variant each)",
+    )
     args = ap.parse_args()
     bare_model = args.model.removesuffix("_batched")
     with tempfile.TemporaryDirectory(prefix="repoman-ab-") as tmp:
@@ -101,7 +111,7 @@ def main() -> int:
         )
         variants = [start_repoman(*v.split("=", 1), models) for v in args.variants]
         if not args.no_bare and bare_model == "tiny":
-            variants.append(start_bare(models, bare_model))
+            variants += [start_bare(models, bare_model, n) for n in args.bare_processes]
         try:
             for variant in variants:
                 variant.server.wait_ready()
@@ -140,12 +150,19 @@ def report(variants: list[Variant], args: argparse.Namespace) -> None:
         f"{'variant':>10} {'infer/s':>9} {'p50 ms':>8} {'core µs':>8} {'FE µs':>7} "
         f"{'/bare thr':>9} {'/bare CPU':>9}"
     )
-    bare = next((v for v in variants if v.bare), None)
-    base_thr = median(bare.rows, "infer_s") if bare else None
-    base_cpu = median(bare.rows, "core_us") if bare else None
+    bares = {v.workers: v for v in variants if v.bare}
+    first = next(iter(bares.values()), None)
+
+    def total_cpu(variant: Variant) -> float:
+        return (median(variant.rows, "core_us") or 0) + (median(variant.rows, "fe_us") or 0)
+
     for variant in variants:
         m = {key: median(variant.rows, key) for key in NUMBERS}
-        total = (m["core_us"] or 0) + (m["fe_us"] or 0)
+        total = total_cpu(variant)
+        # NOTE: against the bare handler in as many processes, where there is one
+        bare = bares.get(variant.workers, first)
+        base_thr = median(bare.rows, "infer_s") if bare else None
+        base_cpu = total_cpu(bare) if bare else None
 
         def cell(value: float | None, fmt: str) -> str:
             width = int(fmt.split(".")[0])
@@ -158,8 +175,11 @@ def report(variants: list[Variant], args: argparse.Namespace) -> None:
             f"{cell(m['core_us'], '8.1f')} {cell(m['fe_us'], '7.1f')} "
             f"{cell(thr_ratio, '9.0%')} {cell(cpu_ratio, '8.2f')}x"
         )
-    if bare:
-        print("/bare: against the bare handler (tiny, one request per run) in the same rounds")
+    if first:
+        print(
+            "/bare: against the bare handler (tiny, one request per run) in the same rounds, "
+            "in as many processes as the variant has front-ends where it ran so (else the first)"
+        )
 
 
 if __name__ == "__main__":
