@@ -523,9 +523,15 @@ class _Calls:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            # NOTE: the sender holds the exchange, which holds this: a cycle per batch otherwise
+            self._send = _nowhere
             blocks, self._blocks = self._blocks, []
         for offset in blocks:
             self._inputs.free(offset)
+
+
+def _nowhere(message: Any) -> None:
+    """Where a closed exchange's answers go: nowhere (it sends none)."""
 
 
 def _seconds(params: Mapping[str, str], name: str, default: int) -> int:

@@ -188,8 +188,13 @@ class EnsembleCall:
 
     def _answer(self, outputs: Mapping[str, np.ndarray]) -> None:
         self.future.set_result(outputs)
-        if self.on_answer is not None:
-            self.on_answer()
+        self._told()
+
+    def _told(self) -> None:
+        """Tell ``on_answer`` (once), letting go of it first: it holds this call."""
+        listener, self.on_answer = self.on_answer, None
+        if listener is not None:
+            listener()
 
     def _add_compute(self, step: tuple[int, int, int]) -> None:
         total = self.compute
@@ -205,12 +210,12 @@ class EnsembleCall:
             self.future.set_exception(
                 StepFailed(self._version.model, index, step.model_name, version, error)
             )
-            if self.on_answer is not None:
-                self.on_answer()
+            self._told()
 
     def _stop(self) -> None:
         running, self._running = self._running, {}
         for item in running.values():
+            item.on_answer = None  # NOTE: withdrawn: never told, and it holds this call
             self._steps.withdraw(item)
             if not item.future.done():
                 item.future.cancel()

@@ -136,8 +136,9 @@ class WaitingRequest:
             self.future.set_exception(outcome)
         else:
             self.future.set_result(outcome)
-        if self.on_answer is not None:
-            self.on_answer()
+        listener, self.on_answer = self.on_answer, None  # NOTE: it holds this request
+        if listener is not None:
+            listener()
 
     def _enqueue(self, version: ModelVersion, deadline: float | None) -> None:
         left_us = None

@@ -81,8 +81,11 @@ class Pending:
     def ended(self) -> None:
         """Tell ``on_answer`` that the scheduler ended this request (a failing listener is
         logged, as a failing future callback would be, never fatal)."""
-        if self.on_answer is not None:
+        # NOTE: let go of the listener first: it holds this request (a reference cycle that
+        # only the garbage collector would free, for every step of every ensemble request)
+        listener, self.on_answer = self.on_answer, None
+        if listener is not None:
             try:
-                self.on_answer()
+                listener()
             except Exception:
                 log.exception("a request's answer listener failed")

@@ -422,6 +422,9 @@ class SharedScheduler:
         version = queue.version
         if running.task is not None:
             self._loop_batches.discard(running.task)
+        # NOTE: a done concurrent future keeps its done callbacks, which hold this run: let go
+        # of it (and of the task), or every batch would wait for the garbage collector
+        running.task = running.work = None
         if running.written_off:
             log.warning(
                 "model %s version %d: a batch written off as hung returned after all",
