@@ -47,6 +47,7 @@ from repoman import (
     ModelCall,
     RepomanError,
     TensorDescriptor,
+    collector,
     get_tensors,
 )
 from repoman_python import output, pb_utils, wire
@@ -121,6 +122,7 @@ class Stub:
         self.backend = PythonBackend(context)
         if not self._reply(self.backend.load):
             return 1
+        collector.settle()  # NOTE: the model is loaded: out of the collector's way
         while True:
             message = self._next()
             if message is None:

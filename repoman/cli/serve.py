@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from repoman import collector
 from repoman.dataplane.calls import ModelCalls
 from repoman.dataplane.service import InferenceService
 from repoman.errors import RepomanError
@@ -142,6 +143,7 @@ async def serve(args: argparse.Namespace) -> int:
             for hub in hubs:
                 hub.routes_changed()
             _log_table(manager)
+            collector.settle()  # NOTE: started: what exists now is out of the collector's way
 
         task = asyncio.create_task(first_load())
         idle = asyncio.create_task(manager.run_idle_unloads())

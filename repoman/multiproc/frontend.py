@@ -22,7 +22,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from repoman import logs
+from repoman import collector, logs
 from repoman.errors import RepomanError
 from repoman.grpc import GrpcEdge, GrpcOptions
 from repoman.ipc import Arena, Connection
@@ -128,6 +128,7 @@ async def run(settings: Settings) -> int:
         background.append(_grpc(plane, access, limits, settings.options))
     app = make_app(plane, plane, limits=limits, access=access, background=background)
     listener = socket.socket(fileno=settings.listen_fd)
+    collector.settle()
     await serve_on_socket(
         app,
         listener,
