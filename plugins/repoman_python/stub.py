@@ -122,7 +122,7 @@ class Stub:
         self.backend = PythonBackend(context)
         if not self._reply(self.backend.load):
             return 1
-        collector.settle()  # NOTE: the model is loaded: out of the collector's way
+        collector.settle()  # NOTE: the model is loaded
         while True:
             message = self._next()
             if message is None:

@@ -143,7 +143,7 @@ async def serve(args: argparse.Namespace) -> int:
             for hub in hubs:
                 hub.routes_changed()
             _log_table(manager)
-            collector.settle()  # NOTE: started: what exists now is out of the collector's way
+            collector.settle()  # NOTE: started: young-generation passes rare from now on
 
         task = asyncio.create_task(first_load())
         idle = asyncio.create_task(manager.run_idle_unloads())
