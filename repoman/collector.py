@@ -9,7 +9,10 @@ in the core under c64 load (a three-step ensemble, bench/pipeline.py), those pas
 of its time, the full ones 50-120 ms each.
 
 Nothing is frozen (``gc.freeze``): a model loaded at start-up and unloaded later (a reload, an
-eviction under the memory budget) must remain collectable, and frozen objects never are.
+eviction under the memory budget) must remain collectable, and frozen objects never are. The
+core and the front-ends run repoman's code and the backends' (onnxruntime's and TensorFlow's
+calls leave no cycles either); a python model's stub runs the user's code, which may make a
+cycle per request holding its tensors, so it keeps Python's default.
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ from repoman import (
     ModelCall,
     RepomanError,
     TensorDescriptor,
-    collector,
     get_tensors,
 )
 from repoman_python import output, pb_utils, wire
@@ -122,7 +121,6 @@ class Stub:
         self.backend = PythonBackend(context)
         if not self._reply(self.backend.load):
             return 1
-        collector.settle()  # NOTE: the model is loaded
         while True:
             message = self._next()
             if message is None:

@@ -139,11 +139,13 @@ async def serve(args: argparse.Namespace) -> int:
             except Exception:
                 log.exception("the first pass over the repository failed")
                 raise
+            # NOTE: started: young-generation passes rare from now on (after the one
+            # collection settle makes, so no request waits for it)
+            collector.settle()
             service.set_ready(True)
             for hub in hubs:
                 hub.routes_changed()
             _log_table(manager)
-            collector.settle()  # NOTE: started: young-generation passes rare from now on
 
         task = asyncio.create_task(first_load())
         idle = asyncio.create_task(manager.run_idle_unloads())
