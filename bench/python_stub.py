@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,9 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _scaling_load import cpu_seconds
+
 from tests.serverproc import start_server
 
 IDENTITY = """
@@ -89,12 +91,11 @@ def round_trip(batches: int) -> None:
     stub, local = IsolatedPythonBackend(context), PythonBackend(context)
     stub.load()
     local.load()
-    ticks = os.sysconf("SC_CLK_TCK")
-
     def stub_cpu() -> float:
         assert stub._process is not None
-        fields = Path(f"/proc/{stub._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / ticks
+        cpu = cpu_seconds(stub._process.pid)
+        assert cpu is not None, "the stub exited"
+        return cpu
 
     def batch(size: int) -> Batch:
         rows = [{"measurements_mm": np.full((1, 4), 50.0, np.float32)} for _ in range(size)]

@@ -146,30 +146,30 @@ class Stub:
 
     def _next(self) -> Any:
         """The next message for the main loop (None: the server closed its end): read here
-        while no reader thread runs, answers to calls settled on the way."""
+        while no reader thread runs."""
         if self._reader is not None:
             return self._inbox.get()
-        while True:
-            try:
-                message, _ = wire.receive(self.sock, trusted=True)
-            except (wire.Closed, OSError):
-                return None
-            if message[0] != "answer":
-                return message
-            self._answered(*message[1:])  # NOTE: a call made outside execute, or abandoned
+        return self._receive()
 
     def _read(self) -> None:
-        """The reader thread: answers to the model's calls settle them; the rest goes to
-        the main loop (None: the server closed its end)."""
+        """The reader thread: every message for the main loop goes to its inbox, until the
+        server closes its end (None)."""
+        while (message := self._receive()) is not None:
+            self._inbox.put(message)
+        self._inbox.put(None)
+
+    def _receive(self) -> Any:
+        """The next message that is not an answer to a call (those settle their call on the
+        way; one may come for a call abandoned when its execute returned); None once the
+        server closed its end."""
         try:
             while True:
                 message, _ = wire.receive(self.sock, trusted=True)
-                if message[0] == "answer":
-                    self._answered(*message[1:])
-                else:
-                    self._inbox.put(message)
+                if message[0] != "answer":
+                    return message
+                self._answered(*message[1:])
         except (wire.Closed, OSError):
-            self._inbox.put(None)
+            return None
 
     # ---- calls to models (BLS) -------------------------------------------------------
 
