@@ -9,6 +9,14 @@ INLINE_BELOW_NS = 200_000
 to a worker thread and back costs (wake-ups on both sides, and the loop and the worker
 taking the GIL from each other at every step)."""
 
+LEAVE_ABOVE_NS = 2 * INLINE_BELOW_NS
+"""A version on the loop goes back to the workers once its executions take longer than this:
+a band above ``INLINE_BELOW_NS``, so a version measuring about the limit does not swap sides
+every few hundred executions. Swapping costs more than either side (on a busy 2-core machine
+the iris member of the bundled ensemble measured 200-340 µs both on the loop and on a worker,
+swapped about once a second, and the core's CPU per request rose 40-90%), and on a loaded
+machine an execution measures slower on both sides alike (cold caches), not only on the loop."""
+
 INLINE_RUN_NS = 1_000_000
 """About the longest one run of inline executions holds the loop (a model without dynamic
 batching runs the requests waiting for it in one go)."""
@@ -40,7 +48,7 @@ class InlineGate:
     time there includes waiting for the GIL while the loop is busy). Once the median of its
     last ``WINDOW`` executions is under ``INLINE_BELOW_NS``, its runs go on the loop, where
     what counts is how long they hold it: their wall time. It goes back to the workers when
-    the median of its last ``WINDOW`` executions on the loop reaches ``INLINE_BELOW_NS``, or at
+    the median of its last ``WINDOW`` executions on the loop reaches ``LEAVE_ABOVE_NS``, or at
     once when a second one passes ``STRAY_NS``. The median, not the mean: a garbage
     collection, or the OS preempting the thread, now and then makes a 15 µs execution measure
     milliseconds, and says nothing about the model. Each time it goes back, it stays on the
@@ -86,7 +94,7 @@ class InlineGate:
         recent.append(ns)
         if inline:
             strays = sum(1 for taken in recent if taken > STRAY_NS)
-            if strays < 2 and self._median() < INLINE_BELOW_NS:
+            if strays < 2 and self._median() < LEAVE_ABOVE_NS:
                 return False
             self.inline = False
             self._hold = self._cool_down

@@ -13,6 +13,7 @@ from repoman.scheduler.inline import (
     COOL_DOWN,
     INLINE_BELOW_NS,
     INLINE_RUN_NS,
+    LEAVE_ABOVE_NS,
     OUTSIZED,
     STRAY_NS,
     WINDOW,
@@ -85,9 +86,21 @@ def test_a_median_past_the_limit_on_the_loop_sends_it_back():
     gate = _inline_gate()
     slow = 0
     while gate.inline:
-        gate.observe(2 * INLINE_BELOW_NS, inline=True)
+        gate.observe(LEAVE_ABOVE_NS, inline=True)
         slow += 1
     assert slow == WINDOW // 2
+
+
+def test_a_median_between_the_way_in_and_the_way_out_keeps_it_where_it_is():
+    about = (INLINE_BELOW_NS + LEAVE_ABOVE_NS) // 2
+    gate = _inline_gate()
+    for _ in range(5 * WINDOW):
+        assert not gate.observe(about, inline=True)
+    assert gate.inline
+    workers = InlineGate(allowed=True)
+    for _ in range(5 * WINDOW):
+        assert not workers.observe(about, inline=False)
+    assert not workers.inline
 
 
 def test_times_from_before_a_switch_are_ignored():
@@ -181,7 +194,7 @@ def test_a_quick_model_whose_backend_does_not_allow_it_stays_on_the_workers():
 
 def test_a_model_that_turns_slow_on_the_loop_goes_back_to_the_workers():
     turn = WINDOW + 3
-    on_loop, _ = _serve(lambda i: QUICK if i < turn else 2 * INLINE_BELOW_NS)
+    on_loop, _ = _serve(lambda i: QUICK if i < turn else LEAVE_ABOVE_NS)
     assert on_loop[WINDOW:turn] == [True] * (turn - WINDOW)
     # NOTE: once the median of the loop's last WINDOW executions is slow, no more
     assert on_loop[turn:] == [True] * (WINDOW // 2) + [False] * (len(on_loop) - turn - WINDOW // 2)
