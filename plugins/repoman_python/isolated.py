@@ -33,6 +33,7 @@ from repoman import (
     ModelCall,
     RepomanError,
     Result,
+    TensorDescriptor,
     get_tensors,
     int_parameter,
     model_caller,
@@ -302,9 +303,19 @@ class IsolatedPythonBackend(Backend):
         """The ``execute`` message for ``batch``, its inputs put in the inputs arena (their
         blocks added to ``blocks``, to free once the stub has answered)."""
         assert self._inputs is not None
-        requests = [wire.put_arrays(self._inputs, dict(r), blocks) for r in batch.requests]
+        # NOTE: a batch whose requests stack travels as one tensor per input (the stub cuts
+        # it back into the requests' own rows): one descriptor to write and read, not one per
+        # request.
+        stacked = wire.stack(batch.requests)
+        requests: list[dict[str, TensorDescriptor]] | None = None
+        together: tuple[dict[str, TensorDescriptor], dict[str, list[int]]] | None = None
+        if stacked is None:
+            requests = [wire.put_arrays(self._inputs, r, blocks) for r in batch.requests]
+        else:
+            together = (wire.put_arrays(self._inputs, stacked[0], blocks), stacked[1])
         return "execute", {
             "requests": requests,
+            "stacked": together,
             "output_names": batch.output_names,
             "input_names": batch.input_names,
             "batching": batch.batching,
@@ -395,6 +406,10 @@ class IsolatedPythonBackend(Backend):
                 self._inputs.free(offset)
 
     def _results(self, kind: str, detail: Any) -> Sequence[Result]:
+        if kind == "stacked":
+            # NOTE: every response's outputs in one tensor per output, copied out once.
+            descriptors, rows = detail
+            return wire.unstack(self._copied(descriptors), rows)
         if kind != "ok":
             raise rebuilt_error(detail, self._label)
         return [self._result(item) for item in detail]
@@ -416,12 +431,17 @@ class IsolatedPythonBackend(Backend):
         kind, detail = item
         if kind == "error":
             return rebuilt_error(detail, self._label)
+        return self._copied(detail)
+
+    def _copied(self, descriptors: Mapping[str, TensorDescriptor]) -> dict[str, np.ndarray]:
+        """The stub's outputs, copied out of its arena: it reuses the blocks once it gets the
+        next message (an output that came inline in the message is the server's already)."""
         assert self._outputs is not None
-        # NOTE: copied out: the stub reuses the blocks once it gets the next message.
-        return {
-            name: np.array(array, copy=True)
-            for name, array in get_tensors(self._outputs, detail).items()
-        }
+        arrays = get_tensors(self._outputs, descriptors)
+        for name, descriptor in descriptors.items():
+            if descriptor[2] is not None:
+                arrays[name] = np.array(arrays[name], copy=True)
+        return arrays
 
     def _receive(self) -> tuple[str, Any]:
         assert self._sock is not None

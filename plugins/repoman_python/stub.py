@@ -257,7 +257,12 @@ class Stub:
 
     def _execute(self, body: dict[str, Any]) -> tuple[str, Any]:
         assert self.backend is not None and self.inputs is not None
-        requests = [get_tensors(self.inputs, request) for request in body["requests"]]
+        requests: list[Mapping[str, np.ndarray]]
+        if body["stacked"] is not None:
+            descriptors, rows = body["stacked"]
+            requests = list(wire.unstack(get_tensors(self.inputs, descriptors), rows))
+        else:
+            requests = [get_tensors(self.inputs, request) for request in body["requests"]]
         batch = Batch(
             requests,
             tuple(body["output_names"]),
@@ -271,18 +276,24 @@ class Stub:
             results = self.backend.execute(batch)
         except Exception as exc:
             return "error", error_info(exc)
-        return "ok", [self._result(result) for result in results]
+        # NOTE: responses that stack go back as one tensor per output (the server cuts it
+        # into each response's rows); one with an error, or outputs that differ, go one by one.
+        stacked = wire.stack(results)
+        if stacked is None:
+            return "ok", [self._result(result) for result in results]
+        arrays, rows = stacked
+        return "stacked", (self._put({n: _as_bytes(a) for n, a in arrays.items()}), rows)
 
     def _result(self, result: Any) -> tuple[str, Any]:
         if isinstance(result, Exception):
             return "error", error_info(result)
+        return "outputs", self._put({name: _as_bytes(array) for name, array in result.items()})
+
+    def _put(self, arrays: Mapping[str, np.ndarray]) -> dict[str, TensorDescriptor]:
+        """Outputs written for the server (their blocks freed when the next message comes)."""
         assert self.outputs is not None
-        arrays = {name: _as_bytes(array) for name, array in result.items()}
         with self._send_lock:  # NOTE: the blocks list is shared with abandoned calls' blocks
-            descriptors: dict[str, TensorDescriptor] = wire.put_arrays(
-                self.outputs, arrays, self.output_blocks
-            )
-        return "outputs", descriptors
+            return wire.put_arrays(self.outputs, arrays, self.output_blocks)
 
     def _release_outputs(self) -> None:
         """The server copied the last batch's outputs out before sending this message."""

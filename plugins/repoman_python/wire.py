@@ -12,7 +12,7 @@ import io
 import pickle
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,3 +113,54 @@ def put_arrays(
         else:
             out[name] = put_tensor(arena, array, blocks)
     return out
+
+
+Stacked = tuple[dict[str, np.ndarray], dict[str, list[int]]]
+"""Many requests' (or responses') tensors as one array per name, and how many rows of it
+each one holds."""
+
+
+def stack(items: Sequence[Mapping[str, Any]]) -> Stacked | None:
+    """The tensors of a batch's requests (or of its responses) end to end along their first
+    axis, one array per name, to travel as one tensor instead of one per item: a message
+    about a batch then costs about what a message about one request costs. None when they
+    do not stack: fewer than two items, or items that differ in their names, or an array
+    that differs from the first item's in data type or in its shape past the first axis (or
+    has no first axis). Lossless whatever the arrays mean (:func:`unstack` gives each item
+    back its own rows), so it needs no batching."""
+    if len(items) < 2:
+        return None
+    first = items[0]
+    keys = first.keys()
+    if not all(isinstance(item, Mapping) and item.keys() == keys for item in items):
+        return None
+    arrays: dict[str, np.ndarray] = {}
+    rows: dict[str, list[int]] = {}
+    for name in keys:
+        parts = [item[name] for item in items]
+        head = parts[0]
+        if not isinstance(head, np.ndarray) or head.ndim == 0:
+            return None
+        dtype, tail = head.dtype, head.shape[1:]
+        for part in parts:
+            if not isinstance(part, np.ndarray) or part.dtype != dtype or part.shape[1:] != tail:
+                return None
+        arrays[name] = np.concatenate(parts)
+        rows[name] = [len(part) for part in parts]
+    return arrays, rows
+
+
+def unstack(arrays: Mapping[str, np.ndarray], rows: Mapping[str, Sequence[int]]) -> list[
+    dict[str, np.ndarray]
+]:
+    """What :func:`stack` stacked, one mapping per item: views of ``arrays``, no copy."""
+    items: list[dict[str, np.ndarray]] = []
+    for name, array in arrays.items():
+        counts = rows[name]
+        if not items:
+            items = [{} for _ in counts]
+        start = 0
+        for item, count in zip(items, counts, strict=True):
+            item[name] = array[start : start + count]
+            start += count
+    return items

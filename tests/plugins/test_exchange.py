@@ -113,3 +113,46 @@ def test_small_number_arrays_travel_inline_and_arrive_writable():
         del got  # NOTE: views of the arena must be gone before it closes
     finally:
         arena.close()
+
+
+# ---- a batch's tensors as one per name ----------------------------------------------------
+
+
+def test_a_batch_stacks_into_one_array_per_name_and_unstacks_into_its_own_rows():
+    items = [
+        {"x": np.full((1, 3), 1.0, np.float32), "text": np.array([[b"a"]], dtype=object)},
+        {"x": np.full((3, 3), 2.0, np.float32), "text": np.array([[b"b"]] * 3, dtype=object)},
+        {"x": np.zeros((0, 3), np.float32), "text": np.zeros((0, 1), dtype=object)},
+        {"x": np.full((2, 3), 4.0, np.float32), "text": np.array([[b"d"]] * 2, dtype=object)},
+    ]
+    stacked = wire.stack(items)
+    assert stacked is not None
+    arrays, rows = stacked
+    assert arrays["x"].shape == (6, 3) and arrays["text"].shape == (6, 1)
+    assert rows == {"x": [1, 3, 0, 2], "text": [1, 3, 0, 2]}
+    back = wire.unstack(arrays, rows)
+    assert len(back) == len(items)
+    for got, sent in zip(back, items, strict=True):
+        assert got.keys() == sent.keys()
+        for name in sent:
+            assert got[name].dtype == sent[name].dtype
+            np.testing.assert_array_equal(got[name], sent[name])
+    assert np.shares_memory(back[1]["x"], arrays["x"])  # views, no copy
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"x": np.ones((1, 2))}],  # one item: nothing to gain
+        [{"x": np.ones((1, 2))}, {"y": np.ones((1, 2))}],  # other names
+        [{"x": np.ones((1, 2))}, {"x": np.ones((1, 2)), "y": np.ones((1, 2))}],
+        [{"x": np.ones((1, 2))}, {"x": np.ones((1, 2), np.float32)}],  # another data type
+        [{"x": np.ones((1, 2))}, {"x": np.ones((1, 3))}],  # another shape past the first axis
+        [{"x": np.float32(1)}, {"x": np.float32(2)}],  # no first axis
+        [{"x": np.ones(())}, {"x": np.ones(())}],
+        [{"x": np.ones((1, 2))}, {"x": [[1.0, 1.0]]}],  # not an array
+        [{"x": np.ones((1, 2))}, ValueError("an error response")],
+    ],
+)
+def test_what_does_not_stack_is_left_to_go_one_by_one(items):
+    assert wire.stack(items) is None

@@ -210,6 +210,75 @@ def test_bytes_in_bytes_out(tmp_path):
     assert result["UPPER"].tolist() == [b"HELLO", "WöRLD".encode()]
 
 
+def test_a_batch_crosses_to_the_stub_and_back_as_each_requests_own_rows(tmp_path):
+    config = """
+    backend: "python"
+    max_batch_size: 8
+    input [{ name: "IN" data_type: TYPE_FP32 dims: [ 2 ] }]
+    output [
+      { name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] },
+      { name: "NAME" data_type: TYPE_STRING dims: [ 1 ] }
+    ]
+    """
+    code = """
+    import numpy as np
+    from repoman_python import Response
+
+    class Model:
+        def execute(self, requests):
+            responses = []
+            for index, request in enumerate(requests):
+                x = request.input("IN")
+                x[:, 1] = -x[:, 1]  # its inputs are its own to write
+                names = np.array([[f"{index}/{len(requests)}:{len(x)}"]] * len(x), dtype=object)
+                responses.append(Response({"OUT": x * 10, "NAME": names}))
+            return responses
+    """
+    backend = loaded(tmp_path / "rows", code, textwrap.dedent(config))
+    sent = [floats([1, 2]), floats([3, 4], [5, 6], [7, 8]), floats([9, 10], [11, 12])]
+    big = floats(*([1, 1] for _ in range(300)))  # the batch's tensors go through the arena
+    results = run(backend, *sent, big)
+    assert [r["OUT"].tolist() for r in results[:3]] == [
+        [[10, -20]],
+        [[30, -40], [50, -60], [70, -80]],
+        [[90, -100], [110, -120]],
+    ]
+    assert [r["NAME"].tolist() for r in results[:3]] == [
+        [[b"0/4:1"]],
+        [[b"1/4:3"]] * 3,
+        [[b"2/4:2"]] * 2,
+    ]
+    assert sent[1]["IN"].tolist() == [[3, 4], [5, 6], [7, 8]]  # the server's copy is untouched
+    # NOTE: the answers are the server's own: the next batch reuses the stub's blocks
+    again = run(backend, floats(*([7, 7] for _ in range(300))), floats([0, 2]))
+    assert again[0]["OUT"].tolist() == [[70, -70]] * 300
+    assert results[3]["OUT"].tolist() == [[10, -10]] * 300
+
+
+def test_a_batch_whose_answers_differ_in_shape_still_comes_back_per_request(tmp_path):
+    config = """
+    backend: "python"
+    max_batch_size: 8
+    input [{ name: "IN" data_type: TYPE_FP32 dims: [ 2 ] }]
+    output [{ name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] }]
+    """
+    code = """
+    import numpy as np
+    from repoman_python import Response
+
+    class Model:
+        def execute(self, requests):
+            # each answer as wide as its first value says: they do not stack
+            return [
+                Response({"OUT": np.ones((1, int(r.input("IN")[0, 0])), np.float32)})
+                for r in requests
+            ]
+    """
+    backend = loaded(tmp_path / "ragged", code, textwrap.dedent(config))
+    results = run(backend, floats([1, 0]), floats([3, 0]), floats([2, 0]))
+    assert [r["OUT"].shape for r in results] == [(1, 1), (1, 3), (1, 2)]
+
+
 # ---- lifecycle ----------------------------------------------------------------------
 
 
