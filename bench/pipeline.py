@@ -15,7 +15,13 @@ process, where the Python members each cost a round trip to their stub process p
 The gap between the two ensembles is what those hops cost. It needs the ``onnx`` package (the
 ``models`` extra) to write the two models; without it the row reads n/a.
 
-Usage: .venv/bin/python bench/pipeline.py [--concurrency 1 64] [--requests 1500] [--json FILE]
+Every variant is measured once per round, the variants in turn (``--rounds``, 3 by default),
+and the table shows each one's median round: on a shared machine throughput drifts by tens of
+percent within minutes, and variants measured minutes apart compare that drift, not the
+variants. The ratio lines give the median of the per-round ratios and the spread.
+
+Usage: .venv/bin/python bench/pipeline.py [--concurrency 1 64] [--requests 1500] [--rounds 3]
+       [--json FILE]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -214,6 +221,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\nthree-step pipeline (pre -> ONNX -> post), {os.cpu_count()} cores, perf_analyzer")
+    print("(each variant's median round)")
     head = f"{'variant':<13} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  mean batch"
     print(head)
     print("-" * (len(head) + 40))
@@ -229,17 +237,40 @@ def print_table(rows: list[dict]) -> None:
             f"{batches or 'n/a'}"
         )
     print()
-    for conc in sorted({row["concurrency"] for row in rows}):
-        found = {row["variant"]: row for row in rows if row["concurrency"] == conc}
-        whole = found.get("all-in-one", {})
+
+
+def median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """Per variant and concurrency, the round with the median throughput."""
+    medians = []
+    for index, row in enumerate(rounds[0]):
+        measured = [each[index] for each in rounds if each[index].get("infer_s")]
+        if not measured:
+            medians.append(row)
+            continue
+        measured.sort(key=lambda r: r["infer_s"])
+        medians.append(measured[(len(measured) - 1) // 2])
+    return medians
+
+
+def print_ratios(rounds: list[list[dict]]) -> None:
+    """Each variant against the all-in-one model measured in the same round: the median of
+    the rounds' ratios, and their spread."""
+    for conc in sorted({row["concurrency"] for row in rounds[0]}):
         for variant in ("ensemble", "ensemble-onnx", "bls"):
-            ensemble = found.get(variant, {})
-            if not (ensemble.get("infer_s") and whole.get("infer_s")):
+            ratios, batches = [], []
+            for rows in rounds:
+                found = {row["variant"]: row for row in rows if row["concurrency"] == conc}
+                ensemble, whole = found.get(variant, {}), found.get("all-in-one", {})
+                if ensemble.get("infer_s") and whole.get("infer_s"):
+                    ratios.append(ensemble["infer_s"] / whole["infer_s"])
+                    batches.append(min(v for k, v in ensemble.items() if k.startswith("batch:")))
+            if not ratios:
                 continue
-            ratio = ensemble["infer_s"] / whole["infer_s"]
-            batch = min(v for k, v in ensemble.items() if k.startswith("batch:"))
-            line = f"c{conc}: {variant} / all-in-one = {ratio:.0%}; "
-            line += f"smallest member mean batch {batch:.1f}"
+            ratio, batch = statistics.median(ratios), statistics.median(batches)
+            line = f"c{conc}: {variant} / all-in-one = {ratio:.0%}"
+            if len(ratios) > 1:
+                line += f" (rounds: {', '.join(f'{r:.0%}' for r in ratios)})"
+            line += f"; smallest member mean batch {batch:.1f}"
             if conc >= 64 and variant == "ensemble":
                 ok = ratio >= 0.8 and batch > 1
                 line += f"  (target >= 80% with mean batch > 1: {'PASS' if ok else 'FAIL'})"
@@ -250,6 +281,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--requests", type=int, default=1500, help="per measurement window")
+    parser.add_argument("--rounds", type=int, default=3, help="every variant once per round")
     parser.add_argument("--step-timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
@@ -263,18 +295,22 @@ def main() -> None:
         server = Server("repoman", cmd)
         try:
             server.wait_ready()
-            rows = []
-            for conc in args.concurrency:
-                for variant in VARIANTS:
-                    log(f"{variant} at c{conc}")
-                    started = time.monotonic()
-                    rows.append(measure(server, variant, conc, args))
-                    log(f"  {time.monotonic() - started:.1f}s")
+            rounds = []
+            for round_ in range(1, max(1, args.rounds) + 1):
+                rows = []
+                for conc in args.concurrency:
+                    for variant in VARIANTS:
+                        log(f"round {round_}: {variant} at c{conc}")
+                        started = time.monotonic()
+                        rows.append(measure(server, variant, conc, args))
+                        log(f"  {time.monotonic() - started:.1f}s")
+                rounds.append(rows)
         finally:
             server.stop()
-    print_table(rows)
+    print_table(median_rows(rounds))
+    print_ratios(rounds)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(rounds, indent=2))
 
 
 if __name__ == "__main__":
