@@ -257,10 +257,9 @@ class Stub:
 
     def _execute(self, body: dict[str, Any]) -> tuple[str, Any]:
         assert self.backend is not None and self.inputs is not None
-        requests: list[Mapping[str, np.ndarray]]
         if body["stacked"] is not None:
             descriptors, rows = body["stacked"]
-            requests = list(wire.unstack(get_tensors(self.inputs, descriptors), rows))
+            requests = wire.unstack(get_tensors(self.inputs, descriptors), rows)
         else:
             requests = [get_tensors(self.inputs, request) for request in body["requests"]]
         batch = Batch(

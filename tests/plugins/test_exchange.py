@@ -152,6 +152,8 @@ def test_a_batch_stacks_into_one_array_per_name_and_unstacks_into_its_own_rows()
         [{"x": np.ones(())}, {"x": np.ones(())}],
         [{"x": np.ones((1, 2))}, {"x": [[1.0, 1.0]]}],  # not an array
         [{"x": np.ones((1, 2))}, ValueError("an error response")],
+        # an array so large that copying it once more costs more than its descriptor
+        [{"x": np.ones((1, 2))}, {"x": np.ones((wire.STACK_UP_TO // 16 + 1, 2))}],
     ],
 )
 def test_what_does_not_stack_is_left_to_go_one_by_one(items):
