@@ -159,9 +159,7 @@ class Dispatcher:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
         call = EnsembleCall(self, version, ensemble.plan, inputs, tuple(outputs), options)
         ensemble.in_flight += 1
-        call.future.add_done_callback(
-            lambda done: self._answered(ensemble, call, batch_rows(inputs), done)
-        )
+        call.on_end = lambda ended: self._answered(ensemble, ended, inputs)
         call.start()
         return call
 
@@ -180,20 +178,21 @@ class Dispatcher:
         histogram.observe(seconds)
 
     def _answered(
-        self, ensemble: _Ensemble, call: EnsembleCall, rows: int, done: asyncio.Future[Any]
+        self, ensemble: _Ensemble, call: EnsembleCall, inputs: Mapping[str, np.ndarray]
     ) -> None:
         # NOTE: Triton's numbers for an ensemble: a successful request counts once in
         # success (its whole duration), queue (until its first steps went to the scheduler),
         # compute input/infer/output (the sum of its steps' compute times) and as one
         # execution of its own batch size; a failed one only in fail.
         stats = ensemble.stats
+        done = call.future
         elapsed = time.perf_counter_ns() - call.started_ns
         if not done.cancelled() and done.exception() is None:
             stats.record_success(elapsed)
             stats.record_queued(max(0, call.launched_ns - call.started_ns) / 1e9)
             compute = call.compute or (0, 0, 0)
             stats.record_batch(
-                rows if ensemble.plan.batching else 1,
+                batch_rows(inputs) if ensemble.plan.batching else 1,
                 1,
                 input_ns=compute[0],
                 infer_ns=compute[1],

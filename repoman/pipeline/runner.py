@@ -86,6 +86,9 @@ class EnsembleCall:
         """When its first steps were handed to the scheduler (its "queue" time ends)."""
         self.compute: tuple[int, int, int] | None = None
         self.on_answer: Callable[[], None] | None = None
+        self.on_end: Callable[[EnsembleCall], None] | None = None
+        """Called once, at once, however it ends: answered, failed, or cancelled (what the
+        dispatcher counts it by; no future callback, which would take a loop iteration)."""
         self._steps = steps
         self._version = version
         self._plan = plan
@@ -95,8 +98,10 @@ class EnsembleCall:
         self._priority = options.priority
         # NOTE: a member is asked what the ensemble was asked, its own priority level aside;
         # the calls a model's batches hold (BLS) stay with the ensemble's own request.
-        self._options = RequestOptions(
-            0, options.timeout_us, options.request_id, options.parameters
+        self._options = (
+            options
+            if not options.priority and not options.callers
+            else RequestOptions(0, options.timeout_us, options.request_id, options.parameters)
         )
         self._needed = plan.needed(wanted)
         self._waiting = {i: plan.waits[i] for i in self._needed}
@@ -118,6 +123,7 @@ class EnsembleCall:
         self._stop()
         if not self.future.done():
             self.future.cancel()
+        self._ended()
 
     # ---- steps -----------------------------------------------------------------------
 
@@ -188,7 +194,13 @@ class EnsembleCall:
 
     def _answer(self, outputs: Mapping[str, np.ndarray]) -> None:
         self.future.set_result(outputs)
+        self._ended()
         self._told()
+
+    def _ended(self) -> None:
+        hook, self.on_end = self.on_end, None
+        if hook is not None:
+            hook(self)
 
     def _told(self) -> None:
         """Tell ``on_answer`` (once), letting go of it first: it holds this call."""
@@ -210,6 +222,7 @@ class EnsembleCall:
             self.future.set_exception(
                 StepFailed(self._version.model, index, step.model_name, version, error)
             )
+            self._ended()
             self._told()
 
     def _stop(self) -> None:

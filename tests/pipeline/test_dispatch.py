@@ -135,6 +135,26 @@ def test_a_caller_that_goes_away_withdraws_its_queued_step() -> None:
     run(scenario)
 
 
+def test_a_request_whose_caller_went_away_is_no_longer_in_flight_in_its_ensemble() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("slow", "blocking"), chain("pipe", "slow"))
+        pipe, slow = core.manager.route("pipe"), core.manager.route("slow")
+        first = asyncio.create_task(core.infer("pipe"))  # holds the one worker
+        await until(lambda: core.scheduler.stats(slow).queue.count == 1)
+        second = core.dispatcher.enqueue(pipe, {"IN": np.ones((1, 2), np.float32)}, ["OUT"])
+        assert core.dispatcher.queued(pipe) == 2
+        core.dispatcher.withdraw(second)
+        assert second.future.cancelled()
+        assert core.dispatcher.queued(pipe) == 1  # counted out at once, not a loop later
+        fakes.BlockingBackend.gate.set()
+        await first
+        stats = core.dispatcher.stats(pipe)
+        assert (stats.success.count, stats.fail.count) == (1, 0)
+        await asyncio.wait_for(core.dispatcher.drain(pipe), 5)
+
+    run(scenario)
+
+
 def test_draining_an_ensemble_waits_for_its_requests_and_refuses_new_ones() -> None:
     async def scenario(core: Core) -> None:
         await core.serve(member("slow", "blocking"), chain("pipe", "slow"))
