@@ -13,15 +13,18 @@ from repoman import Backend, BackendRegistry, Batch, Result, hookimpl
 
 
 class EchoBackend(Backend):
-    """Every output is the first input, cast to the output's type. Records the batch sizes it ran."""
+    """Every output is the first input, cast to the output's type. Records the batch sizes it
+    ran, and each batch's request ids (one per request of the batch)."""
 
     def load(self) -> None:
         self.batch_sizes: list[int] = []
+        self.batch_ids: list[list[str]] = []
         self.delay = float(self.context.config.parameters.get("delay_ms", "0")) / 1000
         time.sleep(float(self.context.config.parameters.get("load_delay_ms", "0")) / 1000)
 
     def execute(self, batch: Batch) -> Sequence[Result]:
         self.batch_sizes.append(batch.size)
+        self.batch_ids.append(list(batch.request_ids or [""] * len(batch.requests)))
         if self.delay:
             time.sleep(self.delay)
         merged = batch.merged()

@@ -267,8 +267,9 @@ def _single_model(repository: Path, name: str | None) -> str | None:
             f"{repository} is one model folder, and '{single}' is not a valid model name: "
             "give one with --model-name"
         )
-    log.info("%s is one model folder (not a repository of them): serving it as '%s'",
-             repository, single)
+    log.info(
+        "%s is one model folder (not a repository of them): serving it as '%s'", repository, single
+    )
     return single
 
 

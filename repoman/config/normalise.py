@@ -218,7 +218,6 @@ class _Normaliser:
             )
         return value
 
-
     def _json_number(self, node: Scalar, wanted: Any, path: KeyPath) -> int | float | None:
         """Protobuf's JSON mapping: a parser takes an integer or a number written as a
         string ("dims": ["4"], "max_queue_delay_microseconds": "500"); its writer spells

@@ -180,9 +180,7 @@ class InferenceService:
 
         return {
             "name": name,
-            "versions": [
-                str(v.version) for v in self._manager.versions(name) if v.serves
-            ],
+            "versions": [str(v.version) for v in self._manager.versions(name) if v.serves],
             "platform": config.platform or config.backend,
             "inputs": describe(config.inputs),
             "outputs": describe(config.outputs),

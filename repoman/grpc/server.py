@@ -130,8 +130,10 @@ class GrpcServer:
             try:
                 payload = wire.decompress(encoding, payload, self._limit)
             except ValueError as exc:
-                code = wire.RESOURCE_EXHAUSTED if "larger than max" in str(exc) else (
-                    wire.UNIMPLEMENTED if "not supported" in str(exc) else wire.INTERNAL
+                code = (
+                    wire.RESOURCE_EXHAUSTED
+                    if "larger than max" in str(exc)
+                    else (wire.UNIMPLEMENTED if "not supported" in str(exc) else wire.INTERNAL)
                 )
                 connection.fail(stream, code, str(exc))
                 return

@@ -67,9 +67,7 @@ def rpc(
 
     def wrap(method: Method[Request, Response]) -> Method[Request, Response]:
         @functools.wraps(method)
-        async def handler(
-            self: InferenceServicer, request: Request, context: Context
-        ) -> Response:
+        async def handler(self: InferenceServicer, request: Request, context: Context) -> Response:
             policy = self.policy
             if policy.restricts:
                 denied = policy.check(scope, _authorization(context))

@@ -11,6 +11,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,12 +19,12 @@ import numpy as np
 from repoman.errors import ModelNotReady, RepomanError
 from repoman.manager import ModelVersion, State
 from repoman.pipeline.graph import Plan, check_members, plan, step_label
-from repoman.pipeline.runner import EnsembleCall, Handle
+from repoman.pipeline.runner import Cohort, EnsembleCall, Handle, StepDone, StepRun
 from repoman.pipeline.waiting import Activate, WaitingRequest
 from repoman.scheduler import PLAIN, RequestOptions, SharedScheduler
-from repoman.scheduler.pending import Pending
+from repoman.scheduler.pending import Group, Pending
 from repoman.scheduler.stats import Histogram, VersionStats, failure_reason
-from repoman.tensors import batch_rows
+from repoman.tensors import batch_rows, shape_signature
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Dispatcher:
         self._said: dict[str, str] = {}
         self._checking: list[str] = []
         self._activate: Activate | None = None
+        self._arrivals: dict[tuple[Any, ...], list[EnsembleCall]] = {}
+        self._flush_due = False
         self.lazy_waits: dict[tuple[str, int], Histogram] = {}
         """Seconds requests waited for a lazy load, by (model, version)."""
 
@@ -157,11 +160,75 @@ class Dispatcher:
             return self._scheduler.enqueue(version, inputs, outputs, options)
         if ensemble.closing:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
-        call = EnsembleCall(self, version, ensemble.plan, inputs, tuple(outputs), options)
+        call = EnsembleCall(inputs, tuple(outputs), options)
         ensemble.in_flight += 1
         call.on_end = lambda ended: self._answered(ensemble, ended, inputs)
-        call.start()
+        # NOTE: the requests that arrive before the next dispatch pass, alike in what they
+        # ask, go through the steps together (a Cohort): one group per step, not one each.
+        key = (version, call.wanted, tuple(inputs), options.priority, options.timeout_us)
+        arrived = self._arrivals.get(key)
+        if arrived is None:
+            self._arrivals[key] = [call]
+            if not self._flush_due:
+                self._flush_due = True
+                self._scheduler.before_dispatch(self._start_cohorts)
+        else:
+            arrived.append(call)
         return call
+
+    def _start_cohorts(self) -> None:
+        """The requests that arrived since the last pass, as cohorts of up to the
+        ensemble's batch each (a cohort's steps may start more, nested ensembles)."""
+        self._flush_due = False
+        while self._arrivals:
+            arrivals, self._arrivals = self._arrivals, {}
+            for (version, wanted, _, priority, timeout_us), calls in arrivals.items():
+                ensemble = self._ensembles[version]  # NOTE: open while it has requests
+                limit = max(1, version.config.max_batch_size)
+                batching = ensemble.plan.batching
+                cohort: list[EnsembleCall] = []
+                rows = 0
+                for call in calls:
+                    if call.future.done():
+                        continue  # NOTE: its caller went away already
+                    count = batch_rows(call.inputs) if batching else 1
+                    if cohort and rows + count > limit:
+                        self._start(version, ensemble, cohort, wanted, priority, timeout_us)
+                        cohort, rows = [], 0
+                    cohort.append(call)
+                    rows += count
+                if cohort:
+                    self._start(version, ensemble, cohort, wanted, priority, timeout_us)
+
+    def _start(
+        self,
+        version: ModelVersion,
+        ensemble: _Ensemble,
+        calls: list[EnsembleCall],
+        wanted: tuple[str, ...],
+        priority: int,
+        timeout_us: int | None,
+    ) -> None:
+        options = RequestOptions(priority, timeout_us)
+        Cohort(self, version, ensemble.plan, calls, wanted, options).start()
+
+    def run_step(
+        self,
+        version: ModelVersion,
+        group: Group,
+        outputs: tuple[str, ...],
+        options: RequestOptions,
+        done: StepDone,
+    ) -> StepRun:
+        """One ensemble step for a cohort's requests: as groups of up to a batch when the
+        member batches dynamically, else each request on its own (a member without dynamic
+        batching, an ensemble, a version not in memory)."""
+        lazy = version.state is State.AVAILABLE and self._activate is not None
+        if not (version.config.is_ensemble or lazy):
+            most = self._scheduler.group_rows(version)
+            if most:
+                return _GroupRun(self._scheduler, version, group, outputs, options, done, most)
+        return _EachRun(self, version, group, outputs, options, done)
 
     def withdraw(self, item: Handle) -> None:
         """Take ``item`` back if it is still waiting (its client went away)."""
@@ -270,3 +337,143 @@ class Dispatcher:
         reason = "; ".join(problems)
         self._fits[version] = (tuple(members), reason)
         return reason
+
+
+class _GroupRun:
+    """A step's requests queued as groups of at most ``most`` rows and one shape signature."""
+
+    def __init__(
+        self,
+        scheduler: SharedScheduler,
+        version: ModelVersion,
+        group: Group,
+        outputs: tuple[str, ...],
+        options: RequestOptions,
+        done: StepDone,
+        most: int,
+    ) -> None:
+        count = len(group.inputs)
+        self._scheduler = scheduler
+        self._done: StepDone | None = done
+        self._results: list[Any] = [None] * count
+        self._computes: list[tuple[int, int, int] | None] = [None] * count
+        self._items: list[Pending] = []
+        self._left = 0
+        signatures = [shape_signature(request) for request in group.inputs]
+        start = 0
+        while start < count:
+            end, rows = start + 1, group.rows[start]
+            while (
+                end < count
+                and rows + group.rows[end] <= most
+                and signatures[end] == signatures[start]
+            ):
+                rows += group.rows[end]
+                end += 1
+            part = group
+            if start or end < count:
+                part = Group(
+                    group.inputs[start:end],
+                    group.rows[start:end],
+                    group.request_ids[start:end],
+                    group.parameters[start:end],
+                )
+            try:
+                item = scheduler.enqueue_group(version, part, outputs, options)
+            except RepomanError as exc:
+                self._results[start:end] = [exc] * (end - start)
+            else:
+                item.on_answer = partial(self._answered, item, start, end)
+                self._items.append(item)
+                self._left += 1
+            start = end
+        if not self._left:
+            asyncio.get_running_loop().call_soon(self._end)  # NOTE: never before it returns
+
+    def withdraw(self) -> None:
+        self._done = None
+        for item in self._items:
+            item.on_answer = None
+            self._scheduler.withdraw(item)
+
+    def _answered(self, item: Pending, start: int, end: int) -> None:
+        done = item.future
+        if done.cancelled():
+            self._results[start:end] = [RepomanError("the step was cancelled")] * (end - start)
+        elif (error := done.exception()) is not None:
+            self._results[start:end] = [error] * (end - start)
+        else:
+            self._results[start:end] = done.result()
+            self._computes[start:end] = [item.compute] * (end - start)
+        self._left -= 1
+        if not self._left:
+            self._end()
+
+    def _end(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(self._results, self._computes)
+
+
+class _EachRun:
+    """A step's requests sent one by one (a member that takes no groups)."""
+
+    def __init__(
+        self,
+        door: Dispatcher,
+        version: ModelVersion,
+        group: Group,
+        outputs: tuple[str, ...],
+        options: RequestOptions,
+        done: StepDone,
+    ) -> None:
+        count = len(group.inputs)
+        self._door = door
+        self._done: StepDone | None = done
+        self._results: list[Any] = [None] * count
+        self._computes: list[tuple[int, int, int] | None] = [None] * count
+        self._items: list[Handle] = []
+        self._left = 0
+        for index, inputs in enumerate(group.inputs):
+            asked = RequestOptions(
+                options.priority,
+                options.timeout_us,
+                group.request_ids[index],
+                group.parameters[index],
+            )
+            try:
+                item = door.enqueue(version, inputs, outputs, asked)
+            except RepomanError as exc:
+                self._results[index] = exc
+                continue
+            item.on_answer = partial(self._answered, item, index)
+            self._items.append(item)
+            self._left += 1
+        if not self._left:
+            asyncio.get_running_loop().call_soon(self._end)  # NOTE: never before it returns
+
+    def withdraw(self) -> None:
+        self._done = None
+        for item in self._items:
+            item.on_answer = None
+            self._door.withdraw(item)
+            if not item.future.done():
+                item.future.cancel()
+
+    def _answered(self, item: Handle, index: int) -> None:
+        done = item.future
+        if done.cancelled():
+            self._results[index] = RepomanError("the step was cancelled")
+        elif (error := done.exception()) is not None:
+            self._results[index] = error
+        else:
+            self._results[index] = done.result()
+            self._computes[index] = item.compute
+        self._left -= 1
+        if not self._left:
+            self._end()
+
+    def _end(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(self._results, self._computes)

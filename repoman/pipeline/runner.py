@@ -1,9 +1,14 @@
-"""One request to an ensemble, carried through its steps as a data flow on the event loop.
+"""Requests to an ensemble, carried through its steps as a data flow on the event loop.
 
-A step starts as soon as the tensors it reads exist, as a request to its member like any
-other (the member's queue batches it with everyone else's requests); it never holds a
-worker while it waits. Tensors pass from step to step as they are (no copy): a member's
-output slice is the next member's input.
+The requests to one ensemble that arrive together (in one loop iteration, asking for the
+same outputs, at the same priority and timeout) form a :class:`Cohort`, which moves through
+the steps as one: a step starts as soon as the tensors it reads exist, as one group of
+requests to its member (``SharedScheduler.enqueue_group``), queued and answered as one while
+each request still executes as its own request of the member's batch (its own rows, id and
+parameters, batched with everyone else's requests) and gets its own result. So a step costs
+the core one queue entry per group, not one per request. A request that fails in a step
+fails alone; it never holds a worker while it waits. Tensors pass from step to step as they
+are (no copy): a member's output slice is the next member's input.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,6 +26,7 @@ from repoman.errors import BackendError, InvalidRequest, RepomanError, StepFaile
 from repoman.manager import ModelVersion
 from repoman.pipeline.graph import Plan
 from repoman.scheduler import RequestOptions
+from repoman.scheduler.pending import Group
 from repoman.signature import compatible_dims
 
 
@@ -44,160 +50,99 @@ class Handle(Protocol):
         ...
 
 
+StepDone = Callable[[list[Any], list["tuple[int, int, int] | None"]], None]
+"""Told once when a step's run ends: one Result (or the exception) per request, and each
+request's compute nanoseconds (None where it has none)."""
+
+
+class StepRun(Protocol):
+    """A step running for a group of requests."""
+
+    def withdraw(self) -> None:
+        """Its requests' callers went away: take back what still waits; ``done`` is not told."""
+        ...
+
+
 class Steps(Protocol):
-    """What an ensemble's call needs from the dispatcher that runs it."""
+    """What a cohort needs from the dispatcher that runs it."""
 
     def route(self, model: str, version: int | None) -> ModelVersion: ...
 
-    def enqueue(
+    def run_step(
         self,
         version: ModelVersion,
-        inputs: Mapping[str, np.ndarray],
+        group: Group,
         outputs: tuple[str, ...],
         options: RequestOptions,
-    ) -> Handle: ...
-
-    def withdraw(self, item: Handle) -> None: ...
+        done: StepDone,
+    ) -> StepRun:
+        """Run ``group``'s requests on ``version``; ``done`` is told once, never before this
+        returns."""
+        ...
 
 
 class EnsembleCall:
-    """One ensemble request: ``future`` gets the outputs asked for, or the first step's error.
+    """One request to an ensemble, what its caller holds: ``future`` gets the outputs asked
+    for, or its first failed step's error. Event loop only.
 
-    Event loop thread only. ``start`` launches the steps whose inputs are there; each step
-    that finishes adds its outputs and launches the steps now complete. A step that fails
-    fails the call at once and withdraws the steps still queued; ``cancel`` does the same
-    for a client that went away.
+    Its cohort carries it through the steps; ``cancel`` (its caller went away) drops it from
+    the cohort, which takes back its steps once none of its requests is left.
     """
 
+    __slots__ = (
+        "cohort",
+        "compute",
+        "future",
+        "inputs",
+        "launched_ns",
+        "on_answer",
+        "on_end",
+        "options",
+        "started_ns",
+        "wanted",
+    )
+
     def __init__(
-        self,
-        steps: Steps,
-        version: ModelVersion,
-        plan: Plan,
-        inputs: Mapping[str, np.ndarray],
-        wanted: tuple[str, ...],
-        options: RequestOptions,
+        self, inputs: Mapping[str, np.ndarray], wanted: tuple[str, ...], options: RequestOptions
     ) -> None:
         self.future: asyncio.Future[Mapping[str, np.ndarray]] = (
             asyncio.get_running_loop().create_future()
         )
         self.started_ns = time.perf_counter_ns()
         self.launched_ns = 0
-        """When its first steps were handed to the scheduler (its "queue" time ends)."""
+        """When its cohort started (its "queue" time ends)."""
         self.compute: tuple[int, int, int] | None = None
         self.on_answer: Callable[[], None] | None = None
         self.on_end: Callable[[EnsembleCall], None] | None = None
         """Called once, at once, however it ends: answered, failed, or cancelled (what the
         dispatcher counts it by; no future callback, which would take a loop iteration)."""
-        self._steps = steps
-        self._version = version
-        self._plan = plan
-        self._tensors: dict[str, np.ndarray] = dict(inputs)
-        self._wanted = wanted
-        self._missing = len(wanted)
-        self._priority = options.priority
-        # NOTE: a member is asked what the ensemble was asked, its own priority level aside;
-        # the calls a model's batches hold (BLS) stay with the ensemble's own request.
-        self._options = (
-            options
-            if not options.priority and not options.callers
-            else RequestOptions(0, options.timeout_us, options.request_id, options.parameters)
-        )
-        self._needed = plan.needed(wanted)
-        self._waiting = {i: plan.waits[i] for i in self._needed}
-        self._running: dict[int, Handle] = {}
-
-    def start(self) -> None:
-        self.launched_ns = time.perf_counter_ns()
-        if not self._needed:
-            self._answer({})  # NOTE: no output asked for: nothing to run
-            return
-        for index in self._needed:
-            if self._waiting[index] == 0:
-                self._launch(index)
-                if self.future.done():
-                    return
+        self.inputs = inputs
+        self.wanted = wanted
+        self.options = options
+        self.cohort: Cohort | None = None
 
     def cancel(self) -> None:
-        """The caller went away: withdraw every step still in flight."""
-        self._stop()
+        """The caller went away: drop it (its cohort's steps go on for the others)."""
         if not self.future.done():
             self.future.cancel()
+        cohort = self.cohort
         self._ended()
+        if cohort is not None:
+            cohort.dropped()
 
-    # ---- steps -----------------------------------------------------------------------
-
-    def _launch(self, index: int) -> None:
-        plan, tensors = self._plan, self._tensors
-        member: ModelVersion | None = None
-        try:
-            member = self._steps.route(plan.steps[index].model_name, plan.versions[index])
-            inputs = _member_inputs(
-                member.config, {key: tensors[t] for key, t in plan.input_items[index]}
-            )
-            options = self._options
-            if self._priority:
-                options = replace(options, priority=_member_priority(member.config, self._priority))
-            item = self._steps.enqueue(member, inputs, plan.outputs[index], options)
-        except RepomanError as exc:
-            self._fail(index, member, exc)
-            return
-        self._running[index] = item
-        routed = member
-
-        def answered() -> None:
-            self._finished(index, routed, item)
-
-        # NOTE: told at once of every ending but a withdrawal (which only _stop makes)
-        item.on_answer = answered
-
-    def _finished(self, index: int, member: ModelVersion, item: Handle) -> None:
-        if self._running.get(index) is not item:
-            return  # NOTE: already handled, or withdrawn
-        del self._running[index]
-        if self.future.done():
-            return  # NOTE: failed or cancelled meanwhile; this step's result is not needed
-        done = item.future
-        if done.cancelled():
-            self._fail(index, member, RepomanError("the step was cancelled"))
-            return
-        error = done.exception()
-        if error is not None:
-            self._fail(index, member, error)
-            return
-        outputs = done.result()
-        if item.compute is not None:
-            self._add_compute(item.compute)
-        config = member.config
-        plan, tensors = self._plan, self._tensors
-        for key, tensor in plan.output_items[index]:
-            value = outputs.get(key)
-            if value is None:
-                self._fail(
-                    index, member, BackendError(f"model '{member.model}' returned no '{key}'")
-                )
-                return
-            if key in config.reshaped_outputs:
-                value = _reshape_out(config, key, value)
-            tensors[tensor] = value
-            for consumer in plan.consumers.get(tensor, ()):
-                waiting = self._waiting.get(consumer)
-                if waiting is None:
-                    continue  # NOTE: a step this request does not need
-                self._waiting[consumer] = waiting - 1
-                if waiting == 1:
-                    self._launch(consumer)
-                    if self.future.done():
-                        return
-        if not self._running and all(name in tensors for name in self._wanted):
-            self._answer({name: tensors[name] for name in self._wanted})
-
-    def _answer(self, outputs: Mapping[str, np.ndarray]) -> None:
+    def answer(self, outputs: Mapping[str, np.ndarray]) -> None:
         self.future.set_result(outputs)
         self._ended()
         self._told()
 
+    def fail(self, error: BaseException) -> None:
+        self.future.set_exception(error)
+        self._ended()
+        self._told()
+
     def _ended(self) -> None:
+        # NOTE: let go of the cohort: it holds this call (a cycle per request otherwise)
+        self.cohort = None
         hook, self.on_end = self.on_end, None
         if hook is not None:
             hook(self)
@@ -208,30 +153,226 @@ class EnsembleCall:
         if listener is not None:
             listener()
 
-    def _add_compute(self, step: tuple[int, int, int]) -> None:
-        total = self.compute
-        self.compute = (
-            step if total is None else (total[0] + step[0], total[1] + step[1], total[2] + step[2])
+
+class Cohort:
+    """Requests to one ensemble version that move through its steps together.
+
+    Event loop only. Each tensor is a column: one array per request (the requests' own rows,
+    views of the member's batch outputs). ``start`` launches the steps whose inputs are
+    there; each step that finishes fills its output columns and launches the steps now
+    complete, for the requests still in the cohort; a request whose step failed fails alone.
+    """
+
+    def __init__(
+        self,
+        steps: Steps,
+        version: ModelVersion,
+        plan: Plan,
+        calls: list[EnsembleCall],
+        wanted: tuple[str, ...],
+        options: RequestOptions,
+    ) -> None:
+        self._steps = steps
+        self._version = version
+        self._plan = plan
+        self._calls = calls
+        self._wanted = wanted
+        self._priority = options.priority
+        # NOTE: a member is asked what the ensemble was asked, its own priority level aside;
+        # each request's id and parameters travel with it (the group's).
+        self._options = RequestOptions(0, options.timeout_us)
+        self._tensors: dict[str, list[Any]] = {
+            name: [call.inputs[name] for call in calls] for name in calls[0].inputs
+        }
+        self._needed = plan.needed(wanted)
+        self._waiting = {i: plan.waits[i] for i in self._needed}
+        self._running: dict[int, StepRun] = {}
+        for call in calls:
+            call.cohort = self
+
+    def start(self) -> None:
+        now = time.perf_counter_ns()
+        for call in self._calls:
+            call.launched_ns = now
+        if not self._needed:
+            for call in self._calls:
+                if not call.future.done():
+                    call.answer({})  # NOTE: no output asked for: nothing to run
+            return
+        for index in self._needed:
+            if self._waiting[index] == 0:
+                self._launch(index)
+
+    def dropped(self) -> None:
+        """A request went away: once none is left, take back the steps still running."""
+        if all(call.future.done() for call in self._calls):
+            self._stop()
+
+    # ---- steps -----------------------------------------------------------------------
+
+    def _launch(self, index: int) -> None:
+        plan, calls = self._plan, self._calls
+        live = [pos for pos, call in enumerate(calls) if not call.future.done()]
+        if not live:
+            return
+        member: ModelVersion | None = None
+        try:
+            member = self._steps.route(plan.steps[index].model_name, plan.versions[index])
+        except RepomanError as exc:
+            for pos in live:
+                self._fail(calls[pos], index, member, exc)
+            return
+        columns = [(key, self._tensors[tensor]) for key, tensor in plan.input_items[index]]
+        if len(columns) == 1:
+            ((key, column),) = columns
+            inputs = [{key: column[pos]} for pos in live]
+        else:
+            inputs = [{key: column[pos] for key, column in columns} for pos in live]
+        config = member.config
+        problems = _check_inputs(config, inputs)
+        if problems is not None:
+            for pos, problem in zip(list(live), problems, strict=True):
+                if problem is not None:
+                    self._fail(calls[pos], index, member, problem)
+            kept = [j for j, problem in enumerate(problems) if problem is None]
+            live = [live[j] for j in kept]
+            inputs = [inputs[j] for j in kept]
+            if not live:
+                return
+        options = self._options
+        if self._priority:
+            options = replace(options, priority=_member_priority(config, self._priority))
+        if config.max_batch_size > 0:
+            first = columns[0][0]
+            rows = [len(request[first]) for request in inputs]
+        else:
+            rows = [1] * len(inputs)
+        group = Group(
+            inputs,
+            rows,
+            [calls[pos].options.request_id for pos in live],
+            [calls[pos].options.parameters for pos in live],
+        )
+        routed = member
+
+        def done(results: list[Any], computes: list[tuple[int, int, int] | None]) -> None:
+            self._finished(index, routed, live, results, computes)
+
+        self._running[index] = self._steps.run_step(
+            member, group, plan.outputs[index], options, done
         )
 
-    def _fail(self, index: int, member: ModelVersion | None, error: BaseException) -> None:
+    def _finished(
+        self,
+        index: int,
+        member: ModelVersion,
+        live: list[int],
+        results: list[Any],
+        computes: list[tuple[int, int, int] | None],
+    ) -> None:
+        self._running.pop(index, None)
+        plan, calls, tensors = self._plan, self._calls, self._tensors
+        config = member.config
+        reshaped = config.reshaped_outputs
+        columns = []
+        for key, tensor in plan.output_items[index]:
+            column = tensors.get(tensor)
+            if column is None:
+                column = tensors[tensor] = [None] * len(calls)
+            columns.append((key, column))
+        for pos, result, compute in zip(live, results, computes, strict=True):
+            call = calls[pos]
+            if call.future.done():
+                continue  # NOTE: failed in another step, or its caller went away
+            if isinstance(result, BaseException):
+                self._fail(call, index, member, result)
+                continue
+            for key, column in columns:
+                value = result.get(key)
+                if value is None:
+                    error = BackendError(f"model '{member.model}' returned no '{key}'")
+                    self._fail(call, index, member, error)
+                    break
+                if key in reshaped:
+                    value = _reshape_out(config, key, value)
+                column[pos] = value
+            else:
+                if compute is not None:
+                    total = call.compute
+                    call.compute = (
+                        compute
+                        if total is None
+                        else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
+                    )
+        if all(call.future.done() for call in calls):
+            self._stop()
+            return
+        for _, tensor in plan.output_items[index]:
+            for consumer in plan.consumers.get(tensor, ()):
+                waiting = self._waiting.get(consumer)
+                if waiting is None:
+                    continue  # NOTE: a step these requests do not need
+                self._waiting[consumer] = waiting - 1
+                if waiting == 1:
+                    self._launch(consumer)
+        if not self._running:
+            wanted = [(name, tensors[name]) for name in self._wanted]
+            for pos, call in enumerate(calls):
+                if not call.future.done():
+                    call.answer({name: column[pos] for name, column in wanted})
+
+    def _fail(
+        self,
+        call: EnsembleCall,
+        index: int,
+        member: ModelVersion | None,
+        error: BaseException,
+    ) -> None:
         step = self._plan.steps[index]
         version = member.version if member is not None else None
-        self._stop()
-        if not self.future.done():
-            self.future.set_exception(
-                StepFailed(self._version.model, index, step.model_name, version, error)
-            )
-            self._ended()
-            self._told()
+        call.fail(StepFailed(self._version.model, index, step.model_name, version, error))
 
     def _stop(self) -> None:
         running, self._running = self._running, {}
-        for item in running.values():
-            item.on_answer = None  # NOTE: withdrawn: never told, and it holds this call
-            self._steps.withdraw(item)
-            if not item.future.done():
-                item.future.cancel()
+        for run in running.values():
+            run.withdraw()
+
+
+def _check_inputs(
+    config: ModelConfig, inputs: list[dict[str, np.ndarray]]
+) -> list[InvalidRequest | None] | None:
+    """A step's requests checked against the member's config (None: every one fits, the
+    common case), each input reshaped where the member asks. The wiring was checked against
+    the configs; what only a request shows (a variable dimension, a Python member's output)
+    is checked here, before it reaches the member: one problem per request, or None."""
+    problems: list[InvalidRequest | None] | None = None
+    by_name = config.inputs_by_name
+    if any(by_name[name].reshape is not None for name in inputs[0]):
+        for j, request in enumerate(inputs):  # NOTE: rare: each request reshaped in turn
+            try:
+                _member_inputs(config, request)
+            except InvalidRequest as exc:
+                if problems is None:
+                    problems = [None] * len(inputs)
+                problems[j] = exc
+        return problems
+    verdicts: dict[tuple[str, Any, tuple[int, ...]], InvalidRequest | None] = {}
+    for j, request in enumerate(inputs):
+        for name, array in request.items():
+            key = (name, array.dtype, array.shape)
+            if key not in verdicts:
+                try:
+                    _member_inputs(config, {name: array})
+                    verdicts[key] = None
+                except InvalidRequest as exc:
+                    verdicts[key] = exc
+            problem = verdicts[key]
+            if problem is not None:
+                if problems is None:
+                    problems = [None] * len(inputs)
+                problems[j] = problem
+                break
+    return problems
 
 
 def _member_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

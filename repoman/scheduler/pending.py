@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,13 @@ class Pending:
     compute: tuple[int, int, int] | None = None
     """Once executed: the compute input, infer and output nanoseconds of its batch (an
     ensemble adds up its steps' as Triton reports an ensemble's compute times)."""
+    group: Group | None = None
+    """A group (``SharedScheduler.enqueue_group``): the requests it stands for, queued,
+    batched, timed and answered as one, executed as the requests they are; its future's
+    result is then one Result per request (an exception for a request that failed alone).
+    ``inputs`` are the first request's."""
+    count: int = 1
+    """The requests it stands for (a group's)."""
 
     def ended(self) -> None:
         """Tell ``on_answer`` that the scheduler ended this request (a failing listener is
@@ -89,3 +96,14 @@ class Pending:
                 listener()
             except Exception:
                 log.exception("a request's answer listener failed")
+
+
+@dataclass(eq=False, slots=True)
+class Group:
+    """Requests queued as one (an ensemble's requests that move through a step together):
+    each one's inputs, rows, id and parameters."""
+
+    inputs: Sequence[Mapping[str, np.ndarray]]
+    rows: list[int]
+    request_ids: list[str]
+    parameters: list[Mapping[str, Any] | None]

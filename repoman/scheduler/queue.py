@@ -8,6 +8,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from repoman.config.model import QueuePolicy
 from repoman.errors import InvalidRequest, RequestTimeout, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.inline import InlineGate
-from repoman.scheduler.pending import Pending, QueueState
+from repoman.scheduler.pending import Group, Pending, QueueState
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
 
@@ -92,9 +93,11 @@ class VersionQueue:
         priority: int = 0,
         timeout_us: int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        group: Group | None = None,
     ) -> Pending:
         """Queue a request, or refuse it at once (bad priority: 400; queue full: 503).
-        ``loop``: the running loop, when the caller has it at hand."""
+        ``loop``: the running loop, when the caller has it at hand; ``group``: requests
+        queued as one (``inputs`` the first one's), refused or queued as one."""
         levels = len(self.levels)
         if priority < 0 or priority > levels:
             raise InvalidRequest(
@@ -103,7 +106,8 @@ class VersionQueue:
             )
         level = (priority or self.default_level) - 1
         policy = self.policies[level]
-        if policy.max_queue_size and self.level_counts[level] >= policy.max_queue_size:
+        count = 1 if group is None else len(group.inputs)
+        if policy.max_queue_size and self.level_counts[level] + count > policy.max_queue_size:
             raise ServerBusy(
                 f"model '{self.version.model}' version {self.version.version}: the queue "
                 f"is full ({policy.max_queue_size} requests at priority {level + 1}); retry later"
@@ -111,7 +115,7 @@ class VersionQueue:
         timeout = policy.default_timeout_microseconds
         if timeout_us is not None and policy.allow_timeout_override:
             timeout = timeout_us
-        rows = batch_rows(inputs) if self.batching else 1
+        rows = 1 if not self.batching else batch_rows(inputs) if group is None else sum(group.rows)
         item = Pending(
             inputs,
             outputs,
@@ -122,8 +126,10 @@ class VersionQueue:
             level,
             now + timeout / 1e6 if timeout > 0 else None,
         )
+        if group is not None:
+            item.group, item.count = group, count
         self.levels[level].append(item)
-        self.level_counts[level] += 1
+        self.level_counts[level] += count
         self.queued_rows += rows
         if self.preserve_ordering:
             self.order.append(item)
@@ -227,6 +233,8 @@ class VersionQueue:
         )
 
     def _batch(self, taken: list[Pending]) -> Batch:
+        if any(item.group is not None for item in taken):
+            return self._batch_of_groups(taken)
         first = taken[0]
         if len(taken) == 1 and first.outputs == self.output_order:
             output_names = self.output_order  # NOTE: the common case, without the sets
@@ -249,6 +257,46 @@ class VersionQueue:
             requested_outputs=[item.outputs for item in taken],
         )
 
+    def _batch_of_groups(self, taken: list[Pending]) -> Batch:
+        """``_batch`` where some of ``taken`` are groups: every member is a request of the
+        batch, in order, with its own rows, id and parameters."""
+        requests: list[Mapping[str, np.ndarray]] = []
+        rows: list[int] = []
+        ids: list[str] = []
+        parameters: list[Mapping[str, Any]] = []
+        outputs: list[tuple[str, ...]] = []
+        for item in taken:
+            group = item.group
+            if group is None:
+                requests.append(item.inputs)
+                rows.append(item.rows)
+                ids.append(item.request_id)
+                parameters.append(item.parameters or {})
+                outputs.append(item.outputs)
+                continue
+            requests.extend(group.inputs)
+            rows += group.rows
+            ids += group.request_ids
+            parameters += [each or {} for each in group.parameters]
+            outputs += [item.outputs] * item.count
+        wanted = set().union(*(item.outputs for item in taken))
+        first = taken[0]
+        if len(first.inputs) == len(self.input_names):
+            input_names = self.input_names
+        else:
+            input_names = tuple(name for name in self.input_names if name in first.inputs)
+        return Batch(
+            requests=requests,
+            output_names=tuple(name for name in self.output_order if name in wanted),
+            input_names=input_names,
+            batching=self.batching,
+            pad_to=self._padded(sum(rows)),
+            row_counts=rows,
+            request_ids=ids,
+            request_parameters=parameters,
+            requested_outputs=outputs,
+        )
+
     def deliver(self, item: Pending, result: Result) -> list[tuple[Pending, Result]]:
         """Results that may be answered now: this one, or (preserve_ordering) every one
         whose predecessors have all been answered."""
@@ -269,14 +317,14 @@ class VersionQueue:
     def finish(self, instance: Backend) -> None:
         self.free.append(instance)
         self.in_flight -= 1
-        self._check_drained()
+        self.check_drained()
 
     def abandon(self, instance: Backend) -> None:
         """A batch on ``instance`` was written off (it never returned): it no longer counts
         as in flight, and the instance is never used again."""
         del instance  # NOTE: kept out of ``free`` for good: it may still be running
         self.in_flight -= 1
-        self._check_drained()
+        self.check_drained()
 
     def fail_queued(self, error: Exception) -> int:
         """Close the queue and fail every request still waiting in it; how many there were."""
@@ -286,18 +334,18 @@ class VersionQueue:
             ended = not item.future.done()
             if ended:
                 item.future.set_exception(error)
-                self.stats.record_failure("unavailable")
-                failed += 1
+                self.stats.record_failure("unavailable", count=item.count)
+                failed += item.count
             self.unqueue(item)
             if ended:
                 item.ended()
-        self._check_drained()
+        self.check_drained()
         return failed
 
     def close(self) -> None:
         if self.state is QueueState.OPEN:
             self.state = QueueState.CLOSING
-        self._check_drained()
+        self.check_drained()
 
     # ---- internals -------------------------------------------------------------------
 
@@ -342,13 +390,13 @@ class VersionQueue:
             return
         item.queued = False
         self.queued_rows -= item.rows
-        self.level_counts[item.level] -= 1
+        self.level_counts[item.level] -= item.count
         if item.timer is not None:
             item.timer.cancel()
             item.timer = None
-        self._check_drained()
+        self.check_drained()
 
-    def _check_drained(self) -> None:
+    def check_drained(self) -> None:
         if self.state is not QueueState.OPEN and self.queued_rows == 0 and self.in_flight == 0:
             self.state = QueueState.CLOSED
             self.drained.set()

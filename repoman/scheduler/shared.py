@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from repoman.calls import Caller, ModelCall, calls_through
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock, RunningLoop
-from repoman.scheduler.pending import PLAIN, Pending, QueueState, RequestOptions
+from repoman.scheduler.pending import PLAIN, Group, Pending, QueueState, RequestOptions
 from repoman.scheduler.queue import SOLO_RUN, VersionQueue
 from repoman.scheduler.running import (
     Outcome,
@@ -89,6 +89,7 @@ class SharedScheduler:
         self._calls: CallHandler | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._loop_batches: set[asyncio.Future[Sequence[Result]]] = set()
+        self._before: list[Callable[[], None]] = []
 
     def bind_calls(self, handler: CallHandler) -> None:
         """Let models call models from inside their batches through ``handler``."""
@@ -181,6 +182,60 @@ class SharedScheduler:
         self._kick()
         return item
 
+    def group_rows(self, version: ModelVersion) -> int:
+        """The most rows a group for ``version`` may hold (:meth:`enqueue_group`): what its
+        dynamic batcher cuts a batch at; 0 when it takes no groups (no dynamic batching,
+        or not open)."""
+        queue = self._queues.get(version)
+        if queue is None or queue.state is not QueueState.OPEN or not queue.dynamic:
+            return 0
+        return queue.cut_rows
+
+    def enqueue_group(
+        self,
+        version: ModelVersion,
+        group: Group,
+        outputs: tuple[str, ...],
+        options: RequestOptions = PLAIN,
+    ) -> Pending:
+        """Queue several requests as one (an ensemble's requests moving through a step
+        together): one admission, one place in the queue, one answer, while each still
+        executes as its own request of the batch it joins (its inputs, rows, id and
+        parameters) and gets its own result: the future's result is one Result per request.
+        At most :meth:`group_rows` rows, of one shape signature. Raises at once what
+        :meth:`enqueue` raises, for the whole group."""
+        queue = self._queues.get(version)
+        if queue is None or queue.state is not QueueState.OPEN:
+            raise ModelNotReady(version.model, version.version, "it is being unloaded")
+        if queue.queued_rows == 0 and queue.in_flight == 0:
+            busy = [q.used_ns for q in self._queues.values() if q.queued_rows or q.in_flight]
+            queue.used_ns = max(queue.used_ns, min(busy, default=queue.used_ns))
+        now = self._clock.time()
+        try:
+            item = queue.admit(
+                group.inputs[0],
+                outputs,
+                now,
+                priority=options.priority,
+                timeout_us=options.timeout_us,
+                loop=self._running_loop(),
+                group=group,
+            )
+        except ServerBusy:
+            queue.stats.record_rejection("queue_full", count=len(group.inputs))
+            raise
+        item.queue = queue
+        if item.deadline is not None:
+            item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
+        self._kick()
+        return item
+
+    def before_dispatch(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, at the start of the next dispatch pass (this loop iteration
+        or the next): what it enqueues is dispatched in that same pass."""
+        self._before.append(callback)
+        self._kick()
+
     def withdraw(self, item: Pending) -> None:
         """Take ``item`` out of its queue if it is still waiting (its client went away)."""
         if item.queue is not None:
@@ -228,6 +283,10 @@ class SharedScheduler:
         now = self._clock.time()
         next_due = float("inf")
         while True:
+            if self._before:
+                before, self._before = self._before, []
+                for callback in before:
+                    callback()
             chosen = None
             for queue in self._queues.values():
                 if self._idle <= 0 and not (queue.on_loop or queue.gate.inline):
@@ -263,7 +322,7 @@ class SharedScheduler:
         queue.expire(item)
         if item.future.done():  # rejected, not delayed
             elapsed = int((self._clock.time() - item.arrived) * 1e9)
-            queue.stats.record_rejection("timeout", elapsed)
+            queue.stats.record_rejection("timeout", elapsed, item.count)
         self._kick()
 
     def _run(self, queue: VersionQueue, now: float) -> None:
@@ -279,7 +338,7 @@ class SharedScheduler:
                 return
         for taken, _ in parts:
             for item in taken:
-                queue.stats.record_queued(now - item.arrived)
+                queue.stats.record_queued(now - item.arrived, item.count)
         running = Running(queue, instance, parts, self._ns(), on_loop=queue.on_loop, sizes=sizes)
         caller = self._caller(running) if self._calls is not None else None
         if running.on_loop:
@@ -329,7 +388,7 @@ class SharedScheduler:
         (``Backend.may_run_inline``), so it runs without a door for them."""
         for taken, _ in parts:
             for item in taken:
-                queue.stats.record_queued(now - item.arrived)
+                queue.stats.record_queued(now - item.arrived, item.count)
         running = Running(queue, instance, parts, self._ns(), inline=True, sizes=sizes)
         outcomes = run_parts(instance, parts, None, self._ns, None)
         running.finished = True
@@ -474,16 +533,17 @@ class SharedScheduler:
                     "on the event loop" if queue.gate.inline else "on the batch workers",
                     taken_ns // 1000,
                 )
+        requests = len(batch.requests)
         if not isinstance(results, BaseException):
             queue.used_ns += ended - started
             compute = (max(0, started - running.handed), ended - started, self._ns() - ended)
-            if len(taken) == 1 and taken[0].rows == 1:
+            if requests == 1 and taken[0].rows == 1:
                 queue.stats.record_solo(*compute)
                 taken[0].compute = compute
             else:
                 queue.stats.record_batch(
                     batch.size,
-                    len(taken),
+                    requests,
                     input_ns=compute[0],
                     infer_ns=compute[1],
                     output_ns=compute[2],
@@ -491,7 +551,7 @@ class SharedScheduler:
                 for item in taken:
                     item.compute = compute
             running.handed = ended
-            if len(results) != len(taken):
+            if len(results) != requests:
                 results = BackendError(
                     f"backend of model '{version.model}' version {version.version} "
                     f"returned {len(results)} results for a batch of {len(taken)} requests"
@@ -504,8 +564,9 @@ class SharedScheduler:
                     f"{type(failure).__name__}: {failure}"
                 )
             log.error("%s", failure)
-            results = [failure] * len(taken)
-        for item, result in zip(taken, results, strict=True):
+            results = [failure] * requests
+        answers: Sequence[Any] = results if requests == len(taken) else _grouped(taken, results)
+        for item, result in zip(taken, answers, strict=True):
             if not queue.preserve_ordering:
                 self._answer(queue, item, result, now)
                 continue
@@ -544,8 +605,14 @@ class SharedScheduler:
             self._on_hung(version, reason)
         self._dispatch()
 
-    def _answer(self, queue: VersionQueue, item: Pending, result: Result, now: float) -> None:
+    def _answer(
+        self, queue: VersionQueue, item: Pending, result: Result | list[Result], now: float
+    ) -> None:
         elapsed = int((now - item.arrived) * 1e9)
+        if item.group is not None:  # NOTE: a group: one result per request
+            results = result if isinstance(result, list) else [result] * item.count
+            self._answer_group(queue, item, results, elapsed)
+            return
         if isinstance(result, Exception):
             queue.stats.record_failure(failure_reason(result), elapsed)
             if not item.future.done():
@@ -553,8 +620,46 @@ class SharedScheduler:
         else:
             queue.stats.record_success(elapsed)
             if not item.future.done():
-                item.future.set_result(result)
+                item.future.set_result(cast(Mapping[str, np.ndarray], result))
         item.ended()
+
+    def _answer_group(
+        self, queue: VersionQueue, item: Pending, results: list[Result], elapsed: int
+    ) -> None:
+        stats, version = queue.stats, queue.version
+        if not any(isinstance(result, Exception) for result in results):
+            stats.record_success(elapsed, len(results))
+            if not item.future.done():
+                item.future.set_result(cast(Any, results))  # NOTE: a group's: one per request
+            item.ended()
+            return
+        answers: list[Result] = []
+        failed = 0
+        for result in results:
+            if isinstance(result, Exception):
+                stats.record_failure(failure_reason(result), elapsed)
+                answers.append(request_error(version, result))
+                failed += 1
+            else:
+                answers.append(result)
+        if failed < len(results):
+            stats.record_success(elapsed, len(results) - failed)
+        if not item.future.done():
+            item.future.set_result(cast(Any, answers))  # NOTE: a group's: one per request
+        item.ended()
+
+
+def _grouped(taken: list[Pending], results: Sequence[Result]) -> list[Result | list[Result]]:
+    """A batch's results, one per queued item: a group's as the list of its requests'."""
+    grouped: list[Result | list[Result]] = []
+    at = 0
+    for item in taken:
+        if item.group is None:
+            grouped.append(results[at])
+        else:
+            grouped.append(list(results[at : at + item.count]))
+        at += item.count
+    return grouped
 
 
 def _elements(batch: Batch) -> int:

@@ -159,25 +159,26 @@ class VersionStats:
     encode_seconds: Histogram = field(default_factory=_seconds)
     """Encoding the response, at the edge (HTTP or gRPC, in whichever process answered)."""
 
-    def record_queued(self, seconds: float) -> None:
+    def record_queued(self, seconds: float, count: int = 1) -> None:
         queue = self.queue
-        queue.count += 1
-        queue.ns += int(seconds * 1e9)
-        self.queue_seconds.observe(seconds)
+        queue.count += count
+        queue.ns += int(seconds * 1e9) * count
+        self.queue_seconds.observe(seconds, count)
 
-    def record_rejection(self, reason: str, elapsed_ns: int = 0) -> None:
-        self.rejected[reason] += 1
-        self.record_failure(reason, elapsed_ns)
+    def record_rejection(self, reason: str, elapsed_ns: int = 0, count: int = 1) -> None:
+        self.rejected[reason] += count
+        self.record_failure(reason, elapsed_ns, count)
 
-    def record_failure(self, reason: str, elapsed_ns: int = 0) -> None:
-        """One request answered with an error (refused before the queue, by it, or failed)."""
-        self.failures[reason] += 1
-        self.fail.add(elapsed_ns)
-        self.request_seconds.observe(elapsed_ns / 1e9)
+    def record_failure(self, reason: str, elapsed_ns: int = 0, count: int = 1) -> None:
+        """Requests answered with an error (refused before the queue, by it, or failed):
+        ``count`` of them, each after ``elapsed_ns``."""
+        self.failures[reason] += count
+        self.fail.add(elapsed_ns * count, count)
+        self.request_seconds.observe(elapsed_ns / 1e9, count)
 
-    def record_success(self, elapsed_ns: int) -> None:
-        self.success.add(elapsed_ns)
-        self.request_seconds.observe(elapsed_ns / 1e9)
+    def record_success(self, elapsed_ns: int, count: int = 1) -> None:
+        self.success.add(elapsed_ns * count, count)
+        self.request_seconds.observe(elapsed_ns / 1e9, count)
 
     def record_batch(
         self, size: int, requests: int, *, input_ns: int, infer_ns: int, output_ns: int

@@ -71,9 +71,7 @@ def decode_infer_request(
         # NOTE: JSON may spell a lone surrogate ("\ud800"); it cannot be sent back as UTF-8.
         raise InvalidRequest("request 'id' must be valid Unicode text (found a lone surrogate)")
     parameters = request_parameters(document)
-    inputs = _decode_inputs(
-        document.get("inputs"), binary, header_length, max_elements, expected
-    )
+    inputs = _decode_inputs(document.get("inputs"), binary, header_length, max_elements, expected)
     return InferRequest(
         model_name=model_name,
         model_version=model_version,

@@ -270,3 +270,97 @@ def test_a_step_that_times_out_in_its_queue_fails_the_ensemble_at_once() -> None
         np.testing.assert_array_equal(await first, np.ones((1, 2)))
 
     run(scenario)
+
+
+# ---- cohorts: requests that arrive together move through the steps as one ----------------
+
+BATCHING = "dynamic_batching { max_queue_delay_microseconds: 2000 }"
+
+
+async def send(core: Core, model: str, values: list[float]) -> list:
+    """Requests arriving in one loop iteration (one cohort), each with its own id; each one's
+    answer or error."""
+    version = core.manager.route(model)
+    calls = [
+        core.dispatcher.submit(
+            version, {"IN": np.full((1, 2), v, np.float32)}, ["OUT"], request_id=f"r{v:g}"
+        )
+        for v in values
+    ]
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+def test_a_cohort_crosses_each_step_as_its_own_requests_with_their_own_ids() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a", extra=BATCHING), member("b", extra=BATCHING))
+        await core.serve(chain("pipe", "a", "b"))
+        answers = await send(core, "pipe", [1, 2, 3, 4])
+        assert [float(answer["OUT"][0, 0]) for answer in answers] == [1, 2, 3, 4]
+        for name in ("a", "b"):
+            version = core.manager.route(name)
+            assert version.instances[0].batch_ids == [["r1", "r2", "r3", "r4"]]
+            stats = core.dispatcher.stats(version)
+            assert (stats.success.count, stats.execution_count) == (4, 1)
+        stats = core.dispatcher.stats(core.manager.route("pipe"))
+        assert (stats.success.count, stats.execution_count, stats.fail.count) == (4, 4, 0)
+
+    run(scenario)
+
+
+def test_a_request_that_fails_in_a_cohort_s_step_fails_alone() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a", extra=BATCHING))
+        await core.serve(member("bad", "per_request_error", BATCHING), chain("pipe", "a", "bad"))
+        first, failed, last = await send(core, "pipe", [1, -2, 3])
+        assert float(first["OUT"][0, 0]) == 1 and float(last["OUT"][0, 0]) == 3
+        assert isinstance(failed, StepFailed)
+        assert "step 1 (model 'bad' version 1)" in str(failed)
+        stats = core.dispatcher.stats(core.manager.route("pipe"))
+        assert (stats.success.count, stats.fail.count) == (2, 1)
+
+    run(scenario)
+
+
+def test_a_caller_that_goes_away_leaves_the_rest_of_its_cohort_going() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("slow", "blocking", BATCHING), member("b", extra=BATCHING))
+        await core.serve(chain("pipe", "slow", "b"))
+        pipe, slow = core.manager.route("pipe"), core.manager.route("slow")
+        calls = [
+            core.dispatcher.enqueue(pipe, {"IN": np.full((1, 2), v, np.float32)}, ["OUT"])
+            for v in (1.0, 2.0, 3.0)
+        ]
+        await until(lambda: core.scheduler.executing(slow) == 1)  # the cohort's group runs
+        core.dispatcher.withdraw(calls[1])
+        assert calls[1].future.cancelled() and core.dispatcher.queued(pipe) == 2
+        fakes.BlockingBackend.gate.set()
+        first, last = await asyncio.gather(calls[0].future, calls[2].future)
+        assert (float(first["OUT"][0, 0]), float(last["OUT"][0, 0])) == (1.0, 3.0)
+        b = core.manager.route("b")
+        assert core.dispatcher.stats(b).success.count == 2  # NOTE: only those still wanted
+        stats = core.dispatcher.stats(pipe)
+        assert (stats.success.count, stats.fail.count, core.dispatcher.queued(pipe)) == (2, 0, 0)
+
+    run(scenario)
+
+
+def test_cohorts_hold_at_most_the_ensemble_s_batch_and_members_batch_them_together() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a", extra=BATCHING), chain("pipe", "a"))
+        answers = await send(core, "pipe", [float(v) for v in range(20)])
+        assert [float(answer["OUT"][0, 0]) for answer in answers] == list(range(20))
+        sizes = core.manager.route("a").instances[0].batch_sizes
+        assert sum(sizes) == 20 and max(sizes) <= 8  # the ensemble's (and a's) max_batch_size
+
+    run(scenario)
+
+
+def test_a_member_without_dynamic_batching_takes_a_cohort_s_requests_one_by_one() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("solo"), chain("pipe", "solo"))
+        answers = await send(core, "pipe", [1, 2, 3])
+        assert [float(answer["OUT"][0, 0]) for answer in answers] == [1, 2, 3]
+        solo = core.manager.route("solo")
+        assert solo.instances[0].batch_ids == [["r1"], ["r2"], ["r3"]]
+
+    run(scenario)
