@@ -73,6 +73,7 @@ class Dispatcher:
         self._checking: list[str] = []
         self._activate: Activate | None = None
         self._arrivals: dict[tuple[Any, ...], list[EnsembleCall]] = {}
+        self._between: dict[tuple[Any, ...], list[tuple[Cohort, tuple[int, ...]]]] = {}
         self._flush_due = False
         self.lazy_waits: dict[tuple[str, int], Histogram] = {}
         """Seconds requests waited for a lazy load, by (model, version)."""
@@ -180,7 +181,10 @@ class Dispatcher:
         """The requests that arrived since the last pass, as cohorts of up to the
         ensemble's batch each (a cohort's steps may start more, nested ensembles)."""
         self._flush_due = False
-        while self._arrivals:
+        while self._arrivals or self._between:
+            between, self._between = self._between, {}
+            for cohorts in between.values():
+                self._resume(cohorts)
             arrivals, self._arrivals = self._arrivals, {}
             for (version, wanted, _, priority, timeout_us), calls in arrivals.items():
                 ensemble = self._ensembles[version]  # NOTE: open while it has requests
@@ -191,7 +195,7 @@ class Dispatcher:
                 for call in calls:
                     if call.future.done():
                         continue  # NOTE: its caller went away already
-                    count = batch_rows(call.inputs) if batching else 1
+                    count = call.rows = batch_rows(call.inputs) if batching else 1
                     if cohort and rows + count > limit:
                         self._start(version, ensemble, cohort, wanted, priority, timeout_us)
                         cohort, rows = [], 0
@@ -199,6 +203,38 @@ class Dispatcher:
                     rows += count
                 if cohort:
                     self._start(version, ensemble, cohort, wanted, priority, timeout_us)
+
+    def between(self, cohort: Cohort, ready: tuple[int, ...]) -> None:
+        key = (cohort.point, ready)
+        waiting = self._between.get(key)
+        if waiting is None:
+            self._between[key] = [(cohort, ready)]
+            if not self._flush_due:
+                self._flush_due = True
+                self._scheduler.before_dispatch(self._start_cohorts)
+        else:
+            waiting.append((cohort, ready))
+
+    @staticmethod
+    def _resume(cohorts: list[tuple[Cohort, tuple[int, ...]]]) -> None:
+        """Cohorts at one point between steps, joined up to the ensemble's batch, resumed."""
+        first, ready = cohorts[0]
+        if len(cohorts) == 1:
+            first.resume(ready)
+            return
+        limit = max(1, first.version.config.max_batch_size)
+        current, rows = first, first.live_rows()
+        for cohort, _ in cohorts[1:]:
+            count = cohort.live_rows()
+            if count == 0:
+                continue  # NOTE: every request of it went away
+            if rows + count > limit:
+                current.resume(ready)
+                current, rows = cohort, count
+                continue
+            current.absorb(cohort)
+            rows += count
+        current.resume(ready)
 
     def _start(
         self,
@@ -384,6 +420,7 @@ class _GroupRun:
                 self._results[start:end] = [exc] * (end - start)
             else:
                 item.on_answer = partial(self._answered, item, start, end)
+                item.on_split = partial(self._split, item, start, end)
                 self._items.append(item)
                 self._left += 1
             start = end
@@ -393,10 +430,20 @@ class _GroupRun:
     def withdraw(self) -> None:
         self._done = None
         for item in self._items:
-            item.on_answer = None
+            item.on_answer = item.on_split = None
             self._scheduler.withdraw(item)
 
+    def _split(self, item: Pending, start: int, end: int, head: Pending) -> None:
+        """The scheduler took ``item``'s leading requests into ``head`` to fill a batch."""
+        middle = start + head.count
+        head.on_answer = partial(self._answered, head, start, middle)
+        item.on_answer = partial(self._answered, item, middle, end)
+        item.on_split = partial(self._split, item, middle, end)
+        self._items.append(head)
+        self._left += 1
+
     def _answered(self, item: Pending, start: int, end: int) -> None:
+        item.on_split = None  # NOTE: it holds this run
         done = item.future
         if done.cancelled():
             self._results[start:end] = [RepomanError("the step was cancelled")] * (end - start)

@@ -80,6 +80,11 @@ class Steps(Protocol):
         returns."""
         ...
 
+    def between(self, cohort: Cohort, ready: tuple[int, ...]) -> None:
+        """``cohort`` finished a step and nothing else of it runs: resume it (``resume``)
+        before the next dispatch pass, joined by the cohorts at the same point."""
+        ...
+
 
 class EnsembleCall:
     """One request to an ensemble, what its caller holds: ``future`` gets the outputs asked
@@ -98,6 +103,7 @@ class EnsembleCall:
         "on_answer",
         "on_end",
         "options",
+        "rows",
         "started_ns",
         "wanted",
     )
@@ -120,6 +126,8 @@ class EnsembleCall:
         self.wanted = wanted
         self.options = options
         self.cohort: Cohort | None = None
+        self.rows = 1
+        """Its batch rows (set as it joins a cohort)."""
 
     def cancel(self) -> None:
         """The caller went away: drop it (its cohort's steps go on for the others)."""
@@ -202,6 +210,45 @@ class Cohort:
         for index in self._needed:
             if self._waiting[index] == 0:
                 self._launch(index)
+
+    @property
+    def version(self) -> ModelVersion:
+        return self._version
+
+    @property
+    def point(self) -> tuple[Any, ...]:
+        """Where it stands: cohorts at the same point (same ensemble version, outputs asked
+        for, priority, timeout and steps done) may go on as one (:meth:`absorb`)."""
+        return (
+            self._version,
+            self._wanted,
+            self._priority,
+            self._options.timeout_us,
+            tuple(self._waiting.items()),
+            frozenset(self._tensors),
+        )
+
+    def live_rows(self) -> int:
+        return sum(call.rows for call in self._calls if not call.future.done())
+
+    def absorb(self, other: Cohort) -> None:
+        """Take ``other``'s requests (a cohort at the same point, between steps): they go on
+        as this cohort's. Requests that ended are dropped from both."""
+        keep = [pos for pos, call in enumerate(self._calls) if not call.future.done()]
+        more = [pos for pos, call in enumerate(other._calls) if not call.future.done()]
+        calls = [self._calls[pos] for pos in keep] + [other._calls[pos] for pos in more]
+        for name, column in self._tensors.items():
+            theirs = other._tensors[name]
+            self._tensors[name] = [column[pos] for pos in keep] + [theirs[pos] for pos in more]
+        for pos in more:
+            other._calls[pos].cohort = self
+        self._calls = calls
+        other._calls = []
+
+    def resume(self, ready: tuple[int, ...]) -> None:
+        """Launch the steps that were ready when it stopped between steps."""
+        for index in ready:
+            self._launch(index)
 
     def dropped(self) -> None:
         """A request went away: once none is left, take back the steps still running."""
@@ -307,6 +354,7 @@ class Cohort:
         if all(call.future.done() for call in calls):
             self._stop()
             return
+        ready: list[int] = []
         for _, tensor in plan.output_items[index]:
             for consumer in plan.consumers.get(tensor, ()):
                 waiting = self._waiting.get(consumer)
@@ -314,7 +362,14 @@ class Cohort:
                     continue  # NOTE: a step these requests do not need
                 self._waiting[consumer] = waiting - 1
                 if waiting == 1:
-                    self._launch(consumer)
+                    ready.append(consumer)
+        if ready and not self._running:
+            # NOTE: between steps: cohorts at the same point (the others of this member's
+            # batch) join this one first, so the next member sees one group, not several.
+            self._steps.between(self, tuple(ready))
+            return
+        for consumer in ready:
+            self._launch(consumer)
         if not self._running:
             wanted = [(name, tensors[name]) for name in self._wanted]
             for pos, call in enumerate(calls):

@@ -84,6 +84,10 @@ class Pending:
     ``inputs`` are the first request's."""
     count: int = 1
     """The requests it stands for (a group's)."""
+    on_split: Callable[[Pending], None] | None = None
+    """For a group that may be split to fill a batch: told of the new group its leading
+    requests were taken into (answered on its own: give it an ``on_answer``); this one keeps
+    the rest."""
 
     def ended(self) -> None:
         """Tell ``on_answer`` that the scheduler ended this request (a failing listener is

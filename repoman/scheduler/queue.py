@@ -198,15 +198,69 @@ class VersionQueue:
             for item in candidates:
                 if rows >= limit:
                     break
-                if item.signature == first.signature and rows + item.rows <= limit:
+                if item.signature != first.signature:
+                    continue
+                if rows + item.rows <= limit:
                     taken.append(item)
                     rows += item.rows
+                elif item.on_split is not None and not self.preserve_ordering:
+                    # NOTE: a group fills what is left of the batch; the rest stays queued
+                    head = self._split(item, limit - rows)
+                    if head is not None:
+                        taken.append(head)
+                        rows += head.rows
         # NOTE: count the batch as in flight before unqueueing its requests: unqueueing the
         # last one of a closing queue must not look like "drained" (the unload would follow).
         self.in_flight += 1
         for item in taken:
             self.unqueue(item)
         return self.free.pop(), taken, self._batch(taken)
+
+    def _split(self, item: Pending, room: int) -> Pending | None:
+        """The leading requests of group ``item`` that fit in ``room`` rows, as a group of
+        their own, out of the queue (to be taken now; ``item.on_split`` is told); ``item``
+        keeps the rest, queued where it was. None when its first request does not fit."""
+        group = item.group
+        assert group is not None and item.on_split is not None
+        count, rows = 0, 0
+        for each in group.rows:
+            if rows + each > room:
+                break
+            rows += each
+            count += 1
+        if count == 0 or count == item.count:
+            return None
+        head = Pending(
+            group.inputs[0],
+            item.outputs,
+            rows,
+            item.signature,
+            item.future.get_loop().create_future(),
+            item.arrived,
+            item.level,
+            queued=False,
+            queue=item.queue,
+            group=Group(
+                group.inputs[:count],
+                group.rows[:count],
+                group.request_ids[:count],
+                group.parameters[:count],
+            ),
+            count=count,
+        )
+        item.group = Group(
+            group.inputs[count:],
+            group.rows[count:],
+            group.request_ids[count:],
+            group.parameters[count:],
+        )
+        item.inputs = item.group.inputs[0]
+        item.rows -= rows
+        item.count -= count
+        self.queued_rows -= rows
+        self.level_counts[item.level] -= count
+        item.on_split(head)
+        return head
 
     def _solo_batch(self, item: Pending) -> Batch:
         """``_batch([item])`` with less work (a model without dynamic batching makes one

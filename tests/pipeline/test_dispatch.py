@@ -364,3 +364,22 @@ def test_a_member_without_dynamic_batching_takes_a_cohort_s_requests_one_by_one(
         assert solo.instances[0].batch_ids == [["r1"], ["r2"], ["r3"]]
 
     run(scenario)
+
+
+def test_a_cohort_s_group_is_split_to_fill_a_member_s_batch() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("slow", "blocking", BATCHING), chain("pipe", "slow"))
+        slow = core.manager.route("slow")
+        holder = asyncio.ensure_future(send(core, "pipe", [0]))
+        await until(lambda: core.scheduler.executing(slow) == 1)
+        early = asyncio.ensure_future(send(core, "pipe", [1, 2, 3, 4, 5]))
+        await until(lambda: core.scheduler.queued(slow) == 5)
+        late = asyncio.ensure_future(send(core, "pipe", [6, 7, 8, 9, 10]))
+        await until(lambda: core.scheduler.queued(slow) == 10)
+        fakes.BlockingBackend.gate.set()
+        answers = [*await holder, *await early, *await late]
+        assert [float(answer["OUT"][0, 0]) for answer in answers] == list(range(11))
+        assert slow.instances[0].batch_sizes == [1, 8, 2]  # 5 + 3 of the second cohort's 5
+        assert slow.instances[0].firsts == list(range(11))
+
+    run(scenario)

@@ -135,3 +135,30 @@ def test_a_group_past_its_queue_timeout_fails_every_request_it_holds() -> None:
     item, stats = asyncio.run(main())
     assert "timeout" in str(item.future.exception())
     assert stats.rejected["timeout"] == 2
+
+
+def test_a_group_that_may_be_split_fills_the_rest_of_a_batch() -> None:
+    async def main(splittable: bool):
+        scheduler = SharedScheduler(1)
+        mv = fakes.make_version(EchoBackend, dynamic=dynamic(), max_batch_size=4)
+        scheduler.open(mv)
+        first = scheduler.enqueue_group(mv, group(1, 2, 3), ("OUTPUT",))
+        second = scheduler.enqueue_group(mv, group(4, 5, 6), ("OUTPUT",))
+        heads: list = []
+        if splittable:
+            second.on_split = heads.append
+        await asyncio.gather(answered(first), answered(second))
+        await scheduler.close()
+        return mv, first, second, heads, scheduler.stats(mv)
+
+    mv, first, second, heads, stats = asyncio.run(main(True))
+    assert mv.instances[0].batch_ids == [["g1", "g2", "g3", "g4"], ["g5", "g6"]]
+    (head,) = heads
+    assert head.count == 1 and head.future.done()
+    values = [
+        float(r["OUTPUT"][0, 0]) for item in (first, head, second) for r in item.future.result()
+    ]
+    assert values == [1, 2, 3, 4, 5, 6]
+    assert (stats.success.count, stats.execution_count) == (6, 2)
+    mv, *_ = asyncio.run(main(False))
+    assert mv.instances[0].batch_sizes == [3, 3]  # NOTE: whole groups only
