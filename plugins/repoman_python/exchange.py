@@ -58,7 +58,9 @@ class Exchange:
         """Send ``message``; ``on_done(outcome)`` is called once, on the loop, in the same
         callback that reads the reply or finds the exchange failed (which may be before
         ``start`` returns): no loop iteration is spent between the reply and its use."""
-        self._sock.setblocking(False)
+        if self._sock.gettimeout() != 0.0:
+            # NOTE: only after a blocking conversation: each switch is two fcntl calls
+            self._sock.setblocking(False)
         self._on_done = on_done
         self._open = True
         self._loop.add_reader(self._fd, self._readable)
