@@ -187,7 +187,11 @@ class Dispatcher:
                 self._resume(cohorts)
             arrivals, self._arrivals = self._arrivals, {}
             for (version, wanted, _, priority, timeout_us), calls in arrivals.items():
-                ensemble = self._ensembles[version]  # NOTE: open while it has requests
+                ensemble = self._ensembles.get(version)
+                if ensemble is None:
+                    # NOTE: drained meanwhile, which only happens once none of its requests
+                    # is left: these all went away before they could start
+                    continue
                 limit = max(1, version.config.max_batch_size)
                 batching = ensemble.plan.batching
                 cohort: list[EnsembleCall] = []

@@ -286,7 +286,10 @@ class SharedScheduler:
             if self._before:
                 before, self._before = self._before, []
                 for callback in before:
-                    callback()
+                    try:
+                        callback()
+                    except Exception:  # NOTE: never the end of this pass for everyone else
+                        log.exception("a callback before dispatching failed")
             chosen = None
             for queue in self._queues.values():
                 if self._idle <= 0 and not (queue.on_loop or queue.gate.inline):

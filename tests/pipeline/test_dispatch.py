@@ -383,3 +383,22 @@ def test_a_cohort_s_group_is_split_to_fill_a_member_s_batch() -> None:
         assert slow.instances[0].firsts == list(range(11))
 
     run(scenario)
+
+
+def test_an_ensemble_drained_before_its_requests_that_went_away_could_start_stays_quiet() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a", extra=BATCHING), chain("pipe", "a"))
+        pipe = core.manager.route("pipe")
+        errors: list = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        gone = core.dispatcher.enqueue(pipe, {"IN": np.ones((1, 2), np.float32)}, ["OUT"])
+        core.dispatcher.withdraw(gone)  # NOTE: before the dispatch pass that would start it
+        await core.dispatcher.drain(pipe)  # NOTE: at once: nothing is in flight
+        await asyncio.sleep(0.01)  # NOTE: that pass runs, and finds the ensemble gone
+        answer = await core.dispatcher.submit(
+            core.manager.route("a"), {"INPUT": np.ones((1, 2), np.float32)}, ["OUTPUT"]
+        )
+        np.testing.assert_array_equal(answer["OUTPUT"], np.ones((1, 2)))
+        assert errors == []  # NOTE: no callback of the loop failed
+
+    run(scenario)
