@@ -55,9 +55,12 @@ class _Ensemble:
 class Dispatcher:
     """Runs requests on model versions: the one door to the scheduler for everything above it.
 
-    Event loop thread only. An ensemble's request becomes an :class:`EnsembleCall` whose
-    steps are requests to the members, routed per request (a step with ``model_version: -1``
-    takes the member's newest READY version at the moment it starts). :meth:`blocked` tells
+    Event loop thread only. An ensemble's request becomes an :class:`EnsembleCall`; those
+    that arrive before the scheduler's next dispatch pass, alike in outputs, priority and
+    timeout, form a :class:`Cohort`, whose steps are groups of requests to the members (each
+    request still its own request of the member's batch), routed per step (a step with
+    ``model_version: -1`` takes the member's newest READY version at the moment it starts).
+    :meth:`blocked` tells
     the manager's routing why an ensemble cannot serve now (a member not ready, or one whose
     config does not fit the wiring), so an ensemble is ready exactly when its members are.
     """

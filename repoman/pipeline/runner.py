@@ -1,7 +1,8 @@
 """Requests to an ensemble, carried through its steps as a data flow on the event loop.
 
-The requests to one ensemble that arrive together (in one loop iteration, asking for the
-same outputs, at the same priority and timeout) form a :class:`Cohort`, which moves through
+The requests to one ensemble that arrive together (before the scheduler's next dispatch pass,
+asking for the same outputs, at the same priority and timeout) form a :class:`Cohort`, which
+moves through
 the steps as one: a step starts as soon as the tensors it reads exist, as one group of
 requests to its member (``SharedScheduler.enqueue_group``), queued and answered as one while
 each request still executes as its own request of the member's batch (its own rows, id and
@@ -31,7 +32,8 @@ from repoman.signature import compatible_dims
 
 
 class Handle(Protocol):
-    """A request on its way: a queued one (the scheduler's Pending) or an ensemble's call.
+    """A request on its way: a queued one (the scheduler's Pending), an ensemble's call, or
+    one waiting for its version to load.
 
     ``on_answer``, when set, is called as soon as the request ends, its future settled
     (answered, failed, timed out), before the future's callbacks (which run an event-loop
