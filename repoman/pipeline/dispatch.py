@@ -382,8 +382,49 @@ class Dispatcher:
         return reason
 
 
-class _GroupRun:
+class _Run:
+    """A step's run for a cohort's requests: each one's result (or error) and compute times,
+    told to ``done`` once every part of the run has ended (never before it was started)."""
+
+    grouped = False
+    """Its parts are groups (one result per request) rather than single requests."""
+
+    def __init__(self, count: int, done: StepDone) -> None:
+        self._done: StepDone | None = done
+        self._results: list[Any] = [None] * count
+        self._computes: list[tuple[int, int, int] | None] = [None] * count
+        self._left = 0
+
+    def _settled(self, item: Handle, start: int, end: int) -> None:
+        """``item`` (the requests from ``start`` to ``end``) ended: its results are in."""
+        done = item.future
+        if done.cancelled():
+            self._results[start:end] = [RepomanError("the step was cancelled")] * (end - start)
+        elif (error := done.exception()) is not None:
+            self._results[start:end] = [error] * (end - start)
+        else:
+            outcome = done.result()
+            # NOTE: a group's result is one per request; a single request's is its outputs
+            self._results[start:end] = outcome if self.grouped else [outcome]
+            self._computes[start:end] = [item.compute] * (end - start)
+        self._left -= 1
+        if not self._left:
+            self._end()
+
+    def _started(self) -> None:
+        if not self._left:  # NOTE: nothing was queued: told later, never before it returns
+            asyncio.get_running_loop().call_soon(self._end)
+
+    def _end(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(self._results, self._computes)
+
+
+class _GroupRun(_Run):
     """A step's requests queued as groups of at most ``most`` rows and one shape signature."""
+
+    grouped = True
 
     def __init__(
         self,
@@ -396,12 +437,9 @@ class _GroupRun:
         most: int,
     ) -> None:
         count = len(group.inputs)
+        super().__init__(count, done)
         self._scheduler = scheduler
-        self._done: StepDone | None = done
-        self._results: list[Any] = [None] * count
-        self._computes: list[tuple[int, int, int] | None] = [None] * count
         self._items: list[Pending] = []
-        self._left = 0
         signatures = [shape_signature(request) for request in group.inputs]
         start = 0
         while start < count:
@@ -431,8 +469,7 @@ class _GroupRun:
                 self._items.append(item)
                 self._left += 1
             start = end
-        if not self._left:
-            asyncio.get_running_loop().call_soon(self._end)  # NOTE: never before it returns
+        self._started()
 
     def withdraw(self) -> None:
         self._done = None
@@ -451,25 +488,10 @@ class _GroupRun:
 
     def _answered(self, item: Pending, start: int, end: int) -> None:
         item.on_split = None  # NOTE: it holds this run
-        done = item.future
-        if done.cancelled():
-            self._results[start:end] = [RepomanError("the step was cancelled")] * (end - start)
-        elif (error := done.exception()) is not None:
-            self._results[start:end] = [error] * (end - start)
-        else:
-            self._results[start:end] = done.result()
-            self._computes[start:end] = [item.compute] * (end - start)
-        self._left -= 1
-        if not self._left:
-            self._end()
-
-    def _end(self) -> None:
-        done, self._done = self._done, None
-        if done is not None:
-            done(self._results, self._computes)
+        self._settled(item, start, end)
 
 
-class _EachRun:
+class _EachRun(_Run):
     """A step's requests sent one by one (a member that takes no groups)."""
 
     def __init__(
@@ -481,13 +503,9 @@ class _EachRun:
         options: RequestOptions,
         done: StepDone,
     ) -> None:
-        count = len(group.inputs)
+        super().__init__(len(group.inputs), done)
         self._door = door
-        self._done: StepDone | None = done
-        self._results: list[Any] = [None] * count
-        self._computes: list[tuple[int, int, int] | None] = [None] * count
         self._items: list[Handle] = []
-        self._left = 0
         for index, inputs in enumerate(group.inputs):
             asked = RequestOptions(
                 options.priority,
@@ -500,11 +518,10 @@ class _EachRun:
             except RepomanError as exc:
                 self._results[index] = exc
                 continue
-            item.on_answer = partial(self._answered, item, index)
+            item.on_answer = partial(self._settled, item, index, index + 1)
             self._items.append(item)
             self._left += 1
-        if not self._left:
-            asyncio.get_running_loop().call_soon(self._end)  # NOTE: never before it returns
+        self._started()
 
     def withdraw(self) -> None:
         self._done = None
@@ -513,21 +530,3 @@ class _EachRun:
             self._door.withdraw(item)
             if not item.future.done():
                 item.future.cancel()
-
-    def _answered(self, item: Handle, index: int) -> None:
-        done = item.future
-        if done.cancelled():
-            self._results[index] = RepomanError("the step was cancelled")
-        elif (error := done.exception()) is not None:
-            self._results[index] = error
-        else:
-            self._results[index] = done.result()
-            self._computes[index] = item.compute
-        self._left -= 1
-        if not self._left:
-            self._end()
-
-    def _end(self) -> None:
-        done, self._done = self._done, None
-        if done is not None:
-            done(self._results, self._computes)
