@@ -20,6 +20,11 @@ and the table shows each one's median round: on a shared machine throughput drif
 percent within minutes, and variants measured minutes apart compare that drift, not the
 variants. The ratio lines give the median of the per-round ratios and the spread.
 
+``core µs/req`` is the server process's own CPU time (not its Python stubs') over a variant's
+whole perf_analyzer run, divided by the requests it answered: when that process is the limit
+(one core busy, the machine not), throughput follows it, and it drifts far less than
+throughput does. The ratio lines add the all-in-one model's cost over the variant's.
+
 Usage: .venv/bin/python bench/pipeline.py [--concurrency 1 64] [--requests 1500] [--rounds 3]
        [--json FILE]
 """
@@ -38,7 +43,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from _load import PERF_ANALYZER, ROOT, Server, counts, log, run_perf  # noqa: E402
+from _load import PERF_ANALYZER, ROOT, Server, counts, http_get, log, run_perf  # noqa: E402
 
 BUNDLED = ROOT / "model_repository"
 MEMBERS = ("iris_preprocess", "iris", "iris_postprocess")
@@ -204,15 +209,30 @@ def measure(server: Server, variant: str, conc: int, args: argparse.Namespace) -
         return row
     assert server.port is not None
     before = {m: counts(server.port, m) for m in members}
+    cpu, served = server.cpu_seconds(), successes(server.port, model)
     cmd = [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{server.port}"]
     cmd += f"-i http --concurrency-range {conc} --measurement-mode count_windows".split()
     cmd += f"-s 1000 --measurement-request-count {args.requests} --max-trials 3".split()
     row.update(run_perf(cmd, args.step_timeout))
+    done = successes(server.port, model)
+    if served is not None and done is not None and done > served:
+        # NOTE: the server process's own CPU (not its stubs'), over every request of the run
+        row["core_us"] = (server.cpu_seconds() - cpu) / (done - served) * 1e6
     for member in members:
         c0, c1 = before[member], counts(server.port, member)
         if c0 and c1 and c1[1] > c0[1]:
             row[f"batch:{member}"] = (c1[0] - c0[0]) / (c1[1] - c0[1])
     return row
+
+
+def successes(port: int, model: str) -> int | None:
+    """Requests ``model`` answered successfully so far (its statistics), or None."""
+    status, body = http_get(port, f"/v2/models/{model}/stats")
+    try:
+        stats = json.loads(body)["model_stats"] if status == 200 else []
+        return sum(int(each["inference_stats"]["success"]["count"]) for each in stats)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -222,7 +242,10 @@ def fmt(value: float | None, spec: str) -> str:
 def print_table(rows: list[dict]) -> None:
     print(f"\nthree-step pipeline (pre -> ONNX -> post), {os.cpu_count()} cores, perf_analyzer")
     print("(each variant's median round)")
-    head = f"{'variant':<13} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7}  mean batch"
+    head = (
+        f"{'variant':<13} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'core µs/req':>11}  mean batch"
+    )
     print(head)
     print("-" * (len(head) + 40))
     for row in rows:
@@ -233,7 +256,8 @@ def print_table(rows: list[dict]) -> None:
         )
         print(
             f"{row['variant']:<13} {row['concurrency']:>4} {fmt(row.get('infer_s'), '8.0f')} "
-            f"{fmt(row.get('p50_ms'), '7.2f')} {fmt(row.get('p99_ms'), '7.2f')}  "
+            f"{fmt(row.get('p50_ms'), '7.2f')} {fmt(row.get('p99_ms'), '7.2f')} "
+            f"{fmt(row.get('core_us'), '11.1f')}  "
             f"{batches or 'n/a'}"
         )
     print()
@@ -257,13 +281,15 @@ def print_ratios(rounds: list[list[dict]]) -> None:
     the rounds' ratios, and their spread."""
     for conc in sorted({row["concurrency"] for row in rounds[0]}):
         for variant in ("ensemble", "ensemble-onnx", "bls"):
-            ratios, batches = [], []
+            ratios, batches, costs = [], [], []
             for rows in rounds:
                 found = {row["variant"]: row for row in rows if row["concurrency"] == conc}
                 ensemble, whole = found.get(variant, {}), found.get("all-in-one", {})
                 if ensemble.get("infer_s") and whole.get("infer_s"):
                     ratios.append(ensemble["infer_s"] / whole["infer_s"])
                     batches.append(min(v for k, v in ensemble.items() if k.startswith("batch:")))
+                if ensemble.get("core_us") and whole.get("core_us"):
+                    costs.append(whole["core_us"] / ensemble["core_us"])
             if not ratios:
                 continue
             ratio, batch = statistics.median(ratios), statistics.median(batches)
@@ -271,6 +297,8 @@ def print_ratios(rounds: list[list[dict]]) -> None:
             if len(ratios) > 1:
                 line += f" (rounds: {', '.join(f'{r:.0%}' for r in ratios)})"
             line += f"; smallest member mean batch {batch:.1f}"
+            if costs:
+                line += f"; core cost all-in-one / {variant} {statistics.median(costs):.0%}"
             if conc >= 64 and variant == "ensemble":
                 ok = ratio >= 0.8 and batch > 1
                 line += f"  (target >= 80% with mean batch > 1: {'PASS' if ok else 'FAIL'})"
