@@ -166,19 +166,22 @@ class Dispatcher:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
         call = EnsembleCall(inputs, tuple(outputs), options)
         ensemble.in_flight += 1
-        call.on_end = lambda ended: self._answered(ensemble, ended, inputs)
+        call.on_end = partial(self._answered, ensemble)
         # NOTE: the requests that arrive before the next dispatch pass, alike in what they
         # ask, go through the steps together (a Cohort): one group per step, not one each.
         key = (version, call.wanted, tuple(inputs), options.priority, options.timeout_us)
         arrived = self._arrivals.get(key)
         if arrived is None:
             self._arrivals[key] = [call]
-            if not self._flush_due:
-                self._flush_due = True
-                self._scheduler.before_dispatch(self._start_cohorts)
+            self._start_cohorts_soon()
         else:
             arrived.append(call)
         return call
+
+    def _start_cohorts_soon(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            self._scheduler.before_dispatch(self._start_cohorts)
 
     def _start_cohorts(self) -> None:
         """The requests that arrived since the last pass, as cohorts of up to the
@@ -216,9 +219,7 @@ class Dispatcher:
         waiting = self._between.get(key)
         if waiting is None:
             self._between[key] = [(cohort, ready)]
-            if not self._flush_due:
-                self._flush_due = True
-                self._scheduler.before_dispatch(self._start_cohorts)
+            self._start_cohorts_soon()
         else:
             waiting.append((cohort, ready))
 
@@ -287,9 +288,7 @@ class Dispatcher:
             histogram = self.lazy_waits[key] = Histogram(LAZY_WAIT_BOUNDS)
         histogram.observe(seconds)
 
-    def _answered(
-        self, ensemble: _Ensemble, call: EnsembleCall, inputs: Mapping[str, np.ndarray]
-    ) -> None:
+    def _answered(self, ensemble: _Ensemble, call: EnsembleCall) -> None:
         # NOTE: Triton's numbers for an ensemble: a successful request counts once in
         # success (its whole duration), queue (until its first steps went to the scheduler),
         # compute input/infer/output (the sum of its steps' compute times) and as one
@@ -302,7 +301,7 @@ class Dispatcher:
             stats.record_queued(max(0, call.launched_ns - call.started_ns) / 1e9)
             compute = call.compute or (0, 0, 0)
             stats.record_batch(
-                batch_rows(inputs) if ensemble.plan.batching else 1,
+                call.rows,  # NOTE: its batch rows, as its cohort counted them (1: no batching)
                 1,
                 input_ns=compute[0],
                 infer_ns=compute[1],
@@ -451,16 +450,8 @@ class _GroupRun(_Run):
             ):
                 rows += group.rows[end]
                 end += 1
-            part = group
-            if start or end < count:
-                part = Group(
-                    group.inputs[start:end],
-                    group.rows[start:end],
-                    group.request_ids[start:end],
-                    group.parameters[start:end],
-                )
             try:
-                item = scheduler.enqueue_group(version, part, outputs, options)
+                item = scheduler.enqueue_group(version, group.part(start, end), outputs, options)
             except RepomanError as exc:
                 self._results[start:end] = [exc] * (end - start)
             else:

@@ -111,3 +111,14 @@ class Group:
     rows: list[int]
     request_ids: list[str]
     parameters: list[Mapping[str, Any] | None]
+
+    def part(self, start: int, end: int) -> Group:
+        """The requests from ``start`` to ``end`` (this group itself when that is all of it)."""
+        if start == 0 and end >= len(self.inputs):
+            return self
+        return Group(
+            self.inputs[start:end],
+            self.rows[start:end],
+            self.request_ids[start:end],
+            self.parameters[start:end],
+        )

@@ -240,20 +240,10 @@ class VersionQueue:
             item.level,
             queued=False,
             queue=item.queue,
-            group=Group(
-                group.inputs[:count],
-                group.rows[:count],
-                group.request_ids[:count],
-                group.parameters[:count],
-            ),
+            group=group.part(0, count),
             count=count,
         )
-        item.group = Group(
-            group.inputs[count:],
-            group.rows[count:],
-            group.request_ids[count:],
-            group.parameters[count:],
-        )
+        item.group = group.part(count, item.count)
         item.inputs = item.group.inputs[0]
         item.rows -= rows
         item.count -= count
@@ -269,15 +259,10 @@ class VersionQueue:
             output_names = self.output_order
         else:
             output_names = tuple(name for name in self.output_order if name in item.outputs)
-        inputs = item.inputs
-        if len(inputs) == len(self.input_names):
-            input_names = self.input_names
-        else:
-            input_names = tuple(name for name in self.input_names if name in inputs)
         return Batch(
-            [inputs],
+            [item.inputs],
             output_names,
-            input_names,
+            self._input_names(item.inputs),
             self.batching,
             0,
             [item.rows],
@@ -295,14 +280,10 @@ class VersionQueue:
         else:
             wanted = set().union(*(item.outputs for item in taken))
             output_names = tuple(name for name in self.output_order if name in wanted)
-        if len(first.inputs) == len(self.input_names):
-            input_names = self.input_names  # every input (they were checked against these)
-        else:
-            input_names = tuple(name for name in self.input_names if name in first.inputs)
         return Batch(
             requests=[item.inputs for item in taken],
             output_names=output_names,
-            input_names=input_names,
+            input_names=self._input_names(first.inputs),
             batching=self.batching,
             pad_to=self._padded(sum(item.rows for item in taken)),
             row_counts=[item.rows for item in taken],
@@ -334,15 +315,10 @@ class VersionQueue:
             parameters += [each or {} for each in group.parameters]
             outputs += [item.outputs] * item.count
         wanted = set().union(*(item.outputs for item in taken))
-        first = taken[0]
-        if len(first.inputs) == len(self.input_names):
-            input_names = self.input_names
-        else:
-            input_names = tuple(name for name in self.input_names if name in first.inputs)
         return Batch(
             requests=requests,
             output_names=tuple(name for name in self.output_order if name in wanted),
-            input_names=input_names,
+            input_names=self._input_names(taken[0].inputs),
             batching=self.batching,
             pad_to=self._padded(sum(rows)),
             row_counts=rows,
@@ -350,6 +326,13 @@ class VersionQueue:
             request_parameters=parameters,
             requested_outputs=outputs,
         )
+
+    def _input_names(self, inputs: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+        """The config's inputs a request carries, in config order (all of them, usually:
+        they were checked against these)."""
+        if len(inputs) == len(self.input_names):
+            return self.input_names
+        return tuple(name for name in self.input_names if name in inputs)
 
     def deliver(self, item: Pending, result: Result) -> list[tuple[Pending, Result]]:
         """Results that may be answered now: this one, or (preserve_ordering) every one

@@ -153,33 +153,9 @@ class SharedScheduler:
     ) -> Pending:
         """:meth:`submit` without the waiting: the queued request, whose ``future`` gets the
         outputs (or the error). A caller that gives up calls :meth:`withdraw`."""
-        queue = self._queues.get(version)
-        if queue is None or queue.state is not QueueState.OPEN:
-            raise ModelNotReady(version.model, version.version, "it is being unloaded")
-        if queue.queued_rows == 0 and queue.in_flight == 0:
-            # NOTE: a queue coming back from idle starts level with the busy ones, so time
-            # it spent idle is not credit it can spend starving them.
-            busy = [q.used_ns for q in self._queues.values() if q.queued_rows or q.in_flight]
-            queue.used_ns = max(queue.used_ns, min(busy, default=queue.used_ns))
-        now = self._clock.time()
-        try:
-            item = queue.admit(
-                inputs,
-                tuple(outputs),
-                now,
-                priority=options.priority,
-                timeout_us=options.timeout_us,
-                loop=self._running_loop(),
-            )
-        except ServerBusy:
-            queue.stats.record_rejection("queue_full")
-            raise
-        item.queue = queue
+        item = self._admit(version, inputs, tuple(outputs), options, None)
         item.request_id, item.parameters = options.request_id, options.parameters
         item.callers = options.callers
-        if item.deadline is not None:
-            item.timer = self._clock.call_at(item.deadline, self._expire, queue, item)
-        self._kick()
         return item
 
     def group_rows(self, version: ModelVersion) -> int:
@@ -204,16 +180,30 @@ class SharedScheduler:
         parameters) and gets its own result: the future's result is one Result per request.
         At most :meth:`group_rows` rows, of one shape signature. Raises at once what
         :meth:`enqueue` raises, for the whole group."""
+        return self._admit(version, group.inputs[0], outputs, options, group)
+
+    def _admit(
+        self,
+        version: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        options: RequestOptions,
+        group: Group | None,
+    ) -> Pending:
+        """Queue a request (or a group) for ``version``, its deadline armed, a dispatch pass
+        on its way; or raise what its queue refuses."""
         queue = self._queues.get(version)
         if queue is None or queue.state is not QueueState.OPEN:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
         if queue.queued_rows == 0 and queue.in_flight == 0:
+            # NOTE: a queue coming back from idle starts level with the busy ones, so time
+            # it spent idle is not credit it can spend starving them.
             busy = [q.used_ns for q in self._queues.values() if q.queued_rows or q.in_flight]
             queue.used_ns = max(queue.used_ns, min(busy, default=queue.used_ns))
         now = self._clock.time()
         try:
             item = queue.admit(
-                group.inputs[0],
+                inputs,
                 outputs,
                 now,
                 priority=options.priority,
@@ -222,7 +212,8 @@ class SharedScheduler:
                 group=group,
             )
         except ServerBusy:
-            queue.stats.record_rejection("queue_full", count=len(group.inputs))
+            count = 1 if group is None else len(group.inputs)
+            queue.stats.record_rejection("queue_full", count=count)
             raise
         item.queue = queue
         if item.deadline is not None:
@@ -557,7 +548,7 @@ class SharedScheduler:
             if len(results) != requests:
                 results = BackendError(
                     f"backend of model '{version.model}' version {version.version} "
-                    f"returned {len(results)} results for a batch of {len(taken)} requests"
+                    f"returned {len(results)} results for a batch of {requests} requests"
                 )
         if isinstance(results, BaseException):
             failure = results
