@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct("<I")
 MAX_FRAME = 64 * 1024 * 1024
 """A frame longer than this means the stream is corrupt: the connection is closed."""
+READ_BYTES = 1 << 20
+"""The most one read takes from the socket."""
 
 
 class ConnectionLost(ConnectionError):
@@ -49,6 +51,9 @@ class Connection:
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._inbox = bytearray()
+        # NOTE: every read lands here first: ``recv(n)`` would allocate n bytes per read
+        # (for 1 MiB, an mmap, an mremap and a munmap each time) to keep a few hundred.
+        self._buffer = memoryview(bytearray(READ_BYTES))
         self._outbox = bytearray()
         self._flush_scheduled = False
         self._writing = False
@@ -123,13 +128,13 @@ class Connection:
 
     def _readable(self) -> None:
         try:
-            data = self._sock.recv(1 << 20)
+            count = self._sock.recv_into(self._buffer)
         except BlockingIOError:
             return
         except OSError as exc:
             self.close(ConnectionLost(f"receiving failed: {exc}"))
             return
-        if not data:
+        if not count:
             partial = bool(self._inbox)
             self.close(
                 ConnectionLost("the peer closed in the middle of a message")
@@ -137,7 +142,7 @@ class Connection:
                 else ConnectionLost("the peer closed the connection")
             )
             return
-        self._inbox += data
+        self._inbox += self._buffer[:count]
         self._deliver()
 
     def _deliver(self) -> None:

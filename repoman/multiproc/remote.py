@@ -59,6 +59,8 @@ class RemoteDataPlane:
     """Implements :class:`~repoman.dataplane.api.DataPlane` over a connection to the core."""
 
     def __init__(self, connection_factory: Callable[[RemoteDataPlane], Connection]) -> None:
+        # NOTE: looked up once: on Python 3.11 every get_running_loop() is a getpid() call
+        self._loop = asyncio.get_running_loop()
         self._routes: dict[str, tuple[str | None, dict[int, Route]]] = {}
         self._ready = False
         self.routed = asyncio.Event()
@@ -132,7 +134,7 @@ class RemoteDataPlane:
         rid = next(self._ids)
         blocks: list[int] = []
         inputs = tensors.put_all(self.request_arena, prepared.inputs, blocks, INLINE_BYTES)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting[rid] = (future, blocks)
         self.connection.send(
             (
@@ -200,7 +202,7 @@ class RemoteDataPlane:
 
     async def _ask(self, method: str, *args: Any) -> Any:
         cid = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._calls[cid] = future
         self.connection.send(("call", cid, method, args))
         return await future
