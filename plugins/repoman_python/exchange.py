@@ -41,8 +41,10 @@ class Exchange:
         *,
         interim: str = "call",
         timeout: float,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
+        # NOTE: the caller's, where it has it: on Python 3.11 each lookup is a getpid() call
+        self._loop = loop or asyncio.get_running_loop()
         self._sock = sock
         self._fd = sock.fileno()
         self._on_interim = on_interim

@@ -357,7 +357,8 @@ class IsolatedPythonBackend(Backend):
         """:meth:`_execute` without a thread: the message goes out now, and the reply (and
         the model's calls before it) come back through the loop's reader on the socket."""
         assert self._sock is not None and self._inputs is not None and self._outputs is not None
-        results: asyncio.Future[Sequence[Result]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        results: asyncio.Future[Sequence[Result]] = loop.create_future()
         blocks: list[int] = []
         try:
             message = self._message(batch, blocks)
@@ -366,7 +367,7 @@ class IsolatedPythonBackend(Backend):
             results.set_exception(exc)
             return results
         calls = _Calls(lambda answer: exchange.send(answer), self._inputs, self._outputs)
-        exchange = Exchange(self._sock, calls.start, timeout=self._timeouts[1])
+        exchange = Exchange(self._sock, calls.start, timeout=self._timeouts[1], loop=loop)
 
         def replied(outcome: tuple[Any, ...] | BaseException) -> None:
             self._exchange = None

@@ -22,6 +22,7 @@ from repoman.pipeline.graph import Plan, check_members, plan, step_label
 from repoman.pipeline.runner import Cohort, EnsembleCall, Handle, StepDone, StepRun
 from repoman.pipeline.waiting import Activate, WaitingRequest
 from repoman.scheduler import PLAIN, RequestOptions, SharedScheduler
+from repoman.scheduler.clock import RunningLoop
 from repoman.scheduler.pending import Group, Pending
 from repoman.scheduler.stats import Histogram, VersionStats, failure_reason
 from repoman.tensors import batch_rows, shape_signature
@@ -67,6 +68,7 @@ class Dispatcher:
 
     def __init__(self, scheduler: SharedScheduler) -> None:
         self._scheduler = scheduler
+        self._loop = RunningLoop()
         self._route: Route | None = None
         self._ensembles: dict[ModelVersion, _Ensemble] = {}
         self._fits: weakref.WeakKeyDictionary[
@@ -164,7 +166,7 @@ class Dispatcher:
             return self._scheduler.enqueue(version, inputs, outputs, options)
         if ensemble.closing:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
-        call = EnsembleCall(inputs, tuple(outputs), options)
+        call = EnsembleCall(inputs, tuple(outputs), options, self._loop())
         ensemble.in_flight += 1
         call.on_end = partial(self._answered, ensemble)
         # NOTE: the requests that arrive before the next dispatch pass, alike in what they

@@ -111,11 +111,13 @@ class EnsembleCall:
     )
 
     def __init__(
-        self, inputs: Mapping[str, np.ndarray], wanted: tuple[str, ...], options: RequestOptions
+        self,
+        inputs: Mapping[str, np.ndarray],
+        wanted: tuple[str, ...],
+        options: RequestOptions,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self.future: asyncio.Future[Mapping[str, np.ndarray]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.future: asyncio.Future[Mapping[str, np.ndarray]] = loop.create_future()
         self.started_ns = time.perf_counter_ns()
         self.launched_ns = 0
         """When its cohort started (its "queue" time ends)."""

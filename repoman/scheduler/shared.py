@@ -344,7 +344,9 @@ class SharedScheduler:
             task: asyncio.Future[Sequence[Result]]
             with calls_through(caller):
                 try:
-                    task = asyncio.ensure_future(instance.execute_async(batch))
+                    task = asyncio.ensure_future(
+                        instance.execute_async(batch), loop=self._running_loop()
+                    )
                 except Exception as exc:
                     task = self._running_loop().create_future()
                     task.set_exception(exc)
