@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -188,7 +189,7 @@ def onnx_members(repo: Path) -> bool:
     return True
 
 
-def repository(folder: Path) -> Path:
+def repository(folder: Path, max_batch: int | None = None) -> Path:
     repo = folder / "repo"
     for name in (*MEMBERS, "iris_species", "iris_bls"):
         shutil.copytree(BUNDLED / name, repo / name)
@@ -199,6 +200,10 @@ def repository(folder: Path) -> Path:
     shutil.copy(BUNDLED / "iris" / "1" / "model.onnx", allinone / "1" / "iris.onnx")
     if not onnx_members(repo):
         VARIANTS["ensemble-onnx"] = (None, ONNX_MEMBERS)
+    if max_batch is not None:
+        for config in (*repo.glob("*/config.pbtxt"), *repo.glob("*/config.yaml")):
+            text = config.read_text()
+            config.write_text(re.sub(r"max_batch_size: \d+", f"max_batch_size: {max_batch}", text))
     return repo
 
 
@@ -312,11 +317,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="every variant once per round")
     parser.add_argument("--step-timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        help="every model's max_batch_size, members, ensembles and all-in-one alike "
+        "(default: as bundled, 16)",
+    )
     args = parser.parse_args()
     if not PERF_ANALYZER.exists():
         sys.exit(f"perf_analyzer is missing: {PERF_ANALYZER} (make test installs it)")
     with tempfile.TemporaryDirectory(prefix="repoman-pipeline-") as tmp:
-        repo = repository(Path(tmp))
+        repo = repository(Path(tmp), args.max_batch)
         cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(repo)]
         cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
         cmd += ["--model-control-mode", "none"]
