@@ -138,11 +138,14 @@ class Backend(abc.ABC):
 
     may_run_inline: bool = False
     """Whether the core may call ``execute`` on its event loop thread when this version's
-    executions are measured quick (under ``repoman.scheduler.inline.INLINE_BELOW_NS``):
-    handing a batch to a worker thread and back costs about 100 µs of CPU, several times
-    what a small model's execution does. Opt in only if ``execute`` only computes: it never
-    waits on another process, a lock held elsewhere or a call to a model, and its time
-    follows its input. Default: False (always on a worker)."""
+    executions are measured quick (under the scheduler's limit, about twice what a hand-off
+    costs on the machine, ``repoman.scheduler.inline.inline_limit``): handing a batch to a
+    worker thread and back costs 100-200 µs of CPU, several times what a small model's
+    execution does. Opt in only if ``execute`` only computes, on the calling thread: it never
+    waits on another process, on threads of its own (a GPU, a thread pool), a lock held
+    elsewhere or a call to a model, and its time follows its input; an execution is judged by
+    the calling thread's CPU time. Read once, after ``load``. Default: False (always on a
+    worker)."""
 
     @property
     def runs_on_loop(self) -> bool:

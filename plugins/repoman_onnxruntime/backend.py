@@ -52,8 +52,10 @@ class OnnxRuntimeBackend(Backend):
     ``KIND_GPU`` instances use the CUDA execution provider when onnxruntime-gpu offers it.
     """
 
-    # NOTE: a session run only computes; a small model's run costs less than a hand-off.
-    may_run_inline = True
+    # NOTE: a session run only computes; a small model's run costs less than a hand-off. So
+    # far as the scheduler can tell from the calling thread's CPU time, that is: only on the
+    # CPU, one thread each way (load() decides).
+    may_run_inline = False
 
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
@@ -74,8 +76,14 @@ class OnnxRuntimeBackend(Backend):
         # NOTE: spinning intra-op threads burn a core each while idle, starving the
         # other workers and the event loop on a small machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = self._providers()
         self._session = ort.InferenceSession(
-            str(self.context.model_path), options, providers=self._providers()
+            str(self.context.model_path), options, providers=providers
+        )
+        self.may_run_inline = (
+            providers == ["CPUExecutionProvider"]
+            and options.intra_op_num_threads == 1
+            and options.inter_op_num_threads == 1
         )
 
     def _providers(self) -> list[str | tuple[str, dict[str, str]]]:

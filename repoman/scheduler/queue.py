@@ -16,7 +16,7 @@ from repoman.backends import Backend, Batch, Result
 from repoman.config.model import QueuePolicy
 from repoman.errors import InvalidRequest, RequestTimeout, ServerBusy
 from repoman.manager.version import ModelVersion
-from repoman.scheduler.inline import InlineGate
+from repoman.scheduler.inline import INLINE_BELOW_NS, InlineGate
 from repoman.scheduler.pending import Group, Pending, QueueState
 from repoman.scheduler.stats import VersionStats
 from repoman.tensors import batch_rows, shape_signature
@@ -47,6 +47,8 @@ class VersionQueue:
     stats: VersionStats = field(default_factory=VersionStats)
     used_ns: float = 0.0
     """Worker time this queue consumed (for fair interleaving across queues)."""
+    inline_below_ns: int = INLINE_BELOW_NS
+    """Executions measured quicker than this may run on the loop (``InlineGate``)."""
 
     def __post_init__(self) -> None:
         config = self.version.config
@@ -56,7 +58,8 @@ class VersionQueue:
         self.gate = InlineGate(
             bool(self.free)
             and not self.on_loop
-            and all(instance.may_run_inline for instance in self.free)
+            and all(instance.may_run_inline for instance in self.free),
+            self.inline_below_ns,
         )
         self.batching = config.max_batch_size > 0
         dynamic = config.dynamic_batching if self.batching else None

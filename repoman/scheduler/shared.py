@@ -19,6 +19,7 @@ from repoman.calls import Caller, ModelCall, calls_through
 from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock, RunningLoop
+from repoman.scheduler.inline import WINDOW, inline_limit
 from repoman.scheduler.pending import PLAIN, Group, Pending, QueueState, RequestOptions
 from repoman.scheduler.queue import SOLO_RUN, VersionQueue
 from repoman.scheduler.running import (
@@ -66,13 +67,23 @@ class SharedScheduler:
         on_hung: HungListener | None = None,
         timer: Timer = time.perf_counter_ns,
         cpu_timer: Timer = time.thread_time_ns,
+        inline_below_ns: int | None = None,
     ) -> None:
         """``clock``: the loop's time and timers (queue delays, deadlines); ``timer``: the
         nanoseconds executions are timed with, on the workers (fair shares are by them);
         ``cpu_timer``: a thread's CPU nanoseconds (what decides that a version's executions
-        are quick enough for the loop, ``InlineGate``)."""
+        are quick enough for the loop, ``InlineGate``); ``inline_below_ns``: how quick, or
+        None to measure it here, on the new workers (:func:`inline_limit`, a few ms)."""
         self.num_workers = num_batch_threads or os.cpu_count() or 1
         self._pool = WorkerPool(self.num_workers)
+        self.inline_below_ns = inline_below_ns or inline_limit(self._pool)
+        """Executions measured quicker than this run on the loop (for hand-offs that cost
+        what they measured here)."""
+        if inline_below_ns is None:
+            log.debug(
+                "executions quicker than %d µs may run on the event loop (measured)",
+                self.inline_below_ns // 1000,
+            )
         self._clock = clock or LoopClock()
         self._ns = timer
         self._cpu_ns = cpu_timer
@@ -98,7 +109,7 @@ class SharedScheduler:
     # ---- the Serving protocol the manager calls -----------------------------------
 
     def open(self, version: ModelVersion) -> None:
-        queue = VersionQueue(version)
+        queue = VersionQueue(version, inline_below_ns=self.inline_below_ns)
         queue.used_ns = min((q.used_ns for q in self._queues.values()), default=0.0)
         self._queues[version] = queue
 
@@ -386,7 +397,7 @@ class SharedScheduler:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived, item.count)
         running = Running(queue, instance, parts, self._ns(), inline=True, sizes=sizes)
-        outcomes = run_parts(instance, parts, None, self._ns, None)
+        outcomes = run_parts(instance, parts, None, self._ns, self._cpu_ns)
         running.finished = True
         queue.finish(instance)
         now = self._clock.time()
@@ -515,19 +526,23 @@ class SharedScheduler:
             results, started, ended, cpu = outcome
             if results is None:
                 return  # NOTE: skipped: every client of it went away
-            # NOTE: on the loop, how long it held the loop; on a worker, what it cost (its
-            # time there includes waits for the GIL while the loop is busy).
-            taken_ns = ended - started if running.inline else cpu
+            # NOTE: judged by its thread's CPU time, on the loop as on a worker: a backend that
+            # may run inline computes on the calling thread, and the rest of its wall time was
+            # waiting for the GIL or for a CPU, which would have held the loop wherever it ran
+            # (InlineGate; the wall time only catches a backend that blocks: strays).
             sizes = running.sizes
             if sizes is not None and queue.gate.observe(
-                taken_ns, running.inline, sizes[running.answered - 1]
+                cpu, running.inline, sizes[running.answered - 1], ended - started
             ):
                 log.debug(
-                    "model %s version %d: executions now run %s (this one took %d µs)",
+                    "model %s version %d: executions now run %s (median of the last %d: "
+                    "%d µs, limit %d µs)",
                     version.model,
                     version.version,
                     "on the event loop" if queue.gate.inline else "on the batch workers",
-                    taken_ns // 1000,
+                    WINDOW,
+                    queue.gate.judged_ns // 1000,
+                    queue.gate.below_ns // 1000,
                 )
         requests = len(batch.requests)
         if not isinstance(results, BaseException):

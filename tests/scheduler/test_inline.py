@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from concurrent.futures import Executor, Future
 
 import numpy as np
 
@@ -14,10 +16,12 @@ from repoman.scheduler.inline import (
     INLINE_BELOW_NS,
     INLINE_RUN_NS,
     LEAVE_ABOVE_NS,
+    MOST_BELOW_NS,
     OUTSIZED,
     STRAY_NS,
     WINDOW,
     InlineGate,
+    inline_limit,
 )
 from tests import fakes
 from tests.fakes import EchoBackend
@@ -135,24 +139,44 @@ class WorkClock:
         return self.ns
 
 
-def _serve(cost_ns, *, allowed=True, dynamic=True, requests=3 * WINDOW, sequential=True):
+def _serve(
+    cost_ns,
+    *,
+    cpu_ns=None,
+    pause=0.0,
+    allowed=True,
+    dynamic=True,
+    requests=3 * WINDOW,
+    sequential=True,
+    limit=None,
+):
     """Requests to one fake model whose executions cost what ``cost_ns(i)`` says (the i-th
-    execution); on which thread each execution ran: True for the event loop's."""
+    execution; ``cpu_ns(i)`` of it its thread's CPU time, where that differs from its wall
+    time; ``pause``: each also really sleeps that long, a wait); on which thread each
+    execution ran: True for the event loop's."""
     work = WorkClock()
+    cpu = WorkClock() if cpu_ns is not None else work
     on_loop: list[bool] = []
 
     class Timed(EchoBackend):
         may_run_inline = allowed
 
         def execute(self, batch):
-            work.ns += cost_ns(len(on_loop))
+            index = len(on_loop)
+            work.ns += cost_ns(index)
+            if cpu_ns is not None:
+                cpu.ns += cpu_ns(index)
+            if pause:
+                time.sleep(pause)
             on_loop.append(threading.get_ident() == loop_thread)
             return super().execute(batch)
 
     async def main():
         nonlocal loop_thread
         loop_thread = threading.get_ident()
-        scheduler = SharedScheduler(2, timer=work, cpu_timer=work)
+        scheduler = SharedScheduler(
+            2, timer=work, cpu_timer=cpu, inline_below_ns=limit or INLINE_BELOW_NS
+        )
         mv = fakes.make_version(
             Timed,
             max_batch_size=8 if dynamic else 0,
@@ -200,6 +224,23 @@ def test_a_model_that_turns_slow_on_the_loop_goes_back_to_the_workers():
     assert on_loop[turn:] == [True] * (WINDOW // 2) + [False] * (len(on_loop) - turn - WINDOW // 2)
 
 
+def test_on_the_loop_an_execution_that_never_waited_is_judged_by_its_cpu_time():
+    # NOTE: long in wall time, quick in CPU time, no wait: the OS (or the hypervisor) ran
+    # something else meanwhile, which would have held the loop wherever the model ran
+    turn = WINDOW + 3
+    on_loop, _ = _serve(lambda i: QUICK if i < turn else 3 * LEAVE_ABOVE_NS, cpu_ns=lambda i: QUICK)
+    assert on_loop == [False] * WINDOW + [True] * (len(on_loop) - WINDOW)
+
+
+def test_on_the_loop_a_backend_that_blocks_goes_back_after_its_second_stray():
+    # NOTE: quick in CPU time, each past STRAY_NS of wall time: it waits on something
+    turn = WINDOW + 3
+    on_loop, _ = _serve(
+        lambda i: QUICK if i < turn else STRAY_NS + 1, cpu_ns=lambda i: QUICK, pause=0.001
+    )
+    assert on_loop[turn:] == [True, True] + [False] * (len(on_loop) - turn - 2)
+
+
 def test_a_model_that_turns_very_slow_goes_back_after_its_second_stray():
     turn = WINDOW + 3
     on_loop, _ = _serve(lambda i: QUICK if i < turn else STRAY_NS + 1)
@@ -238,7 +279,7 @@ def test_a_run_with_an_outsized_input_goes_to_a_worker_and_the_next_comes_back()
     async def main():
         nonlocal loop_thread
         loop_thread = threading.get_ident()
-        scheduler = SharedScheduler(2, timer=work, cpu_timer=work)
+        scheduler = SharedScheduler(2, timer=work, cpu_timer=work, inline_below_ns=INLINE_BELOW_NS)
         mv = fakes.make_version(Timed, max_batch_size=8, dynamic=DynamicBatching())
         scheduler.open(mv)
         for rows in [1] * (WINDOW + 2) + [8, 1]:
@@ -273,7 +314,7 @@ def test_with_every_worker_busy_an_outsized_run_stays_on_the_loop_rather_than_wa
     async def main():
         nonlocal loop_thread
         loop_thread = threading.get_ident()
-        scheduler = SharedScheduler(1, timer=work, cpu_timer=work)
+        scheduler = SharedScheduler(1, timer=work, cpu_timer=work, inline_below_ns=INLINE_BELOW_NS)
         quick = fakes.make_version(Timed, name="quick", dynamic=DynamicBatching())
         busy = fakes.make_version(Busy, name="busy", dynamic=DynamicBatching())
         scheduler.open(quick)
@@ -298,3 +339,40 @@ def test_with_every_worker_busy_an_outsized_run_stays_on_the_loop_rather_than_wa
     loop_thread = 0
     asyncio.run(main())
     assert ran[-1] == (8, True)
+
+
+# ---- the limit, measured on the machine ---------------------------------------------------
+
+
+class Costly(Executor):
+    """Runs each call at once, after burning ``cost_ns`` of CPU: a hand-off that costs that."""
+
+    def __init__(self, cost_ns: int) -> None:
+        self.cost_ns = cost_ns
+
+    def submit(self, fn, /, *args, **kwargs):
+        until = time.process_time_ns() + self.cost_ns
+        while time.process_time_ns() < until:
+            pass
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_the_limit_is_four_bare_round_trips_where_they_cost_more_than_the_default_allows():
+    round_trip = INLINE_BELOW_NS // 2  # NOTE: twice what the default limit assumes
+    limit = inline_limit(Costly(round_trip))
+    assert 4 * round_trip <= limit < 4 * round_trip + INLINE_BELOW_NS // 2
+
+
+def test_the_limit_stays_between_the_default_and_its_ceiling():
+    assert inline_limit(Costly(0)) == INLINE_BELOW_NS
+    assert inline_limit(Costly(MOST_BELOW_NS)) == MOST_BELOW_NS
+
+
+def test_under_a_higher_limit_slower_executions_run_on_the_loop_and_stay_there():
+    # NOTE: twice the default limit: under the default, they would never come to the loop
+    on_loop, _ = _serve(lambda i: 2 * INLINE_BELOW_NS, limit=3 * INLINE_BELOW_NS)
+    assert on_loop == [False] * WINDOW + [True] * (len(on_loop) - WINDOW)
+    on_loop, _ = _serve(lambda i: 2 * INLINE_BELOW_NS)
+    assert not any(on_loop)
