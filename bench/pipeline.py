@@ -25,8 +25,11 @@ whole perf_analyzer run, divided by the requests it answered: when that process 
 (one core busy, the machine not), throughput follows it, and it drifts far less than
 throughput does. The ratio lines add the all-in-one model's cost over the variant's.
 
+``--max-batch N`` sets every model's ``max_batch_size`` alike (members, ensembles, all-in-one):
+whether bigger batches change the ratio.
+
 Usage: .venv/bin/python bench/pipeline.py [--concurrency 1 64] [--requests 1500] [--rounds 3]
-       [--json FILE]
+       [--max-batch N] [--json FILE]
 """
 
 from __future__ import annotations
