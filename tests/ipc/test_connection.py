@@ -7,11 +7,13 @@ import pickle
 import random
 import socket
 import struct
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
+import repoman.ipc.connection as connection_module
 from repoman.ipc.connection import MAX_FRAME, Connection, ConnectionLost
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,8 +83,9 @@ async def settle() -> None:
     await asyncio.sleep(0.05)
 
 
-def frame(message: Any) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def frame(*messages: Any) -> bytes:
+    """One flush's frame: its length, then the list of its messages pickled."""
+    payload = pickle.dumps(list(messages), protocol=pickle.HIGHEST_PROTOCOL)
     return struct.pack("<I", len(payload)) + payload
 
 
@@ -222,15 +225,56 @@ def test_a_before_flush_callback_that_raises_is_logged_and_the_flush_still_goes_
     run(scenario)
 
 
-def test_each_message_goes_out_as_a_little_endian_length_then_the_pickle(pair) -> None:
+def test_a_flush_goes_out_as_a_little_endian_length_then_its_messages_pickled_together(
+    pair,
+) -> None:
     async def scenario() -> None:
         sender = End(pair[0])
         sender.connection.send({"a": 1})
         sender.connection.send(b"")
         await settle()
         wire = pair[1].recv(1 << 16)
-        assert wire == frame({"a": 1}) + frame(b"")
+        assert wire == frame({"a": 1}, b"")
+        sender.connection.send("later")
+        await settle()
+        assert pair[1].recv(1 << 16) == frame("later")
         sender.connection.close()
+
+    run(scenario)
+
+
+def test_a_message_that_cannot_be_pickled_is_logged_and_the_others_of_its_flush_go(
+    pair, caplog
+) -> None:
+    async def scenario() -> None:
+        sender = End(pair[0])
+        receiver = End(pair[1])
+        sender.connection.send("before")
+        sender.connection.send(("a lock", threading.Lock()))
+        sender.connection.send("after")
+        await receiver.received(2)
+        await settle()
+        assert receiver.messages == ["before", "after"]
+        assert "a message could not be pickled" in caplog.text
+        sender.connection.close()
+        receiver.connection.close()
+
+    run(scenario)
+
+
+def test_a_flush_past_max_frame_goes_out_in_frames_the_peer_takes(pair, monkeypatch) -> None:
+    monkeypatch.setattr(connection_module, "MAX_FRAME", 64 * 1024)
+
+    async def scenario() -> None:
+        sender = End(pair[0])
+        receiver = End(pair[1])
+        for i in range(40):  # NOTE: 40 x 4 KiB in one flush: 160 KiB, past the 64 KiB limit
+            sender.connection.send((i, bytes(4096)))
+        await receiver.received(40)
+        assert [i for i, _ in receiver.messages] == list(range(40))
+        assert not receiver.reasons and not sender.reasons
+        sender.connection.close()
+        receiver.connection.close()
 
     run(scenario)
 
@@ -470,10 +514,7 @@ def test_a_message_whose_handler_raises_does_not_hold_up_the_next() -> None:
                 raise ValueError("a bug in a handler")
 
         receiver = Connection(right, handle, lambda reason: None)
-        frames = b"".join(
-            struct.pack("<I", len(p)) + p for p in (pickle.dumps("first"), pickle.dumps("second"))
-        )
-        left.sendall(frames)
+        left.sendall(frame("first", "second"))
         for _ in range(100):
             await asyncio.sleep(0.01)
             if len(got) == 2:
