@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from repoman.multiproc.frontend import SETTINGS_VARIABLE, Settings
 
@@ -42,10 +43,11 @@ class Supervisor:
         settings = self._settings(index)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # NOTE: not the current directory's repoman, if it has one: the core's
             "-m",
             "repoman.multiproc.frontend",
             pass_fds=(settings.listen_fd,),
-            env={**os.environ, SETTINGS_VARIABLE: settings.to_env()},
+            env={**os.environ, SETTINGS_VARIABLE: settings.to_env(), "PYTHONPATH": _search_path()},
         )
         self._processes[index] = process
         log.info("front-end %d started (pid %d)", index, process.pid)
@@ -83,3 +85,12 @@ class Supervisor:
                 await process.wait()
         for task in list(self._watchers):
             task.cancel()
+
+
+def _search_path() -> str:
+    """PYTHONPATH for a front-end: the folder the core imported ``repoman`` from first, so a
+    front-end runs the core's code (and speaks its protocol) wherever it was started from."""
+    import repoman
+
+    here = str(Path(repoman.__file__).resolve().parent.parent)
+    return os.pathsep.join(path for path in (here, os.environ.get("PYTHONPATH", "")) if path)

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import urllib.request
@@ -192,3 +193,20 @@ def test_the_repository_api_and_its_token_work_through_front_ends(digits_repo, s
     wait_for(lambda: server.get("/v2/models/iris/ready")[0] == 404, message="iris unloaded")
     status, answer = server.request("POST", "/v2/models/nope/infer", b"{}")
     assert status == 404 and "nope" in answer["error"]
+
+
+def test_front_ends_run_the_cores_code_whatever_folder_the_server_starts_in(
+    digits_repo, server_factory, tmp_path
+):
+    # NOTE: a folder holding another package named repoman (a checkout of another version,
+    # say): `python -m` would put it first on a front-end's path, and the core and its
+    # front-ends would speak two versions of their protocol
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "repoman").mkdir(parents=True)
+    (elsewhere / "repoman" / "__init__.py").write_text('raise ImportError("the wrong repoman")\n')
+    script = Path(sys.executable).parent / "repoman"
+    server = server_factory(digits_repo, *WORKERS, launcher=(str(script),), cwd=elsewhere)
+    assert len(frontend_pids(server)) == 2
+    for _ in range(4):
+        assert infer_once(server.address)["model_name"] == "digits"
+    assert not any("the wrong repoman" in line for line in server.lines)
