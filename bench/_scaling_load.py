@@ -27,9 +27,9 @@ from _load import PERF_ANALYZER, TICKS, Server, http_get, log, run_perf
 class LoggedServer(Server):
     """A Server that also keeps every error line its process (and its children) printed."""
 
-    def __init__(self, name: str, cmd: list[str]) -> None:
+    def __init__(self, name: str, cmd: list[str], **kwargs: Any) -> None:
         self.errors: list[str] = []
-        super().__init__(name, cmd)
+        super().__init__(name, cmd, **kwargs)
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None

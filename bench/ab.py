@@ -66,7 +66,9 @@ def start_repoman(name: str, spec: str, models: Path) -> Variant:
         "--http-workers",
         str(count),
     ]
-    return Variant(name, LoggedServer(name, cmd), count)
+    # NOTE: run from the checkout: a front-end of a checkout from before front-ends were
+    # started with -P imports repoman from its current folder (python -m), which must be its own
+    return Variant(name, LoggedServer(name, cmd, cwd=root), count)
 
 
 def start_bare(models: Path, model: str, processes: int) -> Variant:

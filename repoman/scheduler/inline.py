@@ -140,8 +140,9 @@ class InlineGate:
 
     def observe(self, ns: int, inline: bool, elements: int = 0, wall_ns: int | None = None) -> bool:
         """One execution of ``elements`` input elements took ``ns`` nanoseconds of its
-        thread's CPU time (``wall_ns`` of wall time; by default the same), on the loop
-        (``inline``) or on a worker. Whether the version's runs switched sides."""
+        thread's CPU time (``wall_ns`` of wall time where it blocked; None: it never blocked,
+        its CPU time stands for both), on the loop (``inline``) or on a worker. Whether the
+        version's runs switched sides."""
         if not self.allowed:
             return False
         self._sizes.append(elements)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+
+try:
+    import resource
+except ImportError:  # NOTE: not on Windows
+    resource = None  # type: ignore[assignment]
 
 from repoman.backends import Backend, Batch, Result
 from repoman.calls import Caller, calls_through
@@ -16,6 +22,19 @@ from repoman.manager.version import ModelVersion
 from repoman.scheduler.clock import Cancellable
 from repoman.scheduler.pending import Pending
 from repoman.scheduler.queue import VersionQueue
+
+RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None) if resource else None
+_ticks = itertools.count()
+
+
+def waits_so_far() -> int:
+    """How many times the calling thread has blocked (given up its CPU of its own accord) so
+    far. Where the system does not say (no ``RUSAGE_THREAD``), a number that changes at every
+    call: every run then counts as having blocked."""
+    if RUSAGE_THREAD is None:
+        return next(_ticks)
+    return resource.getrusage(RUSAGE_THREAD).ru_nvcsw
+
 
 Part = tuple[list[Pending], Batch]
 """The requests of one execution and the batch they form."""
@@ -53,6 +72,9 @@ class Running:
     """It runs on the event loop (``Backend.runs_on_loop``): it holds no worker."""
     inline: bool = False
     """It was executed on the loop thread itself (``InlineGate``), done before it started."""
+    waited: bool = True
+    """Inline: the loop thread blocked (gave up its CPU of its own accord) during the run, so
+    its executions' wall time is theirs, not the OS's or the hypervisor's (``waits_so_far``)."""
     sizes: list[int] | None = None
     """Each part's input elements, for a version that may run on the loop (``InlineGate``)."""
     finished: bool = False

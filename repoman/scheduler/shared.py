@@ -31,6 +31,7 @@ from repoman.scheduler.running import (
     request_error,
     run_parts,
     settled,
+    waits_so_far,
 )
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
@@ -397,7 +398,9 @@ class SharedScheduler:
             for item in taken:
                 queue.stats.record_queued(now - item.arrived, item.count)
         running = Running(queue, instance, parts, self._ns(), inline=True, sizes=sizes)
+        waits = waits_so_far()
         outcomes = run_parts(instance, parts, None, self._ns, self._cpu_ns)
+        running.waited = waits_so_far() != waits
         running.finished = True
         queue.finish(instance)
         now = self._clock.time()
@@ -529,10 +532,12 @@ class SharedScheduler:
             # NOTE: judged by its thread's CPU time, on the loop as on a worker: a backend that
             # may run inline computes on the calling thread, and the rest of its wall time was
             # waiting for the GIL or for a CPU, which would have held the loop wherever it ran
-            # (InlineGate; the wall time only catches a backend that blocks: strays).
+            # (InlineGate). Its wall time, where the run blocked, catches a backend that blocks
+            # after all (strays); a run preempted 20 ms by the OS or the hypervisor is no stray.
             sizes = running.sizes
+            wall = ended - started if running.waited else None
             if sizes is not None and queue.gate.observe(
-                cpu, running.inline, sizes[running.answered - 1], ended - started
+                cpu, running.inline, sizes[running.answered - 1], wall
             ):
                 log.debug(
                     "model %s version %d: executions now run %s (median of the last %d: "

@@ -232,6 +232,13 @@ def test_on_the_loop_an_execution_that_never_waited_is_judged_by_its_cpu_time():
     assert on_loop == [False] * WINDOW + [True] * (len(on_loop) - WINDOW)
 
 
+def test_on_the_loop_a_run_preempted_past_stray_ns_that_never_blocked_is_no_stray():
+    # NOTE: the OS or the hypervisor held the thread 20 ms: not the model's doing
+    turn = WINDOW + 3
+    on_loop, _ = _serve(lambda i: QUICK if i < turn else STRAY_NS + 1, cpu_ns=lambda i: QUICK)
+    assert on_loop == [False] * WINDOW + [True] * (len(on_loop) - WINDOW)
+
+
 def test_on_the_loop_a_backend_that_blocks_goes_back_after_its_second_stray():
     # NOTE: quick in CPU time, each past STRAY_NS of wall time: it waits on something
     turn = WINDOW + 3
