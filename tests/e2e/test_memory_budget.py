@@ -165,7 +165,10 @@ def test_the_repository_api_loads_by_evicting_or_answers_507(tmp_path, plugins_d
         status, body = server.request("POST", f"/v2/repository/models/{name}/load", b"")
         assert status == 200, body
     states = {k: r["state"] for k, r in index(server).items()}
-    assert states == {"a/1": "AVAILABLE", "b/1": "READY", "c/1": "READY"}
+    # NOTE: one of a and b made room for c; which one weighs their measured load times
+    # against their idleness (eviction.keep_value), and load times vary on a busy machine
+    assert states["c/1"] == "READY"
+    assert sorted((states["a/1"], states["b/1"])) == ["AVAILABLE", "READY"]
     status, body = server.request("POST", "/v2/repository/models/huge/load", b"")
     assert status == 507
     assert "more than the whole memory budget (56.0 MiB)" in body["error"]
