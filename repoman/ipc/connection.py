@@ -130,14 +130,15 @@ class Connection:
     def _frame(self, messages: list[Any]) -> None:
         """``messages`` into the outbox as one frame; one that cannot be pickled is logged
         and left out (the others go); a frame past ``MAX_FRAME`` goes as two."""
+        payload: bytes | None
         try:
             payload = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             if len(messages) == 1:
                 log.exception("a message could not be pickled; it was not sent")
                 return
-            payload = b""
-        if not payload or (len(payload) > MAX_FRAME and len(messages) > 1):
+            payload = None  # NOTE: one of them cannot be: halves until it stands alone
+        if payload is None or (len(payload) > MAX_FRAME and len(messages) > 1):
             half = len(messages) // 2
             self._frame(messages[:half])
             self._frame(messages[half:])

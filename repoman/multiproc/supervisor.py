@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import repoman
 from repoman.multiproc.frontend import SETTINGS_VARIABLE, Settings
 
 log = logging.getLogger("repoman")
@@ -90,7 +91,5 @@ class Supervisor:
 def _search_path() -> str:
     """PYTHONPATH for a front-end: the folder the core imported ``repoman`` from first, so a
     front-end runs the core's code (and speaks its protocol) wherever it was started from."""
-    import repoman
-
     here = str(Path(repoman.__file__).resolve().parent.parent)
     return os.pathsep.join(path for path in (here, os.environ.get("PYTHONPATH", "")) if path)

@@ -44,8 +44,9 @@ version's usual execution goes to a worker however quick the version is (an inpu
 hold the loop for much longer than its executions have)."""
 
 STRAY_NS = 20_000_000
-"""Two executions on the loop this long (wall time) among the last ``WINDOW`` send the version
-back to the workers at once (one may be a garbage collection or the OS preempting the thread)."""
+"""Two executions on the loop this long among the last ``WINDOW`` send the version back to
+the workers at once (one may be a garbage collection): their wall time where the loop thread
+blocked during their run, else their CPU time (a run only preempted is no stray)."""
 
 
 def _nothing() -> None:
@@ -84,14 +85,14 @@ class InlineGate:
     executions is under the limit (``below_ns``: by default ``INLINE_BELOW_NS``; the
     scheduler's is measured, :func:`inline_limit`), its runs go on the loop. It goes back to
     the workers when the median of its last ``WINDOW`` executions on the loop reaches twice
-    the limit, or at once when a second one takes ``STRAY_NS`` of wall time (a backend that
-    blocks after all). The median, not the mean: a garbage collection now and then makes a
-    15 µs execution measure milliseconds, and says nothing about the model. Each time it goes
-    back, it stays on the workers for a cool-down (``COOL_DOWN`` executions, doubling each
-    time up to ``LONGEST_COOL_DOWN``), so a version measuring about the limit tries the loop
-    ever more rarely. And an execution on the loop never carries more than ``OUTSIZED`` times
-    the version's usual input elements (the median of its last ``WINDOW``): a run holding one
-    goes to a worker, however quick the version is.
+    the limit, or at once when a second one takes ``STRAY_NS`` (its wall time, where its run
+    blocked: a backend that blocks after all). The median, not the mean: a garbage
+    collection now and then makes a 15 µs execution measure milliseconds, and says nothing
+    about the model. Each time it goes back, it stays on the workers for a cool-down
+    (``COOL_DOWN`` executions, doubling each time up to ``LONGEST_COOL_DOWN``), so a version
+    measuring about the limit tries the loop ever more rarely. And an execution on the loop
+    never carries more than ``OUTSIZED`` times the version's usual input elements (the median
+    of its last ``WINDOW``): a run holding one goes to a worker, however quick the version is.
     """
 
     __slots__ = (

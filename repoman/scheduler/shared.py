@@ -77,14 +77,15 @@ class SharedScheduler:
         None to measure it here, on the new workers (:func:`inline_limit`, a few ms)."""
         self.num_workers = num_batch_threads or os.cpu_count() or 1
         self._pool = WorkerPool(self.num_workers)
-        self.inline_below_ns = inline_below_ns or inline_limit(self._pool)
-        """Executions measured quicker than this run on the loop (for hand-offs that cost
-        what they measured here)."""
         if inline_below_ns is None:
+            inline_below_ns = inline_limit(self._pool)
             log.debug(
                 "executions quicker than %d µs may run on the event loop (measured)",
-                self.inline_below_ns // 1000,
+                inline_below_ns // 1000,
             )
+        self.inline_below_ns = inline_below_ns
+        """Executions measured quicker than this run on the loop (for hand-offs that cost
+        what they measured here)."""
         self._clock = clock or LoopClock()
         self._ns = timer
         self._cpu_ns = cpu_timer
