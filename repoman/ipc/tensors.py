@@ -33,7 +33,8 @@ def put(arena: Arena, array: np.ndarray, blocks: list[int], inline_up_to: int = 
     the peer says it is done with them). A tensor of at most ``inline_up_to`` bytes travels
     inline in the descriptor instead (no block: nothing to free)."""
     if array.dtype == object:
-        data = b"".join(_LEN.pack(len(v)) + bytes(v) for v in array.reshape(-1))
+        elements = [element_bytes(v) for v in array.reshape(-1)]
+        data = b"".join(_LEN.pack(len(v)) + v for v in elements)
         dtype = _BYTES
     else:
         # NOTE: ascontiguousarray makes a 0-d array 1-d: the shape sent is the original's.
@@ -53,6 +54,19 @@ def put(arena: Arena, array: np.ndarray, blocks: list[int], inline_up_to: int = 
         np.frombuffer(target, dtype=np.uint8)[:] = array.reshape(-1).view(np.uint8)
     blocks.append(offset)
     return dtype, array.shape, offset, nbytes
+
+
+def element_bytes(item: Any) -> bytes:
+    """One element of a BYTES tensor as it travels: bytes as they are, text as UTF-8 (a
+    backend may give str: onnxruntime does for its string tensors), anything else as its
+    text."""
+    if isinstance(item, bytes):
+        return bytes(item)  # NOTE: np.bytes_ is a bytes subclass
+    if isinstance(item, str):
+        return item.encode()
+    if isinstance(item, bytearray | memoryview):
+        return bytes(item)
+    return str(item).encode()
 
 
 def get(arena: Arena, descriptor: Descriptor) -> np.ndarray:

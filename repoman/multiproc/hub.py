@@ -305,9 +305,19 @@ class _Peer:
             self.connection.send(("failed", rid, *self._described(error)))
             return
         blocks: list[int] = []
-        outputs = tensors.put_all(
-            self.response_arena, future.result(), blocks, protocol.INLINE_BYTES
-        )
+        try:
+            outputs = tensors.put_all(
+                self.response_arena, future.result(), blocks, protocol.INLINE_BYTES
+            )
+        except Exception as exc:  # NOTE: a bug, but the request is still answered
+            log.exception("the outputs of a request could not be written for its front-end")
+            for offset in blocks:
+                self.response_arena.free(offset)
+            why = f"internal error: its outputs could not be sent ({type(exc).__name__})"
+            self.connection.send(
+                ("failed", rid, 500, why, type(exc).__name__, int(ErrorKind.INTERNAL))
+            )
+            return
         self.connection.send(("result", rid, mv.version, outputs))
 
     async def _call(self, cid: int, method: str, args: tuple[Any, ...]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from repoman.errors import InvalidRequest
+from repoman.ipc.tensors import element_bytes
 from repoman.types import DataType
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
@@ -240,20 +241,10 @@ def object_array(items: list[Any]) -> np.ndarray:
 _SHORT_FLOAT_FORMAT = {DataType.FP16: b"%.5g,", DataType.FP32: b"%.9g,"}
 
 
-def _element_bytes(item: Any) -> bytes:
-    if isinstance(item, bytes):
-        return bytes(item)  # np.bytes_ is a bytes subclass
-    if isinstance(item, str):
-        return item.encode()
-    if isinstance(item, bytearray | memoryview):
-        return bytes(item)
-    return str(item).encode()
-
-
 def encode_binary_tensor(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
     """The binary-data form of ``array``: raw little-endian row-major bytes; len() is its size."""
     if datatype is DataType.BYTES:
-        elements = [_element_bytes(item) for item in array.flat]
+        elements = [element_bytes(item) for item in array.flat]
         return b"".join(chain.from_iterable((_LENGTH.pack(len(e)), e) for e in elements))
     little = np.ascontiguousarray(array, dtype=datatype.little_endian)
     return little.reshape(-1).view(np.uint8).data
@@ -268,7 +259,7 @@ def encode_json_tensor(array: np.ndarray, datatype: DataType) -> bytes:
     for them.
     """
     if datatype is DataType.BYTES:
-        return json_dumps([_element_bytes(item).decode() for item in array.flat])
+        return json_dumps([element_bytes(item).decode() for item in array.flat])
     values = array.reshape(-1).tolist()
     if datatype.numpy_dtype.kind != "f":
         return json_dumps(values)

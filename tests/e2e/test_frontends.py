@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.conftest import BUNDLED
 from tests.e2e.test_hot_reload import Traffic, infer_digits
@@ -210,3 +211,60 @@ def test_front_ends_run_the_cores_code_whatever_folder_the_server_starts_in(
     for _ in range(4):
         assert infer_once(server.address)["model_name"] == "digits"
     assert not any("the wrong repoman" in line for line in server.lines)
+
+
+TEXT_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("no text")
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            n = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy()[0, 0])
+            # NOTE: str, not bytes, as onnxruntime gives its string tensors; a negative n
+            # gives an element that has no text at all
+            value = Unprintable() if n < 0 else "grüße " * n
+            values = np.array([[value]], dtype=object)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT", values)]))
+        return responses
+"""
+
+TEXT_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [{ name: "N" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }]
+parameters { key: "isolation" value: { string_value: "none" } }
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_text_outputs_cross_to_front_ends_as_utf8_and_a_bad_one_is_answered(
+    tmp_path, server_factory, workers
+):
+    # NOTE: in process (isolation none) the model's str elements reach the core as they are;
+    # the core wrote them for its front-ends with bytes(), which raised, and the request
+    # was never answered
+    repo = tmp_path / "repo"
+    (repo / "text" / "1").mkdir(parents=True)
+    (repo / "text" / "1" / "model.py").write_text(TEXT_MODEL)
+    (repo / "text" / "config.pbtxt").write_text(TEXT_CONFIG)
+    server = server_factory(repo, "--http-workers", workers)
+    with httpclient.InferenceServerClient(server.address, network_timeout=30) as client:
+        for n in (0, 2):
+            number = httpclient.InferInput("N", [1, 1], "INT32")
+            number.set_data_from_numpy(np.array([[n]], dtype=np.int32))
+            answer = client.infer("text", [number]).as_numpy("TEXT")
+            assert answer.tolist() == [[("grüße " * n).encode()]]
+        number = httpclient.InferInput("N", [1, 1], "INT32")
+        number.set_data_from_numpy(np.array([[-1]], dtype=np.int32))
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("text", [number])
+    assert caught.value.status() == "500"

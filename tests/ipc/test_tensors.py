@@ -114,6 +114,14 @@ def test_bytes_tensors_round_trip(arena: Arena, values: list[bytes], shape) -> N
     same(tensors.get(arena, descriptor), array)
 
 
+def test_text_elements_travel_as_utf8_bytes(arena: Arena) -> None:
+    # NOTE: onnxruntime gives its string tensors as str; bytes() of a str raises
+    array = np.array([["grüße", b"raw"], ["", "x"]], dtype=object)
+    descriptor = tensors.put(arena, array, [])
+    got = tensors.get(arena, descriptor)
+    assert got.tolist() == [["grüße".encode(), b"raw"], [b"", b"x"]]
+
+
 def test_bytes_are_written_length_prefixed_in_the_arena(arena: Arena) -> None:
     blocks: list[int] = []
     _, _, offset, nbytes = tensors.put(arena, bytes_array([b"ab", b"", b"c"]), blocks)
