@@ -64,11 +64,20 @@ class Server:
         raise RuntimeError(f"{self.name} did not become ready (rc={self.proc.poll()}):\n{tail}")
 
     def cpu_seconds(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+        return process_cpu_seconds(self.proc.pid)
+
+    def children_cpu_seconds(self) -> float:
+        """CPU time of the server's live child processes (Python stubs, front-ends) together:
+        a difference of two readings is theirs only while the same children live."""
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == str(self.proc.pid):  # ppid
+                total += (int(fields[11]) + int(fields[12])) / TICKS
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -78,6 +87,15 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (nan where it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:

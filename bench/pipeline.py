@@ -218,6 +218,7 @@ def measure(server: Server, variant: str, conc: int, args: argparse.Namespace) -
     assert server.port is not None
     before = {m: counts(server.port, m) for m in members}
     cpu, served = server.cpu_seconds(), successes(server.port, model)
+    stubs = server.children_cpu_seconds()
     cmd = [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{server.port}"]
     cmd += f"-i http --concurrency-range {conc} --measurement-mode count_windows".split()
     cmd += f"-s 1000 --measurement-request-count {args.requests} --max-trials 3".split()
@@ -226,6 +227,7 @@ def measure(server: Server, variant: str, conc: int, args: argparse.Namespace) -
     if served is not None and done is not None and done > served:
         # NOTE: the server process's own CPU (not its stubs'), over every request of the run
         row["core_us"] = (server.cpu_seconds() - cpu) / (done - served) * 1e6
+        row["stubs_us"] = (server.children_cpu_seconds() - stubs) / (done - served) * 1e6
     for member in members:
         c0, c1 = before[member], counts(server.port, member)
         if c0 and c1 and c1[1] > c0[1]:
@@ -252,7 +254,7 @@ def print_table(rows: list[dict]) -> None:
     print("(each variant's median round)")
     head = (
         f"{'variant':<13} {'conc':>4} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'core µs/req':>11}  mean batch"
+        f"{'core µs/req':>11} {'stubs µs/req':>12}  mean batch"
     )
     print(head)
     print("-" * (len(head) + 40))
@@ -265,7 +267,7 @@ def print_table(rows: list[dict]) -> None:
         print(
             f"{row['variant']:<13} {row['concurrency']:>4} {fmt(row.get('infer_s'), '8.0f')} "
             f"{fmt(row.get('p50_ms'), '7.2f')} {fmt(row.get('p99_ms'), '7.2f')} "
-            f"{fmt(row.get('core_us'), '11.1f')}  "
+            f"{fmt(row.get('core_us'), '11.1f')} {fmt(row.get('stubs_us'), '12.1f')}  "
             f"{batches or 'n/a'}"
         )
     print()
@@ -321,6 +323,14 @@ def main() -> None:
     parser.add_argument("--step-timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
+        "--http-workers",
+        type=int,
+        default=1,
+        help="the server's front-end processes (repoman serve --http-workers); with more "
+        "than one, core µs/req is the core process's alone and stubs µs/req counts the "
+        "front-ends too",
+    )
+    parser.add_argument(
         "--max-batch",
         type=int,
         help="every model's max_batch_size, members, ensembles and all-in-one alike "
@@ -333,7 +343,7 @@ def main() -> None:
         repo = repository(Path(tmp), args.max_batch)
         cmd = [sys.executable, "-m", "repoman", "serve", "--model-repository", str(repo)]
         cmd += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
-        cmd += ["--model-control-mode", "none"]
+        cmd += ["--model-control-mode", "none", "--http-workers", str(args.http_workers)]
         server = Server("repoman", cmd)
         try:
             server.wait_ready()
