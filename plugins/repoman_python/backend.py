@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import importlib.util
 import inspect
 import itertools
@@ -225,16 +226,31 @@ def as_output(tensor: TensorConfig, value: Any, batching: bool = False) -> np.nd
     that would change its kind (float to int, numbers to strings, ...) or its shape is not
     the config's (the batch dimension first when ``batching``)."""
     array = _converted(tensor, value)
-    dims = tensor.reshape if tensor.reshape is not None else tensor.dims
-    want = ((-1,) if batching else ()) + tuple(dims)
-    if len(array.shape) != len(want) or any(
-        w >= 0 and h != w for h, w in zip(array.shape, want, strict=True)
-    ):
+    want, fixed = _wanted(tensor.reshape if tensor.reshape is not None else tensor.dims, batching)
+    shape = array.shape
+    if fixed is not None:
+        fits = shape[1:] == fixed if batching else shape == fixed
+    else:
+        fits = len(shape) == len(want) and all(
+            w < 0 or h == w for h, w in zip(shape, want, strict=True)
+        )
+    if not fits or (batching and not shape):
         raise ValueError(
             f"output '{tensor.name}' has shape {list(array.shape)}; the config expects "
             f"{list(want)} (-1: any size)"
         )
     return array
+
+
+@functools.lru_cache(maxsize=256)
+def _wanted(
+    dims: tuple[int, ...], batching: bool
+) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """The shape an output must have (-1: any size), and the same past the batch dimension
+    when every dimension there is fixed (checked with one comparison), else None."""
+    want = ((-1,) if batching else ()) + tuple(dims)
+    tail = want[1:] if batching else want
+    return want, (tail if all(d >= 0 for d in tail) else None)
 
 
 def _converted(tensor: TensorConfig, value: Any) -> np.ndarray:

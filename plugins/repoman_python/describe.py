@@ -74,8 +74,7 @@ def describe_model(model_path: Path, parameters: Mapping[str, str]) -> ModelSign
     except TimeoutError:
         code = stubs.stop(process, kill=True)
         raise BackendError(
-            f"{model_path}: {STEPS.get(step, step)} did not finish {within}; "
-            "its process was killed"
+            f"{model_path}: {STEPS.get(step, step)} did not finish {within}; its process was killed"
         ) from None
     except (wire.Closed, OSError, ValueError, TypeError, pickle.UnpicklingError) as exc:
         code = stubs.stop(process, kill=True)

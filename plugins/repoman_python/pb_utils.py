@@ -297,7 +297,7 @@ class InferenceRequest:
         request._inputs = list(inputs)
         request._outputs = list(requested_output_names)
         request._id = request_id
-        request._parameters = json.dumps(dict(parameters or {}))
+        request._parameters = json.dumps(dict(parameters)) if parameters else "{}"
         request._flags = flags
         request._correlation_id = correlation_id
         request._model_name = ""

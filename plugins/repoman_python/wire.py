@@ -161,9 +161,9 @@ def stack(items: Sequence[Mapping[str, Any]]) -> Stacked | None:
     return arrays, rows
 
 
-def unstack(arrays: Mapping[str, np.ndarray], rows: Mapping[str, Sequence[int]]) -> list[
-    dict[str, np.ndarray]
-]:
+def unstack(
+    arrays: Mapping[str, np.ndarray], rows: Mapping[str, Sequence[int]]
+) -> list[dict[str, np.ndarray]]:
     """What :func:`stack` stacked, one mapping per item: views of ``arrays``, no copy."""
     items: list[dict[str, np.ndarray]] = []
     for name, array in arrays.items():

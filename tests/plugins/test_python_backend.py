@@ -13,7 +13,7 @@ import pytest
 import repoman_python
 import tritonclient.http as httpclient
 from repoman_python import wire
-from repoman_python.backend import PythonBackend
+from repoman_python.backend import PythonBackend, as_output
 from repoman_python.describe import as_plain, from_plain
 from tritonclient.utils import InferenceServerException
 
@@ -656,3 +656,32 @@ class TritonPythonModel:
     path = write_version(tmp_path / "auto", code)
     with pytest.raises(BackendError, match=message):
         registry().specs()[0].describe(path, {})
+
+
+@pytest.mark.parametrize(
+    ("dims", "batching", "shape", "fits"),
+    [
+        ((3,), True, (5, 3), True),
+        ((3,), True, (1, 3), True),
+        ((3,), True, (5, 4), False),
+        ((3,), True, (3,), False),
+        ((3,), True, (5, 3, 1), False),
+        ((), True, (5,), True),
+        ((), True, (), False),
+        ((-1, 2), True, (5, 7, 2), True),
+        ((-1, 2), True, (5, 7, 3), False),
+        ((-1, 2), True, (7, 2), False),
+        ((2, 2), False, (2, 2), True),
+        ((2, 2), False, (1, 2, 2), False),
+        ((-1,), False, (9,), True),
+        ((-1,), False, (), False),
+    ],
+)
+def test_an_output_must_have_its_configured_shape(dims, batching, shape, fits):
+    tensor = TensorConfig("Y", DataType.FP32, dims)
+    value = np.zeros(shape, dtype=np.float32)
+    if fits:
+        assert as_output(tensor, value, batching).shape == shape
+    else:
+        with pytest.raises(ValueError, match=r"output 'Y' has shape"):
+            as_output(tensor, value, batching)
