@@ -283,6 +283,10 @@ class _Peer:
         except RepomanError as exc:
             self.connection.send(("failed", rid, *self._described(exc)))
             return
+        except Exception as exc:  # NOTE: a bug, but the request is still answered
+            log.exception("a request from front-end %d could not be queued", self.pid)
+            self.connection.send(("failed", rid, *_internal(exc)))
+            return
         self.pending[rid] = item
         item.future.add_done_callback(partial(self._done, rid, mv))
 
@@ -310,13 +314,12 @@ class _Peer:
                 self.response_arena, future.result(), blocks, protocol.INLINE_BYTES
             )
         except Exception as exc:  # NOTE: a bug, but the request is still answered
-            log.exception("the outputs of a request could not be written for its front-end")
+            log.exception(
+                "the outputs of a request could not be written for front-end %d", self.pid
+            )
             for offset in blocks:
                 self.response_arena.free(offset)
-            why = f"internal error: its outputs could not be sent ({type(exc).__name__})"
-            self.connection.send(
-                ("failed", rid, 500, why, type(exc).__name__, int(ErrorKind.INTERNAL))
-            )
+            self.connection.send(("failed", rid, *_internal(exc)))
             return
         self.connection.send(("result", rid, mv.version, outputs))
 
@@ -327,13 +330,15 @@ class _Peer:
             reply: tuple[Any, ...] = ("raise", cid, *self._described(exc))
         except Exception as exc:  # a bug: the front-end answers 500, the log says why
             log.exception("front-end call %s failed", method)
-            reply = (
-                "raise",
-                cid,
-                500,
-                f"internal error ({type(exc).__name__}); see the server log",
-            )
+            reply = ("raise", cid, *_internal(exc))
         else:
             reply = ("reply", cid, value)
         if not self.connection.closed:
             self.connection.send(reply)
+
+
+def _internal(error: BaseException) -> tuple[int, str, str, int]:
+    """A bug, as a front-end is told it (the log has the traceback): HTTP status, message,
+    type name, kind."""
+    name = type(error).__name__
+    return 500, f"internal error ({name}); see the server log", name, int(ErrorKind.INTERNAL)
