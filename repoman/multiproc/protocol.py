@@ -18,9 +18,10 @@ front-end -> core
 core -> front-end
   ("routes", snapshot)                          the routing table, whenever it changes
   ("result", rid, version, outputs)             outputs: {name: tensor descriptor}
-  ("failed", rid, status, message, kind) / ("cancelled", rid) / ("retry", rid)
-  ("reply", cid, value) / ("raise", cid, status, message, kind)
-                                                kind: the error's type name (gRPC's status)
+  ("failed", rid, status, message, name, kind) / ("cancelled", rid) / ("retry", rid)
+  ("reply", cid, value) / ("raise", cid, status, message, name, kind)
+                                                name: the error's type name; kind: its
+                                                ErrorKind (what sets gRPC's status)
 After any answer to ``infer`` the core no longer reads that request's input blocks.
 Tensors of at most INLINE_BYTES travel inline in the descriptor, both ways (no block to free).
 """
