@@ -139,11 +139,15 @@ def test_one_model_alone_over_the_budget_fails_with_the_reason(
         infer(client, "small")  # NOTE: nothing was evicted for a load that could never fit
     rows = index(server)
     assert rows["huge/1"]["state"] == "FAILED"
-    # NOTE: its files, plus what loading small took beyond its files (the prediction)
-    assert re.search(
-        r"model huge version 1 needs 64\.\d MiB, more than the whole memory budget \(32\.0 MiB\)",
+    # NOTE: its files, plus what loading small took beyond its files (the prediction: a
+    # measured growth of the resident set, which varies by a MiB or so from run to run)
+    found = re.search(
+        r"model huge version 1 needs ([\d.]+) MiB, more than the whole memory budget "
+        r"\(32\.0 MiB\)",
         rows["huge/1"]["reason"],
     )
+    assert found is not None, rows["huge/1"]["reason"]
+    assert 64.0 <= float(found[1]) < 80.0
     assert rows["small/1"]["state"] == "READY"
 
 
