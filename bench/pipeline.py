@@ -303,7 +303,7 @@ def print_ratios(rounds: list[list[dict]]) -> None:
             if not ratios:
                 continue
             ratio, batch = statistics.median(ratios), statistics.median(batches)
-            line = f"c{conc}: {variant} / all-in-one = {ratio:.0%}"
+            line = f"c{conc}: {variant} / all-in-one = {ratio:.1%}"
             if len(ratios) > 1:
                 line += f" (rounds: {', '.join(f'{r:.0%}' for r in ratios)})"
             line += f"; smallest member mean batch {batch:.1f}"
