@@ -64,20 +64,13 @@ class Server:
         raise RuntimeError(f"{self.name} did not become ready (rc={self.proc.poll()}):\n{tail}")
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid)
+        cpu = cpu_seconds(self.proc.pid)
+        return float("nan") if cpu is None else cpu
 
     def children_cpu_seconds(self) -> float:
         """CPU time of the server's live child processes (Python stubs, front-ends) together:
         a difference of two readings is theirs only while the same children live."""
-        total = 0.0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == str(self.proc.pid):  # ppid
-                total += (int(fields[11]) + int(fields[12])) / TICKS
-        return total
+        return sum(cpu for pid in children(self.proc.pid) if (cpu := cpu_seconds(pid)) is not None)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -89,13 +82,25 @@ class Server:
                 self.proc.wait(5)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds (nan where it is gone)."""
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads), or None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICKS
     except (OSError, IndexError, ValueError):
-        return float("nan")
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (a server's front-ends and Python stubs), from every
+    thread's list."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(p) for p in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:

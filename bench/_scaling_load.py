@@ -1,5 +1,6 @@
-"""Plumbing for bench/scaling.py: process CPU from /proc, a server's front-end children,
-the stats endpoint, a time-bounded perf_analyzer step, and the counting bare handler.
+"""Plumbing for bench/scaling.py: a thread's CPU from /proc (a process's, and its children,
+come from _load), the stats endpoint, a time-bounded perf_analyzer step, and the counting
+bare handler.
 
 Run as a script it is the bare handler (bench/bare_server.py, unchanged) with one counting
 middleware and ``GET /bench/served`` (POSTs answered so far), so its CPU per request can be
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _load import PERF_ANALYZER, TICKS, Server, http_get, log, run_perf
+from _load import PERF_ANALYZER, TICKS, Server, children, cpu_seconds, http_get, log, run_perf
 
 
 class LoggedServer(Server):
@@ -43,15 +44,6 @@ class LoggedServer(Server):
                 self.port = int(match.group(1))
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads), or None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def thread_cpu_seconds(pid: int, tid: int) -> float | None:
     """utime + stime of one thread of a process (``tid == pid``: its main thread, the one
     running the event loop), or None once it is gone."""
@@ -61,17 +53,6 @@ def thread_cpu_seconds(pid: int, tid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / TICKS
     except (OSError, IndexError, ValueError):
         return None
-
-
-def children(pid: int) -> list[int]:
-    """The pids of a process's children (the core's front-ends), from every thread's list."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found.update(int(p) for p in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return sorted(found)
 
 
 def cpu_snapshot(pids: list[int]) -> dict[int, float]:

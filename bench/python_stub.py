@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _scaling_load import cpu_seconds
+from _load import cpu_seconds
 
 from tests.serverproc import start_server
 
