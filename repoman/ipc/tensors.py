@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,7 @@ def put(arena: Arena, array: np.ndarray, blocks: list[int], inline_up_to: int = 
     the peer says it is done with them). A tensor of at most ``inline_up_to`` bytes travels
     inline in the descriptor instead (no block: nothing to free)."""
     if array.dtype == object:
-        elements = [element_bytes(v) for v in array.reshape(-1)]
-        data = b"".join(_LEN.pack(len(v)) + v for v in elements)
+        data = serialize_bytes(array)
         dtype = _BYTES
     else:
         # NOTE: ascontiguousarray makes a 0-d array 1-d: the shape sent is the original's.
@@ -54,6 +54,13 @@ def put(arena: Arena, array: np.ndarray, blocks: list[int], inline_up_to: int = 
         np.frombuffer(target, dtype=np.uint8)[:] = array.reshape(-1).view(np.uint8)
     blocks.append(offset)
     return dtype, array.shape, offset, nbytes
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """A BYTES tensor in the binary protocol's layout: each element (row-major) as its
+    4-byte little-endian length, then its bytes (:func:`element_bytes`)."""
+    elements = [element_bytes(item) for item in array.flat]
+    return b"".join(chain.from_iterable((_LEN.pack(len(e)), e) for e in elements))
 
 
 def element_bytes(item: Any) -> bytes:

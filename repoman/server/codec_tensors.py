@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from repoman.errors import InvalidRequest
-from repoman.ipc.tensors import element_bytes
+from repoman.ipc.tensors import element_bytes, serialize_bytes
 from repoman.types import DataType
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
@@ -244,8 +244,7 @@ _SHORT_FLOAT_FORMAT = {DataType.FP16: b"%.5g,", DataType.FP32: b"%.9g,"}
 def encode_binary_tensor(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
     """The binary-data form of ``array``: raw little-endian row-major bytes; len() is its size."""
     if datatype is DataType.BYTES:
-        elements = [element_bytes(item) for item in array.flat]
-        return b"".join(chain.from_iterable((_LENGTH.pack(len(e)), e) for e in elements))
+        return serialize_bytes(array)
     little = np.ascontiguousarray(array, dtype=datatype.little_endian)
     return little.reshape(-1).view(np.uint8).data
 
