@@ -228,13 +228,13 @@ def as_output(tensor: TensorConfig, value: Any, batching: bool = False) -> np.nd
     array = _converted(tensor, value)
     want, fixed = _wanted(tensor.reshape if tensor.reshape is not None else tensor.dims, batching)
     shape = array.shape
-    if fixed is not None:
-        fits = shape[1:] == fixed if batching else shape == fixed
+    if len(shape) != len(want):
+        fits = False
+    elif fixed is not None:
+        fits = (shape[1:] if batching else shape) == fixed
     else:
-        fits = len(shape) == len(want) and all(
-            w < 0 or h == w for h, w in zip(shape, want, strict=True)
-        )
-    if not fits or (batching and not shape):
+        fits = all(w < 0 or h == w for h, w in zip(shape, want, strict=True))
+    if not fits:
         raise ValueError(
             f"output '{tensor.name}' has shape {list(array.shape)}; the config expects "
             f"{list(want)} (-1: any size)"
