@@ -27,6 +27,7 @@ from repoman.ipc.tensors import put as put_tensor
 from repoman.ipc.tensors import put_all as put_tensors
 from repoman.parameters import bool_parameter, int_parameter
 from repoman.signature import ModelSignature
+from repoman.tensors import Rows
 from repoman.threads import time_left
 from repoman.types import DataType
 
@@ -46,6 +47,7 @@ __all__ = [
     "ModelSignature",
     "RepomanError",
     "Result",
+    "Rows",
     "TensorConfig",
     "TensorDescriptor",
     "__version__",

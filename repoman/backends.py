@@ -14,7 +14,7 @@ from repoman.config.model import ModelConfig
 from repoman.errors import PluginError, RepomanError
 from repoman.lazy import LazyReference
 from repoman.signature import ModelSignature
-from repoman.tensors import batch_rows, merge_rows, split_rows
+from repoman.tensors import Rows, batch_rows, merge_rows
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,11 @@ class Batch:
     reshaped as the model expects). ``output_names`` is every output any of the requests
     asked for. Backends that work on whole tensors call ``merged()`` and ``split()``;
     backends that work per request (like the Python-model backend) read ``requests``.
+    ``requests`` may be a :class:`~repoman.tensors.Rows` (an ensemble's step: the requests'
+    tensors already end to end), which ``merged()`` takes as it is.
     """
 
-    requests: list[Mapping[str, np.ndarray]]
+    requests: Sequence[Mapping[str, np.ndarray]]
     output_names: tuple[str, ...]
     input_names: tuple[str, ...] = ()
     batching: bool = True
@@ -72,18 +74,28 @@ class Batch:
     def merged(self) -> dict[str, np.ndarray]:
         """Each input concatenated over the requests (padded to ``pad_to`` rows when set)."""
         if self._merged is None:
+            requests = self.requests
             if not self.batching:
-                self._merged = dict(self.requests[0])
+                self._merged = dict(requests[0])
+            elif isinstance(requests, Rows):
+                names = self.input_names or tuple(requests.whole)
+                first, last = requests.offsets[0], requests.offsets[-1]
+                whole = {
+                    name: array if first == 0 and len(array) == last else array[first:last]
+                    for name, array in ((name, requests.whole[name]) for name in names)
+                }
+                self._merged = merge_rows([whole], names, self.pad_to)
             else:
-                names = self.input_names or tuple(self.requests[0])
-                self._merged = merge_rows(self.requests, names, self.pad_to)
+                names = self.input_names or tuple(requests[0])
+                self._merged = merge_rows(requests, names, self.pad_to)
         return self._merged
 
-    def split(self, outputs: Mapping[str, np.ndarray]) -> list[Mapping[str, np.ndarray]]:
-        """One output mapping per request, in request order, padding cut off."""
+    def split(self, outputs: Mapping[str, np.ndarray]) -> Sequence[Mapping[str, np.ndarray]]:
+        """One output mapping per request, in request order, padding cut off (a
+        :class:`~repoman.tensors.Rows` of ``outputs``: each request's are views of them)."""
         if not self.batching:
             return [dict(outputs)]
-        return list(split_rows(outputs, self.rows))
+        return Rows.of(outputs, self.rows)
 
 
 Result = Mapping[str, np.ndarray] | Exception

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import overload
 
 import numpy as np
 
@@ -13,7 +14,7 @@ def merge_rows(
     """Concatenate each named input along the batch axis (axis 0).
 
     ``pad_to`` (a row count larger than the total) appends copies of the last row, so a
-    backend sees only the batch sizes it was tuned for; ``split_rows`` never returns them.
+    backend sees only the batch sizes it was tuned for; ``Batch.split`` never returns them.
     All requests must carry every name with the same non-batch shape; the scheduler
     guarantees that before calling.
     """
@@ -29,19 +30,6 @@ def merge_rows(
     return merged
 
 
-def split_rows(
-    outputs: Mapping[str, np.ndarray], rows: Sequence[int]
-) -> list[dict[str, np.ndarray]]:
-    """Cut every batch output into one slice per request, ``rows[i]`` rows each, padding dropped."""
-    results: list[dict[str, np.ndarray]] = [{} for _ in rows]
-    for name, tensor in outputs.items():
-        start = 0
-        for index, count in enumerate(rows):
-            results[index][name] = tensor[start : start + count]
-            start += count
-    return results
-
-
 def batch_rows(inputs: Mapping[str, np.ndarray]) -> int:
     """The number of batch rows a request carries (the first dimension of its inputs)."""
     for tensor in inputs.values():
@@ -55,3 +43,116 @@ def shape_signature(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[
         ((name, tensor),) = inputs.items()
         return ((name, tensor.shape[1:]),)
     return tuple(sorted((name, tensor.shape[1:]) for name, tensor in inputs.items()))
+
+
+class Rows(Sequence[Mapping[str, np.ndarray]]):
+    """Requests' tensors held end to end: ``whole[name]`` is every request's ``name`` along
+    the batch axis, request ``i`` owning rows ``offsets[i]`` to ``offsets[i + 1]``.
+
+    A sequence of per-request mappings like any other (each made when first read, of views:
+    no copy), which lets whoever knows the layout skip the per-request work: a batch of one
+    group merges by taking ``whole`` as it is (``Batch.merged``), a backend's outputs split
+    by ``Batch.split`` come back this way, and an ensemble hands one member's outputs to the
+    next as they are. Read only: a request's mapping is the same object at every read.
+    """
+
+    __slots__ = ("_items", "offsets", "whole")
+
+    def __init__(self, whole: Mapping[str, np.ndarray], offsets: Sequence[int]) -> None:
+        self.whole = whole
+        self.offsets = offsets
+        self._items: list[Mapping[str, np.ndarray] | None] | None = None
+
+    @classmethod
+    def of(cls, whole: Mapping[str, np.ndarray], rows: Sequence[int]) -> Rows:
+        """``whole`` cut into requests of ``rows[i]`` rows each (``whole`` may hold more rows
+        than their sum: padding, never read)."""
+        offsets = [0]
+        at = 0
+        for count in rows:
+            at += count
+            offsets.append(at)
+        return cls(whole, offsets)
+
+    @property
+    def rows(self) -> list[int]:
+        offsets = self.offsets
+        return [offsets[i + 1] - offsets[i] for i in range(len(offsets) - 1)]
+
+    @property
+    def total(self) -> int:
+        """Rows of all its requests together."""
+        return self.offsets[-1] - self.offsets[0]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, np.ndarray]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Rows: ...
+
+    def __getitem__(self, index: int | slice) -> Mapping[str, np.ndarray] | Rows:
+        count = len(self.offsets) - 1
+        if isinstance(index, slice):
+            start, stop, step = index.indices(count)
+            if step != 1:
+                raise ValueError("Rows slices take every request (step 1)")
+            return self.part(start, max(start, stop))
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("request index out of range")
+        items = self._items
+        if items is None:
+            items = self._items = [None] * count
+        item = items[index]
+        if item is None:
+            start, end = self.offsets[index], self.offsets[index + 1]
+            item = items[index] = {name: array[start:end] for name, array in self.whole.items()}
+        return item
+
+    def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]:
+        for index in range(len(self.offsets) - 1):
+            yield self[index]
+
+    def part(self, start: int, end: int) -> Rows:
+        """Requests ``start`` to ``end`` (this object itself when that is all of them)."""
+        offsets = self.offsets
+        if start == 0 and end == len(offsets) - 1:
+            return self
+        first, last = offsets[start], offsets[end]
+        whole = {name: array[first:last] for name, array in self.whole.items()}
+        return Rows(whole, [at - first for at in offsets[start : end + 1]])
+
+    @staticmethod
+    def join(parts: Sequence[Rows]) -> Rows | None:
+        """Several ``Rows`` as one, their requests in order (one concatenation per tensor);
+        None when they differ in their tensors' names, data types or shapes past the batch
+        axis."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0].whole
+        names = first.keys()
+        for part in parts[1:]:
+            whole = part.whole
+            if whole.keys() != names:
+                return None
+            for name, array in whole.items():
+                head = first[name]
+                if array.dtype != head.dtype or array.shape[1:] != head.shape[1:]:
+                    return None
+        offsets = [0]
+        at = 0
+        for part in parts:
+            base = part.offsets[0]
+            offsets += [at + end - base for end in part.offsets[1:]]
+            at = offsets[-1]
+        whole = {
+            name: np.concatenate(
+                [part.whole[name][part.offsets[0] : part.offsets[-1]] for part in parts]
+            )
+            for name in names
+        }
+        return Rows(whole, offsets)
