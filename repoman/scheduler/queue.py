@@ -19,7 +19,7 @@ from repoman.manager.version import ModelVersion
 from repoman.scheduler.inline import INLINE_BELOW_NS, InlineGate
 from repoman.scheduler.pending import Group, Pending, QueueState
 from repoman.scheduler.stats import VersionStats
-from repoman.tensors import batch_rows, shape_signature
+from repoman.tensors import Rows, batch_rows, shape_signature
 
 SOLO_RUN = 64
 """Most requests of a model without dynamic batching handed to one worker in one go (their
@@ -303,6 +303,9 @@ class VersionQueue:
         ids: list[str] = []
         parameters: list[Mapping[str, Any]] = []
         outputs: list[tuple[str, ...]] = []
+        # NOTE: groups whose tensors are already end to end (an ensemble's steps) stay so:
+        # the batch merges by taking them as they are, not request by request.
+        joined = _joined(taken)
         for item in taken:
             group = item.group
             if group is None:
@@ -312,14 +315,15 @@ class VersionQueue:
                 parameters.append(item.parameters or {})
                 outputs.append(item.outputs)
                 continue
-            requests.extend(group.inputs)
+            if joined is None:
+                requests.extend(group.inputs)
             rows += group.rows
             ids += group.request_ids
             parameters += [each or {} for each in group.parameters]
             outputs += [item.outputs] * item.count
         wanted = set().union(*(item.outputs for item in taken))
         return Batch(
-            requests=requests,
+            requests=requests if joined is None else joined,
             output_names=tuple(name for name in self.output_order if name in wanted),
             input_names=self._input_names(taken[0].inputs),
             batching=self.batching,
@@ -444,3 +448,15 @@ class VersionQueue:
     def _timeout_ms(self, item: Pending) -> float:
         assert item.deadline is not None
         return round((item.deadline - item.arrived) * 1000, 3)
+
+
+def _joined(taken: list[Pending]) -> Rows | None:
+    """The requests of ``taken`` as one ``Rows``, when every item is a group held so (one
+    group: its own, as it is); else None."""
+    parts: list[Rows] = []
+    for item in taken:
+        inputs = item.group.inputs if item.group is not None else None
+        if not isinstance(inputs, Rows):
+            return None
+        parts.append(inputs)
+    return Rows.join(parts)

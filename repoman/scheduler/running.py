@@ -159,18 +159,16 @@ def run_parts(
     return outcomes
 
 
-def settled(done: asyncio.Future[Sequence[Result]], started: int) -> Future[list[Outcome]]:
+def loop_outcome(done: asyncio.Future[Sequence[Result]], started: int) -> Outcome:
     """A batch that ran on the loop (``Backend.execute_async``), once done, as the outcome
-    of :func:`execute` (what the scheduler reads when work returns)."""
+    :func:`execute` gives for a batch."""
     ended = time.perf_counter_ns()
     results: Sequence[Result] | BaseException
     if done.cancelled():
         results = RepomanError("the batch was cancelled")
     else:
         results = done.exception() or done.result()
-    outcome: Future[list[Outcome]] = Future()
-    outcome.set_result([(results, started, ended, 0)])
-    return outcome
+    return (results, started, ended, 0)
 
 
 def request_error(version: ModelVersion, error: Exception) -> RepomanError:

@@ -28,13 +28,14 @@ from repoman.scheduler.running import (
     Running,
     Timer,
     execute,
+    loop_outcome,
     request_error,
     run_parts,
-    settled,
     waits_so_far,
 )
 from repoman.scheduler.stats import VersionStats, failure_reason
 from repoman.scheduler.workers import WorkerPool
+from repoman.tensors import Rows
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,9 @@ class SharedScheduler:
                     task = self._running_loop().create_future()
                     task.set_exception(exc)
             self._loop_batches.add(task)
-            task.add_done_callback(lambda done: self._finished(running, settled(done, started)))
+            task.add_done_callback(
+                lambda done: self._ended(running, [loop_outcome(done, started)], None)
+            )
             running.task = task
         else:
             self._idle -= 1
@@ -488,6 +491,15 @@ class SharedScheduler:
             self._pool.shrink()
 
     def _finished(self, running: Running, fut: Future[list[Outcome]]) -> None:
+        """A run on a worker returned (its future holds every part's outcome)."""
+        error = fut.exception()
+        self._ended(running, [] if error is not None else fut.result(), error)
+
+    def _ended(
+        self, running: Running, outcomes: list[Outcome], error: BaseException | None
+    ) -> None:
+        """A run ended: answer each part with its outcome (or every part with ``error``,
+        what the whole run raised)."""
         queue = running.queue
         version = queue.version
         if running.task is not None:
@@ -509,8 +521,6 @@ class SharedScheduler:
         self._give_back(running)
         queue.finish(running.instance)
         running.outbox.clear()  # NOTE: every outcome is in the result too
-        error = fut.exception()
-        outcomes: list[Outcome] = [] if error is not None else fut.result()
         now = self._clock.time()
         while running.answered < len(running.parts):
             self._settle(running, error if error is not None else outcomes[running.answered], now)
@@ -627,8 +637,9 @@ class SharedScheduler:
     ) -> None:
         elapsed = int((now - item.arrived) * 1e9)
         if item.group is not None:  # NOTE: a group: one result per request
-            results = result if isinstance(result, list) else [result] * item.count
-            self._answer_group(queue, item, results, elapsed)
+            # NOTE: one result for all (a failure), or a group of one answered as a request
+            results = result if isinstance(result, Sequence) else [result] * item.count
+            self._answer_group(queue, item, cast(Sequence[Result], results), elapsed)
             return
         if isinstance(result, Exception):
             queue.stats.record_failure(failure_reason(result), elapsed)
@@ -641,10 +652,13 @@ class SharedScheduler:
         item.ended()
 
     def _answer_group(
-        self, queue: VersionQueue, item: Pending, results: list[Result], elapsed: int
+        self, queue: VersionQueue, item: Pending, results: Sequence[Result], elapsed: int
     ) -> None:
         stats, version = queue.stats, queue.version
-        if not any(isinstance(result, Exception) for result in results):
+        # NOTE: a Rows holds outputs only (a backend's split batch): no request failed
+        if isinstance(results, Rows) or not any(
+            isinstance(result, Exception) for result in results
+        ):
             stats.record_success(elapsed, len(results))
             if not item.future.done():
                 item.future.set_result(cast(Any, results))  # NOTE: a group's: one per request
@@ -666,22 +680,28 @@ class SharedScheduler:
         item.ended()
 
 
-def _grouped(taken: list[Pending], results: Sequence[Result]) -> list[Result | list[Result]]:
-    """A batch's results, one per queued item: a group's as the list of its requests'."""
-    grouped: list[Result | list[Result]] = []
+def _grouped(
+    taken: list[Pending], results: Sequence[Result]
+) -> list[Result | Sequence[Result]]:
+    """A batch's results, one per queued item: a group's as the sequence of its requests'
+    (a slice of ``results``: of a ``Rows``, a ``Rows`` again)."""
+    grouped: list[Result | Sequence[Result]] = []
     at = 0
     for item in taken:
         if item.group is None:
             grouped.append(results[at])
         else:
-            grouped.append(list(results[at : at + item.count]))
+            grouped.append(results[at : at + item.count])
         at += item.count
     return grouped
 
 
 def _elements(batch: Batch) -> int:
     """Input elements of an execution (what its time grows with)."""
-    return sum(array.size for request in batch.requests for array in request.values())
+    requests = batch.requests
+    if isinstance(requests, Rows):
+        return sum(array[: requests.total].size for array in requests.whole.values())
+    return sum(array.size for request in requests for array in request.values())
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
