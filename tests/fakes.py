@@ -9,16 +9,20 @@ import threading
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from repoman import Backend, BackendRegistry, Batch, Result, hookimpl
 
 
 class EchoBackend(Backend):
     """Every output is the first input, cast to the output's type. Records the batch sizes it
-    ran, and each batch's request ids (one per request of the batch)."""
+    ran, each batch's request ids (one per request of the batch), and each batch's merged
+    first input and the outputs it gave (``tensors``)."""
 
     def load(self) -> None:
         self.batch_sizes: list[int] = []
         self.batch_ids: list[list[str]] = []
+        self.tensors: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         self.delay = float(self.context.config.parameters.get("delay_ms", "0")) / 1000
         time.sleep(float(self.context.config.parameters.get("load_delay_ms", "0")) / 1000)
 
@@ -34,6 +38,7 @@ class EchoBackend(Backend):
             tensor = self.context.config.output(name)
             assert tensor is not None
             outputs[name] = source.astype(tensor.data_type.numpy_dtype)
+        self.tensors.append((source, outputs))
         return batch.split(outputs)
 
 

@@ -25,7 +25,7 @@ from repoman.scheduler import PLAIN, RequestOptions, SharedScheduler
 from repoman.scheduler.clock import RunningLoop
 from repoman.scheduler.pending import Group, Pending
 from repoman.scheduler.stats import Histogram, VersionStats, failure_reason
-from repoman.tensors import batch_rows, shape_signature
+from repoman.tensors import Rows, batch_rows, shape_signature
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +394,8 @@ class _Run:
         self._done: StepDone | None = done
         self._results: list[Any] = [None] * count
         self._computes: list[tuple[int, int, int] | None] = [None] * count
+        self._whole: Rows | None = None
+        """Every request's outputs from one batch's ``Rows``, handed on as they are."""
         self._left = 0
 
     def _settled(self, item: Handle, start: int, end: int) -> None:
@@ -405,8 +407,11 @@ class _Run:
             self._results[start:end] = [error] * (end - start)
         else:
             outcome = done.result()
-            # NOTE: a group's result is one per request; a single request's is its outputs
-            self._results[start:end] = outcome if self.grouped else [outcome]
+            if self.grouped and isinstance(outcome, Rows) and end - start == len(self._results):
+                self._whole = outcome  # NOTE: the whole step in one batch, the common case
+            else:
+                # NOTE: a group's result is one per request; a single request's is its outputs
+                self._results[start:end] = outcome if self.grouped else [outcome]
             self._computes[start:end] = [item.compute] * (end - start)
         self._left -= 1
         if not self._left:
@@ -419,7 +424,7 @@ class _Run:
     def _end(self) -> None:
         done, self._done = self._done, None
         if done is not None:
-            done(self._results, self._computes)
+            done(self._results if self._whole is None else self._whole, self._computes)
 
 
 class _GroupRun(_Run):
@@ -441,14 +446,16 @@ class _GroupRun(_Run):
         super().__init__(count, done)
         self._scheduler = scheduler
         self._items: list[Pending] = []
-        signatures = [shape_signature(request) for request in group.inputs]
+        # NOTE: requests held end to end share their shapes past the batch axis
+        inputs = group.inputs
+        signatures = None if isinstance(inputs, Rows) else [shape_signature(r) for r in inputs]
         start = 0
         while start < count:
             end, rows = start + 1, group.rows[start]
             while (
                 end < count
                 and rows + group.rows[end] <= most
-                and signatures[end] == signatures[start]
+                and (signatures is None or signatures[end] == signatures[start])
             ):
                 rows += group.rows[end]
                 end += 1

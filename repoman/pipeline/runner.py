@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from repoman.pipeline.graph import Plan
 from repoman.scheduler import RequestOptions
 from repoman.scheduler.pending import Group
 from repoman.signature import compatible_dims
+from repoman.tensors import Rows
 
 
 class Handle(Protocol):
@@ -52,9 +53,10 @@ class Handle(Protocol):
         ...
 
 
-StepDone = Callable[[list[Any], list["tuple[int, int, int] | None"]], None]
-"""Told once when a step's run ends: one Result (or the exception) per request, and each
-request's compute nanoseconds (None where it has none)."""
+StepDone = Callable[[Sequence[Any], list["tuple[int, int, int] | None"]], None]
+"""Told once when a step's run ends: one Result (or the exception) per request (a ``Rows``
+when one batch answered them all), and each request's compute nanoseconds (None where it
+has none)."""
 
 
 class StepRun(Protocol):
@@ -166,13 +168,85 @@ class EnsembleCall:
             listener()
 
 
+class Column:
+    """One tensor of a cohort's requests: each request's own array (``parts``), or one array
+    holding all of theirs end to end (``whole``, request ``i`` owning rows ``offsets[i]`` to
+    ``offsets[i + 1]``), as a member's batch gave it. Held whole, it goes to the next member
+    as it is: no request-by-request work between steps, no copy. Event loop only."""
+
+    __slots__ = ("offsets", "parts", "whole")
+
+    def __init__(
+        self,
+        parts: list[Any] | None = None,
+        whole: np.ndarray | None = None,
+        offsets: Sequence[int] | None = None,
+    ) -> None:
+        self.parts = parts
+        self.whole = whole
+        self.offsets = offsets
+
+    @classmethod
+    def gathered(cls, parts: list[Any], batching: bool) -> Column:
+        """A column of the requests' own arrays: whole (one concatenation) when they batch
+        and agree in data type and shape past the batch axis, so that every step takes them
+        whole; else as they are."""
+        head = parts[0]
+        if batching and head.ndim:
+            if len(parts) == 1:
+                return cls(whole=head, offsets=[0, len(head)])
+            dtype, tail = head.dtype, head.shape[1:]
+            if all(p.dtype == dtype and p.shape[1:] == tail for p in parts):
+                offsets = [0]
+                at = 0
+                for part in parts:
+                    at += len(part)
+                    offsets.append(at)
+                return cls(whole=np.concatenate(parts), offsets=offsets)
+        return cls(parts)
+
+    def __getitem__(self, pos: int) -> Any:
+        if self.parts is not None:
+            return self.parts[pos]
+        assert self.whole is not None and self.offsets is not None
+        return self.whole[self.offsets[pos] : self.offsets[pos + 1]]
+
+    def __setitem__(self, pos: int, value: Any) -> None:
+        self.split()[pos] = value
+
+    def split(self) -> list[Any]:
+        """Its requests' arrays, one each (views), from now on held so."""
+        if self.parts is None:
+            assert self.whole is not None and self.offsets is not None
+            whole, offsets = self.whole, self.offsets
+            self.parts = [whole[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+            self.whole = self.offsets = None
+        return self.parts
+
+    def joined(self, other: Column) -> Column | None:
+        """This column's requests, then ``other``'s, as one whole column (None unless both
+        are whole, alike in data type and shape past the batch axis)."""
+        mine, theirs = self.whole, other.whole
+        if mine is None or theirs is None or self.offsets is None or other.offsets is None:
+            return None
+        if mine.dtype != theirs.dtype or mine.shape[1:] != theirs.shape[1:]:
+            return None
+        a, b = self.offsets, other.offsets
+        offsets = [end - a[0] for end in a]
+        shift = offsets[-1] - b[0]
+        offsets += [end + shift for end in b[1:]]
+        whole = np.concatenate([mine[a[0] : a[-1]], theirs[b[0] : b[-1]]])
+        return Column(whole=whole, offsets=offsets)
+
+
 class Cohort:
     """Requests to one ensemble version that move through its steps together.
 
-    Event loop only. Each tensor is a column: one array per request (the requests' own rows,
-    views of the member's batch outputs). ``start`` launches the steps whose inputs are
-    there; each step that finishes fills its output columns and launches the steps now
-    complete, for the requests still in the cohort; a request whose step failed fails alone.
+    Event loop only. Each tensor is a :class:`Column`: the requests' arrays as they came, or,
+    once a member's batch produced it, that batch's output as it is. ``start`` launches the
+    steps whose inputs are there; each step that finishes fills its output columns and
+    launches the steps now complete, for the requests still in the cohort; a request whose
+    step failed fails alone.
     """
 
     def __init__(
@@ -193,8 +267,10 @@ class Cohort:
         # NOTE: a member is asked what the ensemble was asked, its own priority level aside;
         # each request's id and parameters travel with it (the group's).
         self._options = RequestOptions(0, options.timeout_us)
-        self._tensors: dict[str, list[Any]] = {
-            name: [call.inputs[name] for call in calls] for name in calls[0].inputs
+        batching = plan.batching
+        self._tensors: dict[str, Column] = {
+            name: Column.gathered([call.inputs[name] for call in calls], batching)
+            for name in calls[0].inputs
         }
         self._needed = plan.needed(wanted)
         self._waiting = {i: plan.waits[i] for i in self._needed}
@@ -241,9 +317,13 @@ class Cohort:
         keep = [pos for pos, call in enumerate(self._calls) if not call.future.done()]
         more = [pos for pos, call in enumerate(other._calls) if not call.future.done()]
         calls = [self._calls[pos] for pos in keep] + [other._calls[pos] for pos in more]
+        everyone = len(keep) == len(self._calls) and len(more) == len(other._calls)
         for name, column in self._tensors.items():
             theirs = other._tensors[name]
-            self._tensors[name] = [column[pos] for pos in keep] + [theirs[pos] for pos in more]
+            joined = column.joined(theirs) if everyone else None
+            self._tensors[name] = joined or Column(
+                [column[pos] for pos in keep] + [theirs[pos] for pos in more]
+            )
         for pos in more:
             other._calls[pos].cohort = self
         self._calls = calls
@@ -274,12 +354,24 @@ class Cohort:
                 self._fail(calls[pos], index, member, exc)
             return
         columns = [(key, self._tensors[tensor]) for key, tensor in plan.input_items[index]]
+        config = member.config
+        whole = _whole_inputs(config, columns) if len(live) == len(calls) else None
+        if whole is not None:
+            arrays, offsets = whole
+            try:
+                _member_inputs(config, arrays)  # NOTE: one check (and reshape) for all
+            except InvalidRequest as exc:
+                for pos in live:
+                    self._fail(calls[pos], index, member, exc)
+                return
+            together = Rows(arrays, offsets)
+            self._run(index, member, live, together, together.rows)
+            return
         if len(columns) == 1:
             ((key, column),) = columns
             inputs = [{key: column[pos]} for pos in live]
         else:
             inputs = [{key: column[pos] for key, column in columns} for pos in live]
-        config = member.config
         problems = _check_inputs(config, inputs)
         if problems is not None:
             for pos, problem in zip(list(live), problems, strict=True):
@@ -290,14 +382,26 @@ class Cohort:
             inputs = [inputs[j] for j in kept]
             if not live:
                 return
-        options = self._options
-        if self._priority:
-            options = replace(options, priority=_member_priority(config, self._priority))
         if config.max_batch_size > 0:
             first = columns[0][0]
             rows = [len(request[first]) for request in inputs]
         else:
             rows = [1] * len(inputs)
+        self._run(index, member, live, inputs, rows)
+
+    def _run(
+        self,
+        index: int,
+        member: ModelVersion,
+        live: list[int],
+        inputs: Sequence[Mapping[str, np.ndarray]],
+        rows: list[int],
+    ) -> None:
+        """Step ``index`` of the requests at ``live`` (their inputs and rows), on ``member``."""
+        calls = self._calls
+        options = self._options
+        if self._priority:
+            options = replace(options, priority=_member_priority(member.config, self._priority))
         group = Group(
             inputs,
             rows,
@@ -306,11 +410,11 @@ class Cohort:
         )
         routed = member
 
-        def done(results: list[Any], computes: list[tuple[int, int, int] | None]) -> None:
+        def done(results: Sequence[Any], computes: list[tuple[int, int, int] | None]) -> None:
             self._finished(index, routed, live, results, computes)
 
         self._running[index] = self._steps.run_step(
-            member, group, plan.outputs[index], options, done
+            member, group, self._plan.outputs[index], options, done
         )
 
     def _finished(
@@ -318,10 +422,58 @@ class Cohort:
         index: int,
         member: ModelVersion,
         live: list[int],
-        results: list[Any],
+        results: Sequence[Any],
         computes: list[tuple[int, int, int] | None],
     ) -> None:
         self._running.pop(index, None)
+        if not self._took_whole(index, member, live, results, computes):
+            self._took_each(index, member, live, results, computes)
+        self._next(index)
+
+    def _took_whole(
+        self,
+        index: int,
+        member: ModelVersion,
+        live: list[int],
+        results: Sequence[Any],
+        computes: list[tuple[int, int, int] | None],
+    ) -> bool:
+        """Take a step's outputs as its batch gave them, one column each, when one batch
+        answered every request of the cohort (none failed, none went away meanwhile)."""
+        calls = self._calls
+        if not isinstance(results, Rows) or len(live) != len(calls):
+            return False
+        whole = results.whole
+        items = self._plan.output_items[index]
+        if any(key not in whole for key, _ in items) or any(c.future.done() for c in calls):
+            return False
+        config = member.config
+        reshaped = config.reshaped_outputs
+        for key, tensor in items:
+            value = whole[key]
+            if key in reshaped:
+                value = _reshape_out(config, key, value)
+            self._tensors[tensor] = Column(whole=value, offsets=results.offsets)
+        compute = computes[0]
+        if compute is not None:
+            for call in calls:
+                total = call.compute
+                call.compute = (
+                    compute
+                    if total is None
+                    else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
+                )
+        return True
+
+    def _took_each(
+        self,
+        index: int,
+        member: ModelVersion,
+        live: list[int],
+        results: Sequence[Any],
+        computes: list[tuple[int, int, int] | None],
+    ) -> None:
+        """Take a step's outputs request by request (a request that failed fails alone)."""
         plan, calls, tensors = self._plan, self._calls, self._tensors
         config = member.config
         reshaped = config.reshaped_outputs
@@ -329,7 +481,7 @@ class Cohort:
         for key, tensor in plan.output_items[index]:
             column = tensors.get(tensor)
             if column is None:
-                column = tensors[tensor] = [None] * len(calls)
+                column = tensors[tensor] = Column([None] * len(calls))
             columns.append((key, column))
         for pos, result, compute in zip(live, results, computes, strict=True):
             call = calls[pos]
@@ -355,6 +507,10 @@ class Cohort:
                         if total is None
                         else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
                     )
+
+    def _next(self, index: int) -> None:
+        """Step ``index`` is done: launch the steps it completed, or answer."""
+        plan, calls, tensors = self._plan, self._calls, self._tensors
         if all(call.future.done() for call in calls):
             self._stop()
             return
@@ -395,6 +551,26 @@ class Cohort:
         running, self._running = self._running, {}
         for run in running.values():
             run.withdraw()
+
+
+def _whole_inputs(
+    config: ModelConfig, columns: list[tuple[str, Column]]
+) -> tuple[dict[str, np.ndarray], Sequence[int]] | None:
+    """A step's inputs as whole arrays and where each request's rows start, when the member
+    batches and every column is whole, cut alike (one batch's outputs); else None (taken
+    request by request)."""
+    if config.max_batch_size <= 0:
+        return None
+    offsets = columns[0][1].offsets
+    if offsets is None:
+        return None
+    whole: dict[str, np.ndarray] = {}
+    for key, column in columns:
+        cut = column.offsets
+        if column.whole is None or cut is None or (cut is not offsets and cut != offsets):
+            return None
+        whole[key] = column.whole
+    return whole, offsets
 
 
 def _check_inputs(
