@@ -94,6 +94,10 @@ class StubDied(BackendError):
     """The model's process exited, was killed, or stopped answering."""
 
 
+def _nothing() -> None:
+    """Nothing to release."""
+
+
 class IsolatedPythonBackend(Backend):
     """A proxy: ``load`` starts a stub and loads the model in it, ``execute`` sends each batch
     there through shared memory, ``unload`` finalizes the model and reaps the stub.
@@ -285,7 +289,9 @@ class IsolatedPythonBackend(Backend):
             if self._closed or self._restart or self._process is None:
                 future = asyncio.ensure_future(self._start_then_execute(batch))
             else:
-                future = self._execute_on_loop(batch)
+                # NOTE: released as the reply is read, before the result is set: no
+                # callback (and loop iteration) of its own for it
+                return self._execute_on_loop(batch, self._lock.release)
         except BaseException:
             self._lock.release()
             raise
@@ -353,9 +359,13 @@ class IsolatedPythonBackend(Backend):
             self._free(blocks)
         return self._results(kind, detail)
 
-    def _execute_on_loop(self, batch: Batch) -> asyncio.Future[Sequence[Result]]:
+    def _execute_on_loop(
+        self, batch: Batch, release: Callable[[], None] = _nothing
+    ) -> asyncio.Future[Sequence[Result]]:
         """:meth:`_execute` without a thread: the message goes out now, and the reply (and
-        the model's calls before it) come back through the loop's reader on the socket."""
+        the model's calls before it) come back through the loop's reader on the socket.
+        ``release`` is called once the stub is done with the batch, before its future is
+        settled (or raises, if it raises)."""
         assert self._sock is not None and self._inputs is not None and self._outputs is not None
         loop = asyncio.get_running_loop()
         results: asyncio.Future[Sequence[Result]] = loop.create_future()
@@ -364,6 +374,7 @@ class IsolatedPythonBackend(Backend):
             message = self._message(batch, blocks)
         except Exception as exc:
             self._free(blocks)
+            release()
             results.set_exception(exc)
             return results
         calls = _Calls(lambda answer: exchange.send(answer), self._inputs, self._outputs)
@@ -376,8 +387,14 @@ class IsolatedPythonBackend(Backend):
             if isinstance(outcome, BaseException):
                 # NOTE: reaping the stub waits for it: on a thread, then the batch fails.
                 lost = asyncio.ensure_future(self._lost(outcome))
-                lost.add_done_callback(lambda done: _settle_from(results, done))
+
+                def reaped(done: asyncio.Future[Sequence[Result]]) -> None:
+                    release()
+                    _settle_from(results, done)
+
+                lost.add_done_callback(reaped)
                 return
+            release()
             kind, detail, *rest = outcome
             if rest and isinstance(rest[0], list):
                 self._metrics = rest[0]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from repoman import Arena, TensorDescriptor, put_tensor
+from repoman import Arena, Rows, TensorDescriptor, put_tensor
 
 _LENGTH = struct.Struct("!I")
 MAX_MESSAGE = 1 << 31
@@ -136,6 +136,13 @@ def stack(items: Sequence[Mapping[str, Any]]) -> Stacked | None:
     arrays mean (:func:`unstack` gives each item back its own rows), so it needs no batching."""
     if len(items) < 2:
         return None
+    if isinstance(items, Rows):  # NOTE: end to end already (an ensemble's step): as they are
+        whole, first_row, end = items.whole, items.offsets[0], items.offsets[-1]
+        counts = items.rows
+        return (
+            {name: array[first_row:end] for name, array in whole.items()},
+            {name: counts for name in whole},
+        )
     first = items[0]
     keys = first.keys()
     if not all(isinstance(item, Mapping) and item.keys() == keys for item in items):
@@ -163,8 +170,20 @@ def stack(items: Sequence[Mapping[str, Any]]) -> Stacked | None:
 
 def unstack(
     arrays: Mapping[str, np.ndarray], rows: Mapping[str, Sequence[int]]
-) -> list[dict[str, np.ndarray]]:
-    """What :func:`stack` stacked, one mapping per item: views of ``arrays``, no copy."""
+) -> Sequence[Mapping[str, np.ndarray]]:
+    """What :func:`stack` stacked, one mapping per item: views of ``arrays``, no copy (a
+    ``Rows`` where every array is cut alike, as a batch's outputs are)."""
+    counts = None
+    for each in rows.values():
+        if counts is None:
+            counts = each
+        elif each != counts:
+            counts = None
+            break
+    if counts is not None:
+        layout = Rows.of(arrays, counts)
+        if all(len(array) == layout.total for array in arrays.values()):
+            return layout
     items: list[dict[str, np.ndarray]] = []
     for name, array in arrays.items():
         counts = rows[name]

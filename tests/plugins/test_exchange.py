@@ -13,7 +13,7 @@ import pytest
 from repoman_python import wire
 from repoman_python.exchange import Exchange
 
-from repoman import Arena, get_tensors
+from repoman import Arena, Rows, get_tensors
 
 
 def test_interim_messages_are_handled_as_they_come_and_the_reply_ends_it():
@@ -138,6 +138,21 @@ def test_a_batch_stacks_into_one_array_per_name_and_unstacks_into_its_own_rows()
             assert got[name].dtype == sent[name].dtype
             np.testing.assert_array_equal(got[name], sent[name])
     assert np.shares_memory(back[1]["x"], arrays["x"])  # views, no copy
+
+
+def test_requests_held_end_to_end_go_as_they_are_and_come_back_so():
+    whole = {"x": np.arange(12, dtype=np.float32).reshape(6, 2)}
+    items = Rows.of(whole, [1, 3, 1])  # NOTE: a sixth row past the requests' (padding)
+    stacked = wire.stack(items)
+    assert stacked is not None
+    arrays, rows = stacked
+    assert rows == {"x": [1, 3, 1]} and arrays["x"].shape == (5, 2)
+    assert np.shares_memory(arrays["x"], whole["x"])  # no copy
+    back = wire.unstack(arrays, rows)
+    assert isinstance(back, Rows) and back.rows == [1, 3, 1]
+    assert back[1]["x"][:, 0].tolist() == [2, 4, 6]
+    uneven = wire.unstack({"x": arrays["x"], "y": arrays["x"]}, {"x": [1, 3, 1], "y": [2, 2, 1]})
+    assert not isinstance(uneven, Rows) and uneven[0]["y"].shape == (2, 2)
 
 
 @pytest.mark.parametrize(
