@@ -120,7 +120,7 @@ class IsolatedPythonBackend(Backend):
         self._timeouts = (LOAD_TIMEOUT, EXECUTE_TIMEOUT)
         self._memory_limit = 0
         self._metrics: MetricsSnapshot = []  # the model's custom metrics, as last reported
-        self._exchange: Exchange | None = None  # a batch in the stub, awaited on the loop
+        self._exchange: Exchange | None = None  # batches sent to the stub from the loop
 
     # ---- settings ------------------------------------------------------------------
 
@@ -215,7 +215,7 @@ class IsolatedPythonBackend(Backend):
         # NOTE: a batch stuck in the model holds the lock: then there is no asking nicely.
         if not self._lock.acquire(timeout=UNLOAD_GRACE):
             process = self._process
-            if self._exchange is not None and process is not None:
+            if self._exchange is not None and self._exchange.open and process is not None:
                 process.kill()  # NOTE: the loop then reads the stream's end and reaps it
             else:
                 self._stop(kill=True)
@@ -244,6 +244,9 @@ class IsolatedPythonBackend(Backend):
         """Reap the stub (SIGKILL now when ``kill``, else after a grace period); its exit
         code. The arenas go with it (memfds: nothing is left in /dev/shm)."""
         process, self._process = self._process, None
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            _close_on_its_loop(exchange)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -335,7 +338,9 @@ class IsolatedPythonBackend(Backend):
         sock = self._sock
         assert sock is not None and self._inputs is not None and self._outputs is not None
         blocks: list[int] = []
-        calls = _Calls(lambda message: wire.send(sock, message), self._inputs, self._outputs)
+        calls = _Calls(
+            lambda message: wire.send(sock, message), model_caller(), self._inputs, self._outputs
+        )
         try:
             message = self._message(batch, blocks)
             sock.settimeout(execute_timeout)
@@ -377,12 +382,25 @@ class IsolatedPythonBackend(Backend):
             release()
             results.set_exception(exc)
             return results
-        calls = _Calls(lambda answer: exchange.send(answer), self._inputs, self._outputs)
-        exchange = Exchange(self._sock, calls.start, timeout=self._timeouts[1], loop=loop)
+        exchange = self._exchange
+        if exchange is None or exchange.sock is not self._sock or exchange.loop is not loop:
+            if exchange is not None:
+                _close_on_its_loop(exchange)
+            exchange = self._exchange = Exchange(self._sock, timeout=self._timeouts[1], loop=loop)
+        # NOTE: made at a batch's first call (few batches make any), through the door the
+        # scheduler opened for this batch (taken now: the calls arrive in another callback)
+        caller = model_caller()
+        calls: _Calls | None = None
+
+        def called(body: Any) -> None:
+            nonlocal calls
+            if calls is None:
+                calls = _Calls(exchange.send, caller, self._inputs, self._outputs)
+            calls.start(body)
 
         def replied(outcome: tuple[Any, ...] | BaseException) -> None:
-            self._exchange = None
-            calls.close()
+            if calls is not None:
+                calls.close()
             self._free(blocks)
             if isinstance(outcome, BaseException):
                 # NOTE: reaping the stub waits for it: on a thread, then the batch fails.
@@ -403,8 +421,7 @@ class IsolatedPythonBackend(Backend):
             except Exception as exc:
                 results.set_exception(exc)
 
-        self._exchange = exchange
-        exchange.start(message, replied)
+        exchange.start(message, replied, called)
         return results
 
     async def _lost(self, why: BaseException) -> Sequence[Result]:
@@ -488,9 +505,11 @@ class _Calls:
     sent and the answers' blocks are freed.
     """
 
-    def __init__(self, send: Callable[[Any], None], inputs: Arena, outputs: Arena) -> None:
+    def __init__(
+        self, send: Callable[[Any], None], caller: Caller | None, inputs: Arena, outputs: Arena
+    ) -> None:
         self._send, self._inputs, self._outputs = send, inputs, outputs
-        self._caller: Caller | None = model_caller()
+        self._caller = caller
         self._lock = threading.Lock()
         self._blocks: list[int] = []
         self._closed = False
@@ -570,6 +589,21 @@ class _Calls:
 
 def _nowhere(message: Any) -> None:
     """Where a closed exchange's answers go: nowhere (it sends none)."""
+
+
+def _close_on_its_loop(exchange: Exchange) -> None:
+    """``exchange.close()``, on its loop (from any thread; at once where the loop is closed)."""
+    loop = exchange.loop
+    try:
+        if asyncio.get_running_loop() is loop:
+            exchange.close()
+            return
+    except RuntimeError:
+        pass  # NOTE: no loop runs on this thread
+    try:
+        loop.call_soon_threadsafe(exchange.close)
+    except RuntimeError:  # NOTE: its loop is closed: nothing reads for it any more
+        exchange.close()
 
 
 def _seconds(params: Mapping[str, str], name: str, default: int) -> int:

@@ -25,15 +25,16 @@ def test_interim_messages_are_handled_as_they_come_and_the_reply_ends_it():
             interim.append(body)
             exchange.send(("answer", body))
 
-        exchange = Exchange(ours, on_call, timeout=10)
+        exchange = Exchange(ours, timeout=10)
         # NOTE: two calls and the reply in one write: one read holds several messages.
         theirs.sendall(wire.frame(("call", 1)) + wire.frame(("call", 2)))
         reply_after_answers = threading.Thread(target=answer_twice_then_reply)
         reply_after_answers.start()
         try:
-            return await exchange.run(("execute", {"n": 1}))
+            return await exchange.run(("execute", {"n": 1}), on_call)
         finally:
             reply_after_answers.join()
+            exchange.close()
 
     def answer_twice_then_reply():
         received = [wire.receive(theirs, trusted=True)[0] for _ in range(3)]
@@ -58,7 +59,11 @@ def test_a_message_larger_than_the_socket_buffer_goes_out_whole():
         theirs.sendall(wire.frame(("ok", len(message[1]))))
 
     async def main():
-        return await Exchange(ours, lambda body: None, timeout=30).run(("execute", big))
+        exchange = Exchange(ours, timeout=30)
+        try:
+            return await exchange.run(("execute", big))
+        finally:
+            exchange.close()
 
     with ours, theirs:
         peer = threading.Thread(target=stub)
@@ -69,7 +74,11 @@ def test_a_message_larger_than_the_socket_buffer_goes_out_whole():
 
 def test_a_closed_end_and_silence_fail_the_exchange():
     async def exchange(sock, timeout):
-        return await Exchange(sock, lambda body: None, timeout=timeout).run(("execute", None))
+        exchange = Exchange(sock, timeout=timeout)
+        try:
+            return await exchange.run(("execute", None))
+        finally:
+            exchange.close()
 
     ours, theirs = socket.socketpair()
     with ours:
@@ -82,12 +91,94 @@ def test_a_closed_end_and_silence_fail_the_exchange():
         asyncio.run(exchange(ours, 0.05))
 
 
+def test_one_exchange_serves_batch_after_batch_and_gives_way_to_a_blocking_conversation():
+    ours, theirs = socket.socketpair()
+
+    def stub(count):
+        for n in range(count):
+            message, _ = wire.receive(theirs, trusted=True)
+            assert message == ("execute", n)
+            theirs.sendall(wire.frame(("ok", n)))
+
+    async def main():
+        exchange = Exchange(ours, timeout=10)
+        peer = threading.Thread(target=stub, args=(3,))
+        peer.start()
+        replies = [await exchange.run(("execute", n)) for n in range(3)]
+        peer.join()
+        # A conversation on the socket itself, on a thread, while the loop goes on: the
+        # loop, still reading between exchanges, must leave the message to it.
+        def blocking():
+            ours.settimeout(5)
+            wire.send(ours, ("unload", None))
+            return wire.receive(ours, trusted=False)[0]
+
+        peer = threading.Thread(target=lambda: theirs.sendall(wire.frame(wire.receive(
+            theirs, trusted=True)[0])))
+        peer.start()
+        echoed = await asyncio.to_thread(blocking)
+        peer.join()
+        peer = threading.Thread(target=stub, args=(1,))
+        peer.start()
+        replies.append(await exchange.run(("execute", 0)))
+        peer.join()
+        exchange.close()
+        return replies, echoed
+
+    with ours, theirs:
+        replies, echoed = asyncio.run(main())
+    assert replies == [("ok", 0), ("ok", 1), ("ok", 2), ("ok", 0)]
+    assert echoed == ("unload", None)
+
+
+def test_a_socket_closed_under_an_idle_exchange_leaves_the_loop_able_to_read_the_next():
+    async def main():
+        replies = []
+        for _ in range(3):
+            # NOTE: each new pair likely takes the descriptor numbers the last one freed
+            ours, theirs = socket.socketpair()
+            exchange = Exchange(ours, timeout=10)
+            theirs.sendall(wire.frame(("ok", ours.fileno())))
+            replies.append(await exchange.run(("execute", None)))
+            ours.close()  # as a restart does, on whatever thread; the exchange is left
+            theirs.close()
+            await asyncio.sleep(0.01)  # the loop sees the stub's end close, and lets go
+        return replies
+
+    assert [reply[0] for reply in asyncio.run(main())] == ["ok"] * 3
+
+
+def test_the_timeout_counts_from_each_exchange_not_from_the_first():
+    ours, theirs = socket.socketpair()
+
+    async def main():
+        exchange = Exchange(ours, timeout=0.3)
+        try:
+            theirs.sendall(wire.frame(("ok", 1)))
+            assert await exchange.run(("execute", 1)) == ("ok", 1)
+            await asyncio.sleep(0.2)
+            # 0.4 s after the first message: within the timeout of this one
+            asyncio.get_running_loop().call_later(0.2, theirs.sendall, wire.frame(("ok", 2)))
+            assert await exchange.run(("execute", 2)) == ("ok", 2)
+            with pytest.raises(TimeoutError):
+                await exchange.run(("execute", 3))
+        finally:
+            exchange.close()
+
+    with ours, theirs:
+        asyncio.run(main())
+
+
 def test_what_the_stub_answers_is_read_as_plain_data_only():
     ours, theirs = socket.socketpair()
 
     async def main():
         theirs.sendall(wire.frame(("ok", fractions.Fraction(1, 3))))
-        return await Exchange(ours, lambda body: None, timeout=10).run(("execute", None))
+        exchange = Exchange(ours, timeout=10)
+        try:
+            return await exchange.run(("execute", None))
+        finally:
+            exchange.close()
 
     with ours, theirs, pytest.raises(Exception, match="only plain data"):
         asyncio.run(main())
