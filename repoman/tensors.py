@@ -45,6 +45,28 @@ def shape_signature(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[
     return tuple(sorted((name, tensor.shape[1:]) for name, tensor in inputs.items()))
 
 
+def offsets_of(counts: Sequence[int]) -> list[int]:
+    """Where each of end-to-end parts of ``counts[i]`` rows starts, and where the last ends."""
+    offsets = [0]
+    at = 0
+    for count in counts:
+        at += count
+        offsets.append(at)
+    return offsets
+
+
+def end_to_end(cuts: Sequence[Sequence[int]]) -> list[int]:
+    """The offsets of several cut arrays' parts once their cut rows are put end to end (each
+    one's rows from its first offset to its last, in order)."""
+    offsets = [0]
+    at = 0
+    for cut in cuts:
+        base = cut[0]
+        offsets += [at + end - base for end in cut[1:]]
+        at = offsets[-1]
+    return offsets
+
+
 class Rows(Sequence[Mapping[str, np.ndarray]]):
     """Requests' tensors held end to end: ``whole[name]`` is every request's ``name`` along
     the batch axis, request ``i`` owning rows ``offsets[i]`` to ``offsets[i + 1]``.
@@ -67,12 +89,7 @@ class Rows(Sequence[Mapping[str, np.ndarray]]):
     def of(cls, whole: Mapping[str, np.ndarray], rows: Sequence[int]) -> Rows:
         """``whole`` cut into requests of ``rows[i]`` rows each (``whole`` may hold more rows
         than their sum: padding, never read)."""
-        offsets = [0]
-        at = 0
-        for count in rows:
-            at += count
-            offsets.append(at)
-        return cls(whole, offsets)
+        return cls(whole, offsets_of(rows))
 
     @property
     def rows(self) -> list[int]:
@@ -143,12 +160,7 @@ class Rows(Sequence[Mapping[str, np.ndarray]]):
                 head = first[name]
                 if array.dtype != head.dtype or array.shape[1:] != head.shape[1:]:
                     return None
-        offsets = [0]
-        at = 0
-        for part in parts:
-            base = part.offsets[0]
-            offsets += [at + end - base for end in part.offsets[1:]]
-            at = offsets[-1]
+        offsets = end_to_end([part.offsets for part in parts])
         whole = {
             name: np.concatenate(
                 [part.whole[name][part.offsets[0] : part.offsets[-1]] for part in parts]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from repoman.backends import Batch
-from repoman.tensors import Rows, merge_rows
+from repoman.tensors import Rows, end_to_end, merge_rows, offsets_of
 
 
 def whole(rows: int, start: float = 0) -> dict[str, np.ndarray]:
@@ -73,3 +73,10 @@ def test_a_batch_splits_its_outputs_into_rows_of_each_request() -> None:
 def test_merge_rows_pads_with_the_last_row() -> None:
     merged = merge_rows([whole(1), whole(1, 10)], ["x"], pad_to=3)
     assert merged["x"][:, 0].tolist() == [0, 10, 10]
+
+
+def test_offsets_of_counts_and_of_cut_arrays_put_end_to_end():
+    assert offsets_of([1, 3, 0, 2]) == [0, 1, 4, 4, 6]
+    assert offsets_of([]) == [0]
+    # a part whose rows start past its array's first (a slice of a larger batch)
+    assert end_to_end([[0, 2, 5], [3, 4, 7]]) == [0, 2, 5, 6, 9]

@@ -29,7 +29,7 @@ from repoman.pipeline.graph import Plan
 from repoman.scheduler import RequestOptions
 from repoman.scheduler.pending import Group
 from repoman.signature import compatible_dims
-from repoman.tensors import Rows
+from repoman.tensors import Rows, end_to_end, offsets_of
 
 
 class Handle(Protocol):
@@ -197,11 +197,7 @@ class Column:
                 return cls(whole=head, offsets=[0, len(head)])
             dtype, tail = head.dtype, head.shape[1:]
             if all(p.dtype == dtype and p.shape[1:] == tail for p in parts):
-                offsets = [0]
-                at = 0
-                for part in parts:
-                    at += len(part)
-                    offsets.append(at)
+                offsets = offsets_of([len(part) for part in parts])
                 return cls(whole=np.concatenate(parts), offsets=offsets)
         return cls(parts)
 
@@ -232,11 +228,8 @@ class Column:
         if mine.dtype != theirs.dtype or mine.shape[1:] != theirs.shape[1:]:
             return None
         a, b = self.offsets, other.offsets
-        offsets = [end - a[0] for end in a]
-        shift = offsets[-1] - b[0]
-        offsets += [end + shift for end in b[1:]]
         whole = np.concatenate([mine[a[0] : a[-1]], theirs[b[0] : b[-1]]])
-        return Column(whole=whole, offsets=offsets)
+        return Column(whole=whole, offsets=end_to_end([a, b]))
 
 
 class Cohort:
@@ -457,12 +450,7 @@ class Cohort:
         compute = computes[0]
         if compute is not None:
             for call in calls:
-                total = call.compute
-                call.compute = (
-                    compute
-                    if total is None
-                    else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
-                )
+                _add_compute(call, compute)
         return True
 
     def _took_each(
@@ -501,12 +489,7 @@ class Cohort:
                 column[pos] = value
             else:
                 if compute is not None:
-                    total = call.compute
-                    call.compute = (
-                        compute
-                        if total is None
-                        else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
-                    )
+                    _add_compute(call, compute)
 
     def _next(self, index: int) -> None:
         """Step ``index`` is done: launch the steps it completed, or answer."""
@@ -551,6 +534,16 @@ class Cohort:
         running, self._running = self._running, {}
         for run in running.values():
             run.withdraw()
+
+
+def _add_compute(call: EnsembleCall, compute: tuple[int, int, int]) -> None:
+    """Count a step's compute nanoseconds (input, infer, output) into ``call``'s."""
+    total = call.compute
+    call.compute = (
+        compute
+        if total is None
+        else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
+    )
 
 
 def _whole_inputs(
