@@ -25,11 +25,12 @@ import numpy as np
 from repoman.config.model import ModelConfig
 from repoman.errors import BackendError, InvalidRequest, RepomanError, StepFailed
 from repoman.manager import ModelVersion
+from repoman.pipeline.columns import Column, whole_inputs
 from repoman.pipeline.graph import Plan
 from repoman.scheduler import RequestOptions
 from repoman.scheduler.pending import Group
 from repoman.signature import compatible_dims
-from repoman.tensors import Rows, end_to_end, offsets_of
+from repoman.tensors import Rows
 
 
 class Handle(Protocol):
@@ -168,70 +169,6 @@ class EnsembleCall:
             listener()
 
 
-class Column:
-    """One tensor of a cohort's requests: each request's own array (``parts``), or one array
-    holding all of theirs end to end (``whole``, request ``i`` owning rows ``offsets[i]`` to
-    ``offsets[i + 1]``), as a member's batch gave it. Held whole, it goes to the next member
-    as it is: no request-by-request work between steps, no copy. Event loop only."""
-
-    __slots__ = ("offsets", "parts", "whole")
-
-    def __init__(
-        self,
-        parts: list[Any] | None = None,
-        whole: np.ndarray | None = None,
-        offsets: Sequence[int] | None = None,
-    ) -> None:
-        self.parts = parts
-        self.whole = whole
-        self.offsets = offsets
-
-    @classmethod
-    def gathered(cls, parts: list[Any], batching: bool) -> Column:
-        """A column of the requests' own arrays: whole (one concatenation) when they batch
-        and agree in data type and shape past the batch axis, so that every step takes them
-        whole; else as they are."""
-        head = parts[0]
-        if batching and head.ndim:
-            if len(parts) == 1:
-                return cls(whole=head, offsets=[0, len(head)])
-            dtype, tail = head.dtype, head.shape[1:]
-            if all(p.dtype == dtype and p.shape[1:] == tail for p in parts):
-                offsets = offsets_of([len(part) for part in parts])
-                return cls(whole=np.concatenate(parts), offsets=offsets)
-        return cls(parts)
-
-    def __getitem__(self, pos: int) -> Any:
-        if self.parts is not None:
-            return self.parts[pos]
-        assert self.whole is not None and self.offsets is not None
-        return self.whole[self.offsets[pos] : self.offsets[pos + 1]]
-
-    def __setitem__(self, pos: int, value: Any) -> None:
-        self.split()[pos] = value
-
-    def split(self) -> list[Any]:
-        """Its requests' arrays, one each (views), from now on held so."""
-        if self.parts is None:
-            assert self.whole is not None and self.offsets is not None
-            whole, offsets = self.whole, self.offsets
-            self.parts = [whole[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
-            self.whole = self.offsets = None
-        return self.parts
-
-    def joined(self, other: Column) -> Column | None:
-        """This column's requests, then ``other``'s, as one whole column (None unless both
-        are whole, alike in data type and shape past the batch axis)."""
-        mine, theirs = self.whole, other.whole
-        if mine is None or theirs is None or self.offsets is None or other.offsets is None:
-            return None
-        if mine.dtype != theirs.dtype or mine.shape[1:] != theirs.shape[1:]:
-            return None
-        a, b = self.offsets, other.offsets
-        whole = np.concatenate([mine[a[0] : a[-1]], theirs[b[0] : b[-1]]])
-        return Column(whole=whole, offsets=end_to_end([a, b]))
-
-
 class Cohort:
     """Requests to one ensemble version that move through its steps together.
 
@@ -348,7 +285,7 @@ class Cohort:
             return
         columns = [(key, self._tensors[tensor]) for key, tensor in plan.input_items[index]]
         config = member.config
-        whole = _whole_inputs(config, columns) if len(live) == len(calls) else None
+        whole = whole_inputs(config, columns) if len(live) == len(calls) else None
         if whole is not None:
             arrays, offsets = whole
             try:
@@ -544,26 +481,6 @@ def _add_compute(call: EnsembleCall, compute: tuple[int, int, int]) -> None:
         if total is None
         else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
     )
-
-
-def _whole_inputs(
-    config: ModelConfig, columns: list[tuple[str, Column]]
-) -> tuple[dict[str, np.ndarray], Sequence[int]] | None:
-    """A step's inputs as whole arrays and where each request's rows start, when the member
-    batches and every column is whole, cut alike (one batch's outputs); else None (taken
-    request by request)."""
-    if config.max_batch_size <= 0:
-        return None
-    offsets = columns[0][1].offsets
-    if offsets is None:
-        return None
-    whole: dict[str, np.ndarray] = {}
-    for key, column in columns:
-        cut = column.offsets
-        if column.whole is None or cut is None or (cut is not offsets and cut != offsets):
-            return None
-        whole[key] = column.whole
-    return whole, offsets
 
 
 def _check_inputs(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repoman.pipeline.runner import Column
+from repoman.pipeline.columns import Column
 from tests.pipeline.test_dispatch import BATCHING, Core, chain, member, run, send
 
 
