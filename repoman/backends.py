@@ -79,12 +79,7 @@ class Batch:
                 self._merged = dict(requests[0])
             elif isinstance(requests, Rows):
                 names = self.input_names or tuple(requests.whole)
-                first, last = requests.offsets[0], requests.offsets[-1]
-                whole = {
-                    name: array if first == 0 and len(array) == last else array[first:last]
-                    for name, array in ((name, requests.whole[name]) for name in names)
-                }
-                self._merged = merge_rows([whole], names, self.pad_to)
+                self._merged = merge_rows([requests.arrays(names)], names, self.pad_to)
             else:
                 names = self.input_names or tuple(requests[0])
                 self._merged = merge_rows(requests, names, self.pad_to)

@@ -134,6 +134,16 @@ class Rows(Sequence[Mapping[str, np.ndarray]]):
         for index in range(len(self.offsets) - 1):
             yield self[index]
 
+    def arrays(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Each tensor (of ``names``, default all) cut to its requests' rows, padding or
+        rows past them left out: the arrays themselves where nothing is cut, else views."""
+        whole, first, last = self.whole, self.offsets[0], self.offsets[-1]
+        out = {}
+        for name in whole if names is None else names:
+            array = whole[name]
+            out[name] = array if first == 0 and len(array) == last else array[first:last]
+        return out
+
     def part(self, start: int, end: int) -> Rows:
         """Requests ``start`` to ``end`` (this object itself when that is all of them)."""
         offsets = self.offsets

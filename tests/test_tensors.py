@@ -80,3 +80,11 @@ def test_offsets_of_counts_and_of_cut_arrays_put_end_to_end():
     assert offsets_of([]) == [0]
     # a part whose rows start past its array's first (a slice of a larger batch)
     assert end_to_end([[0, 2, 5], [3, 4, 7]]) == [0, 2, 5, 6, 9]
+
+
+def test_a_rows_arrays_are_its_requests_rows_alone():
+    layout = Rows({"x": whole(5)["x"], "y": whole(5)["x"]}, [1, 2, 4])  # rows 1-3 only
+    arrays = layout.arrays(["x"])
+    assert list(arrays) == ["x"] and arrays["x"][:, 0].tolist() == [2, 4, 6]
+    exact = Rows.of(whole(3), [1, 2])
+    assert exact.arrays()["x"] is exact.whole["x"]  # nothing to cut: the array itself

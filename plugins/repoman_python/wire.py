@@ -137,12 +137,8 @@ def stack(items: Sequence[Mapping[str, Any]]) -> Stacked | None:
     if len(items) < 2:
         return None
     if isinstance(items, Rows):  # NOTE: end to end already (an ensemble's step): as they are
-        whole, first_row, end = items.whole, items.offsets[0], items.offsets[-1]
         counts = items.rows
-        return (
-            {name: array[first_row:end] for name, array in whole.items()},
-            {name: counts for name in whole},
-        )
+        return items.arrays(), {name: counts for name in items.whole}
     first = items[0]
     keys = first.keys()
     if not all(isinstance(item, Mapping) and item.keys() == keys for item in items):

@@ -700,7 +700,7 @@ def _elements(batch: Batch) -> int:
     """Input elements of an execution (what its time grows with)."""
     requests = batch.requests
     if isinstance(requests, Rows):
-        return sum(array[: requests.total].size for array in requests.whole.values())
+        return sum(array.size for array in requests.arrays().values())
     return sum(array.size for request in requests for array in request.values())
 
 
