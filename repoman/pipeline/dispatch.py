@@ -52,6 +52,39 @@ class _Ensemble:
     closing: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def ended(self, calls: Sequence[EnsembleCall]) -> None:
+        """``calls`` ended (a cohort's answered at once, or one alone), counted as Triton
+        counts an ensemble's requests: a success once in success (its whole duration),
+        queue (until its first steps went to the scheduler), compute input/infer/output (the
+        sum of its steps' compute times) and as one execution of its own batch size; a
+        failure only in fail; a cancelled one not at all."""
+        stats = self.stats
+        now = time.perf_counter_ns()
+        answered: list[EnsembleCall] = []
+        for call in calls:
+            done = call.future
+            if done.cancelled():
+                continue
+            error = done.exception()
+            if error is None:
+                answered.append(call)
+            else:
+                stats.record_failure(failure_reason(error), now - call.started_ns)
+        if answered:
+            stats.record_executions(
+                [now - call.started_ns for call in answered],
+                [max(0, call.launched_ns - call.started_ns) for call in answered],
+                # NOTE: its batch rows, as its cohort counted them (1: no batching)
+                [call.rows for call in answered],
+                [call.compute or _NO_COMPUTE for call in answered],
+            )
+        self.in_flight -= len(calls)
+        if self.closing and self.in_flight == 0:
+            self.drained.set()
+
+
+_NO_COMPUTE = (0, 0, 0)
+
 
 class Dispatcher:
     """Runs requests on model versions: the one door to the scheduler for everything above it.
@@ -168,7 +201,7 @@ class Dispatcher:
             raise ModelNotReady(version.model, version.version, "it is being unloaded")
         call = EnsembleCall(inputs, tuple(outputs), options, self._loop())
         ensemble.in_flight += 1
-        call.on_end = partial(self._answered, ensemble)
+        call.on_end = ensemble.ended
         # NOTE: the requests that arrive before the next dispatch pass, alike in what they
         # ask, go through the steps together (a Cohort): one group per step, not one each.
         key = (version, call.wanted, tuple(inputs), options.priority, options.timeout_us)
@@ -289,31 +322,6 @@ class Dispatcher:
         if histogram is None:
             histogram = self.lazy_waits[key] = Histogram(LAZY_WAIT_BOUNDS)
         histogram.observe(seconds)
-
-    def _answered(self, ensemble: _Ensemble, call: EnsembleCall) -> None:
-        # NOTE: Triton's numbers for an ensemble: a successful request counts once in
-        # success (its whole duration), queue (until its first steps went to the scheduler),
-        # compute input/infer/output (the sum of its steps' compute times) and as one
-        # execution of its own batch size; a failed one only in fail.
-        stats = ensemble.stats
-        done = call.future
-        elapsed = time.perf_counter_ns() - call.started_ns
-        if not done.cancelled() and done.exception() is None:
-            stats.record_success(elapsed)
-            stats.record_queued(max(0, call.launched_ns - call.started_ns) / 1e9)
-            compute = call.compute or (0, 0, 0)
-            stats.record_batch(
-                call.rows,  # NOTE: its batch rows, as its cohort counted them (1: no batching)
-                1,
-                input_ns=compute[0],
-                infer_ns=compute[1],
-                output_ns=compute[2],
-            )
-        elif (error := None if done.cancelled() else done.exception()) is not None:
-            stats.record_failure(failure_reason(error), elapsed)
-        ensemble.in_flight -= 1
-        if ensemble.closing and ensemble.in_flight == 0:
-            ensemble.drained.set()
 
     # ---- statistics ----------------------------------------------------------------
 

@@ -126,9 +126,10 @@ class EnsembleCall:
         """When its cohort started (its "queue" time ends)."""
         self.compute: tuple[int, int, int] | None = None
         self.on_answer: Callable[[], None] | None = None
-        self.on_end: Callable[[EnsembleCall], None] | None = None
+        self.on_end: Callable[[Sequence[EnsembleCall]], None] | None = None
         """Called once, at once, however it ends: answered, failed, or cancelled (what the
-        dispatcher counts it by; no future callback, which would take a loop iteration)."""
+        dispatcher counts it by; no future callback, which would take a loop iteration),
+        with this call; or with its cohort's calls answered at once (:meth:`answer_all`)."""
         self.inputs = inputs
         self.wanted = wanted
         self.options = options
@@ -150,6 +151,22 @@ class EnsembleCall:
         self._ended()
         self._told()
 
+    @staticmethod
+    def answer_all(
+        calls: Sequence[EnsembleCall], outputs: Sequence[Mapping[str, np.ndarray]]
+    ) -> None:
+        """:meth:`answer` each of ``calls`` (a cohort's, whose ``on_end`` is the same: their
+        ensemble's) with its outputs, their ending told once, for them all."""
+        hook = calls[0].on_end
+        for call, answer in zip(calls, outputs, strict=True):
+            call.future.set_result(answer)
+            call.cohort = None
+            call.on_end = None
+        if hook is not None:
+            hook(calls)
+        for call in calls:
+            call._told()
+
     def fail(self, error: BaseException) -> None:
         self.future.set_exception(error)
         self._ended()
@@ -160,7 +177,7 @@ class EnsembleCall:
         self.cohort = None
         hook, self.on_end = self.on_end, None
         if hook is not None:
-            hook(self)
+            hook((self,))
 
     def _told(self) -> None:
         """Tell ``on_answer`` (once), letting go of it first: it holds this call."""
@@ -452,9 +469,12 @@ class Cohort:
             self._launch(consumer)
         if not self._running:
             wanted = [(name, tensors[name]) for name in self._wanted]
-            for pos, call in enumerate(calls):
-                if not call.future.done():
-                    call.answer({name: column[pos] for name, column in wanted})
+            live = [pos for pos, call in enumerate(calls) if not call.future.done()]
+            if live:
+                EnsembleCall.answer_all(
+                    [calls[pos] for pos in live],
+                    [{name: column[pos] for name, column in wanted} for pos in live],
+                )
 
     def _fail(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,14 @@ class Histogram:
     def observe(self, value: float, count: int = 1) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += count
         self.total += value * count
+
+    def observe_each(self, values: Iterable[float]) -> None:
+        """:meth:`observe` for each of ``values`` (one call for many observations)."""
+        counts, bounds, total = self.counts, self.bounds, 0.0
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1
+            total += value
+        self.total += total
 
     def merge(self, counts: list[int], total: float) -> None:
         """Add another histogram's counts (same bounds) and sum: observations made elsewhere."""
@@ -216,6 +225,41 @@ class VersionStats:
         per_batch = batch.compute_output
         per_batch.count += 1
         per_batch.ns += output_ns
+
+    def record_executions(
+        self,
+        elapsed_ns: Sequence[int],
+        queued_ns: Sequence[int],
+        rows: Sequence[int],
+        computes: Sequence[tuple[int, int, int]],
+    ) -> None:
+        """Successful requests that each count as one execution of their own rows, as an
+        ensemble's requests do: for each, :meth:`record_success` (``elapsed_ns``),
+        :meth:`record_queued` (``queued_ns``) and :meth:`record_batch` (its ``rows``, one
+        request, its ``computes``: input, infer and output nanoseconds), in one call for
+        many requests (the parallel sequences, one entry per request)."""
+        count = len(elapsed_ns)
+        if not count:
+            return
+        self.success.add(sum(elapsed_ns), count)
+        self.request_seconds.observe_each([ns / 1e9 for ns in elapsed_ns])
+        self.queue.add(sum(queued_ns), count)
+        self.queue_seconds.observe_each([ns / 1e9 for ns in queued_ns])
+        self.execution_count += count
+        self.inference_count += sum(rows)
+        self.batch_sizes.observe_each(rows)
+        self.batch_wait_seconds.observe_each([compute[0] / 1e9 for compute in computes])
+        self.compute_seconds.observe_each([compute[1] / 1e9 for compute in computes])
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        totals = (self.compute_input, self.compute_infer, self.compute_output)
+        for part, total in enumerate(totals):
+            total.add(sum(compute[part] for compute in computes), count)
+        batches = self.batches
+        for size, (input_ns, infer_ns, output_ns) in zip(rows, computes, strict=True):
+            batch = batches[size]
+            batch.compute_input.add(input_ns)
+            batch.compute_infer.add(infer_ns)
+            batch.compute_output.add(output_ns)
 
     def record_solo(self, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """:meth:`record_batch` for one request of one row (a model without dynamic batching
