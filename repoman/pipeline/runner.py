@@ -222,6 +222,9 @@ class Cohort:
         self._needed = plan.needed(wanted)
         self._waiting = {i: plan.waits[i] for i in self._needed}
         self._running: dict[int, StepRun] = {}
+        self._compute: tuple[int, int, int] | None = None
+        """Compute nanoseconds of the steps every request of it took in one batch, not yet
+        added to each request's own (:meth:`_hand_out_compute`)."""
         for call in calls:
             call.cohort = self
 
@@ -261,6 +264,8 @@ class Cohort:
     def absorb(self, other: Cohort) -> None:
         """Take ``other``'s requests (a cohort at the same point, between steps): they go on
         as this cohort's. Requests that ended are dropped from both."""
+        self._hand_out_compute()
+        other._hand_out_compute()
         keep = [pos for pos, call in enumerate(self._calls) if not call.future.done()]
         more = [pos for pos, call in enumerate(other._calls) if not call.future.done()]
         calls = [self._calls[pos] for pos in keep] + [other._calls[pos] for pos in more]
@@ -401,10 +406,9 @@ class Cohort:
             if key in reshaped:
                 value = _reshape_out(config, key, value)
             self._tensors[tensor] = Column(whole=value, offsets=results.offsets)
-        compute = computes[0]
+        compute, total = computes[0], self._compute
         if compute is not None:
-            for call in calls:
-                _add_compute(call, compute)
+            self._compute = compute if total is None else _sum_compute(total, compute)
         return True
 
     def _took_each(
@@ -416,6 +420,7 @@ class Cohort:
         computes: list[tuple[int, int, int] | None],
     ) -> None:
         """Take a step's outputs request by request (a request that failed fails alone)."""
+        self._hand_out_compute()
         plan, calls, tensors = self._plan, self._calls, self._tensors
         config = member.config
         reshaped = config.reshaped_outputs
@@ -469,12 +474,21 @@ class Cohort:
             self._launch(consumer)
         if not self._running:
             wanted = [(name, tensors[name]) for name in self._wanted]
+            self._hand_out_compute()
             live = [pos for pos, call in enumerate(calls) if not call.future.done()]
             if live:
                 EnsembleCall.answer_all(
                     [calls[pos] for pos in live],
                     [{name: column[pos] for name, column in wanted} for pos in live],
                 )
+
+    def _hand_out_compute(self) -> None:
+        """Add the compute of the steps taken whole to each request's own (before they part
+        ways: answered, taken one by one, or joined to another cohort)."""
+        compute, self._compute = self._compute, None
+        if compute is not None:
+            for call in self._calls:
+                _add_compute(call, compute)
 
     def _fail(
         self,
@@ -496,11 +510,11 @@ class Cohort:
 def _add_compute(call: EnsembleCall, compute: tuple[int, int, int]) -> None:
     """Count a step's compute nanoseconds (input, infer, output) into ``call``'s."""
     total = call.compute
-    call.compute = (
-        compute
-        if total is None
-        else (total[0] + compute[0], total[1] + compute[1], total[2] + compute[2])
-    )
+    call.compute = compute if total is None else _sum_compute(total, compute)
+
+
+def _sum_compute(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def _check_inputs(

@@ -254,12 +254,18 @@ class VersionStats:
         totals = (self.compute_input, self.compute_infer, self.compute_output)
         for part, total in enumerate(totals):
             total.add(sum(compute[part] for compute in computes), count)
-        batches = self.batches
-        for size, (input_ns, infer_ns, output_ns) in zip(rows, computes, strict=True):
-            batch = batches[size]
-            batch.compute_input.add(input_ns)
-            batch.compute_infer.add(infer_ns)
-            batch.compute_output.add(output_ns)
+        by_size: dict[int, list[tuple[int, int, int]]] = {}
+        for size, compute in zip(rows, computes, strict=True):
+            same = by_size.get(size)
+            if same is None:
+                by_size[size] = [compute]
+            else:
+                same.append(compute)
+        for size, each in by_size.items():
+            batch, number = self.batches[size], len(each)
+            batch.compute_input.add(sum(compute[0] for compute in each), number)
+            batch.compute_infer.add(sum(compute[1] for compute in each), number)
+            batch.compute_output.add(sum(compute[2] for compute in each), number)
 
     def record_solo(self, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """:meth:`record_batch` for one request of one row (a model without dynamic batching
