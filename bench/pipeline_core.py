@@ -10,7 +10,10 @@ It reports the process's CPU time per request for:
 
 - ``member``: a request to one member (the cost of any request through the scheduler);
 - ``ensemble-1``: a one-step ensemble over that member (what an ensemble adds per request);
-- ``ensemble-3``: a three-step chain (what each further step adds).
+- ``ensemble-3``: a three-step chain (what each further step adds);
+- ``member-later``: a request to a member whose batches are answered in a later event-loop
+  iteration, as a Python stub's reply is (``Backend.execute_async``; the same echo): what the
+  asynchronous path costs against ``member``'s inline one, no process hop involved.
 
 Each row is the best of ``--rounds`` rounds of ``--requests`` requests (the least disturbed);
 every member batches (``max_batch_size`` 8), and the mean batch is shown. Ratios come from the
@@ -54,9 +57,26 @@ class QuickEcho(Backend):
         return batch.split({name: source for name in batch.output_names})
 
 
-def member(name: str) -> ModelConfig:
+class LaterEcho(QuickEcho):
+    """QuickEcho whose results arrive a loop iteration later, through a future (the way a
+    Python stub's reply does), on the event loop."""
+
+    may_run_inline = False
+
+    @property
+    def runs_on_loop(self) -> bool:
+        return True
+
+    def execute_async(self, batch: Batch) -> asyncio.Future[Sequence[Result]]:
+        loop = asyncio.get_running_loop()
+        results: asyncio.Future[Sequence[Result]] = loop.create_future()
+        loop.call_soon(results.set_result, self.execute(batch))
+        return results
+
+
+def member(name: str, backend: str = "quick_echo") -> ModelConfig:
     return parse_model_config(
-        'backend: "quick_echo"\nmax_batch_size: 8\n'
+        f'backend: "{backend}"\nmax_batch_size: 8\n'
         'input [{ name: "INPUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n'
         'output [{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 2 ] }]\n'
         "dynamic_batching { max_queue_delay_microseconds: 0 }",
@@ -85,13 +105,14 @@ def chain(name: str, members: Sequence[str]) -> ModelConfig:
 
 
 VARIANTS = {"member": ("a", "INPUT", "OUTPUT"), "ensemble-1": ("pipe1", "IN", "OUT"),
-            "ensemble-3": ("pipe3", "IN", "OUT")}
+            "ensemble-3": ("pipe3", "IN", "OUT"), "member-later": ("later", "INPUT", "OUTPUT")}
 
 
 class Core:
     def __init__(self) -> None:
         registry = BackendRegistry()
         registry.register("quick_echo", QuickEcho, default_model_filename="model.txt")
+        registry.register("later_echo", LaterEcho, default_model_filename="model.txt")
         self.scheduler = SharedScheduler(1)
         self.dispatcher = Dispatcher(self.scheduler)
         self.manager = ModelManager(registry, self.dispatcher, blocked=self.dispatcher.blocked)
@@ -127,7 +148,7 @@ class Core:
 async def measure(args: argparse.Namespace) -> dict[str, float]:
     core = Core()
     await core.serve(member("a"), member("b"), member("c"), chain("pipe1", ["a"]),
-                     chain("pipe3", ["a", "b", "c"]))
+                     chain("pipe3", ["a", "b", "c"]), member("later", "later_echo"))
     try:
         for variant in VARIANTS:  # NOTE: warm-up: code paths, caches, the inline gate
             await core.cpu_per_request(variant, args.requests // 4, args.concurrency)
