@@ -146,16 +146,11 @@ class EnsembleCall:
         if cohort is not None:
             cohort.dropped()
 
-    def answer(self, outputs: Mapping[str, np.ndarray]) -> None:
-        self.future.set_result(outputs)
-        self._ended()
-        self._told()
-
     @staticmethod
     def answer_all(
         calls: Sequence[EnsembleCall], outputs: Sequence[Mapping[str, np.ndarray]]
     ) -> None:
-        """:meth:`answer` each of ``calls`` (a cohort's, whose ``on_end`` is the same: their
+        """Answer each of ``calls`` (a cohort's, whose ``on_end`` is the same: their
         ensemble's) with its outputs, their ending told once, for them all."""
         hook = calls[0].on_end
         for call, answer in zip(calls, outputs, strict=True):
@@ -233,9 +228,7 @@ class Cohort:
         for call in self._calls:
             call.launched_ns = now
         if not self._needed:
-            for call in self._calls:
-                if not call.future.done():
-                    call.answer({})  # NOTE: no output asked for: nothing to run
+            self._answer([])  # NOTE: no output asked for: nothing to run
             return
         for index in self._needed:
             if self._waiting[index] == 0:
@@ -473,14 +466,19 @@ class Cohort:
         for consumer in ready:
             self._launch(consumer)
         if not self._running:
-            wanted = [(name, tensors[name]) for name in self._wanted]
-            self._hand_out_compute()
-            live = [pos for pos, call in enumerate(calls) if not call.future.done()]
-            if live:
-                EnsembleCall.answer_all(
-                    [calls[pos] for pos in live],
-                    [{name: column[pos] for name, column in wanted} for pos in live],
-                )
+            self._answer([(name, tensors[name]) for name in self._wanted])
+
+    def _answer(self, wanted: list[tuple[str, Column]]) -> None:
+        """Answer every request still waiting with its rows of the ``wanted`` columns, their
+        ending told once for them all."""
+        self._hand_out_compute()
+        calls = self._calls
+        live = [pos for pos, call in enumerate(calls) if not call.future.done()]
+        if live:
+            EnsembleCall.answer_all(
+                [calls[pos] for pos in live],
+                [{name: column[pos] for name, column in wanted} for pos in live],
+            )
 
     def _hand_out_compute(self) -> None:
         """Add the compute of the steps taken whole to each request's own (before they part

@@ -217,6 +217,23 @@ def test_an_ensemble_reports_triton_s_numbers_its_steps_compute_times_summed() -
     run(scenario)
 
 
+def test_requests_that_ask_for_no_output_are_answered_empty_without_running_a_step() -> None:
+    async def scenario(core: Core) -> None:
+        await core.serve(member("a"), chain("pipe", "a"))
+        version = core.manager.route("pipe")
+        rows = np.ones((1, 2), dtype=np.float32)
+        answers = await asyncio.gather(
+            *(core.dispatcher.submit(version, {"IN": rows}, []) for _ in range(3))
+        )
+        assert [dict(answer) for answer in answers] == [{}, {}, {}]
+        assert core.dispatcher.stats(core.manager.route("a")).execution_count == 0
+        stats = core.dispatcher.stats(version)
+        assert (stats.success.count, stats.execution_count, stats.fail.count) == (3, 3, 0)
+        assert core.dispatcher.queued(version) == 0
+
+    run(scenario)
+
+
 PRIORITIES = "dynamic_batching { priority_levels: 2 default_priority_level: 2 }\n"
 
 
