@@ -10,14 +10,15 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from repoman.backends import Backend, Batch, Result
 from repoman.calls import Caller, ModelCall, calls_through
-from repoman.errors import BackendError, ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
+from repoman.errors import ExecutionTimeout, ModelNotReady, RepomanError, ServerBusy
 from repoman.manager.version import ModelVersion
+from repoman.scheduler.answers import answer_execution, answer_item, count_execution
 from repoman.scheduler.clock import Cancellable, Clock, LoopClock, RunningLoop
 from repoman.scheduler.inline import WINDOW, inline_limit
 from repoman.scheduler.pending import PLAIN, Group, Pending, QueueState, RequestOptions
@@ -29,11 +30,10 @@ from repoman.scheduler.running import (
     Timer,
     execute,
     loop_outcome,
-    request_error,
     run_parts,
     waits_so_far,
 )
-from repoman.scheduler.stats import VersionStats, failure_reason
+from repoman.scheduler.stats import VersionStats
 from repoman.scheduler.workers import WorkerPool
 from repoman.tensors import Rows
 
@@ -560,45 +560,16 @@ class SharedScheduler:
                     queue.gate.judged_ns // 1000,
                     queue.gate.below_ns // 1000,
                 )
-        requests = len(batch.requests)
         if not isinstance(results, BaseException):
             queue.used_ns += ended - started
-            compute = (max(0, started - running.handed), ended - started, self._ns() - ended)
-            if requests == 1 and taken[0].rows == 1:
-                queue.stats.record_solo(*compute)
-                taken[0].compute = compute
-            else:
-                queue.stats.record_batch(
-                    batch.size,
-                    requests,
-                    input_ns=compute[0],
-                    infer_ns=compute[1],
-                    output_ns=compute[2],
-                )
-                for item in taken:
-                    item.compute = compute
+            count_execution(
+                queue,
+                taken,
+                batch,
+                (max(0, started - running.handed), ended - started, self._ns() - ended),
+            )
             running.handed = ended
-            if len(results) != requests:
-                results = BackendError(
-                    f"backend of model '{version.model}' version {version.version} "
-                    f"returned {len(results)} results for a batch of {requests} requests"
-                )
-        if isinstance(results, BaseException):
-            failure = results
-            if not isinstance(failure, RepomanError):
-                failure = BackendError(
-                    f"model '{version.model}' version {version.version} failed: "
-                    f"{type(failure).__name__}: {failure}"
-                )
-            log.error("%s", failure)
-            results = [failure] * requests
-        answers: Sequence[Any] = results if requests == len(taken) else _grouped(taken, results)
-        for item, result in zip(taken, answers, strict=True):
-            if not queue.preserve_ordering:
-                self._answer(queue, item, result, now)
-                continue
-            for ready, answer in queue.deliver(item, result):
-                self._answer(queue, ready, answer, now)
+        answer_execution(queue, taken, len(batch.requests), results, now)
 
     def _write_off(self, running: Running) -> None:
         """A batch ran past the execution timeout: fail it, replace its worker, and report
@@ -626,74 +597,11 @@ class SharedScheduler:
         queue.abandon(running.instance)
         now = self._clock.time()
         for item in running.unanswered:  # NOTE: a streamed part was answered already
-            self._answer(queue, item, error, now)
+            answer_item(queue, item, error, now)
         queue.fail_queued(ModelNotReady(version.model, version.version, reason))
         if self._on_hung is not None:
             self._on_hung(version, reason)
         self._dispatch()
-
-    def _answer(
-        self, queue: VersionQueue, item: Pending, result: Result | list[Result], now: float
-    ) -> None:
-        elapsed = int((now - item.arrived) * 1e9)
-        if item.group is not None:  # NOTE: a group: one result per request
-            # NOTE: one result for all (a failure), or a group of one answered as a request
-            results = result if isinstance(result, Sequence) else [result] * item.count
-            self._answer_group(queue, item, cast(Sequence[Result], results), elapsed)
-            return
-        if isinstance(result, Exception):
-            queue.stats.record_failure(failure_reason(result), elapsed)
-            if not item.future.done():
-                item.future.set_exception(request_error(queue.version, result))
-        else:
-            queue.stats.record_success(elapsed)
-            if not item.future.done():
-                item.future.set_result(cast(Mapping[str, np.ndarray], result))
-        item.ended()
-
-    def _answer_group(
-        self, queue: VersionQueue, item: Pending, results: Sequence[Result], elapsed: int
-    ) -> None:
-        stats, version = queue.stats, queue.version
-        # NOTE: a Rows holds outputs only (a backend's split batch): no request failed
-        if isinstance(results, Rows) or not any(
-            isinstance(result, Exception) for result in results
-        ):
-            stats.record_success(elapsed, len(results))
-            if not item.future.done():
-                item.future.set_result(cast(Any, results))  # NOTE: a group's: one per request
-            item.ended()
-            return
-        answers: list[Result] = []
-        failed = 0
-        for result in results:
-            if isinstance(result, Exception):
-                stats.record_failure(failure_reason(result), elapsed)
-                answers.append(request_error(version, result))
-                failed += 1
-            else:
-                answers.append(result)
-        if failed < len(results):
-            stats.record_success(elapsed, len(results) - failed)
-        if not item.future.done():
-            item.future.set_result(cast(Any, answers))  # NOTE: a group's: one per request
-        item.ended()
-
-
-def _grouped(
-    taken: list[Pending], results: Sequence[Result]
-) -> list[Result | Sequence[Result]]:
-    """A batch's results, one per queued item: a group's as the sequence of its requests'
-    (a slice of ``results``: of a ``Rows``, a ``Rows`` again)."""
-    grouped: list[Result | Sequence[Result]] = []
-    at = 0
-    for item in taken:
-        if item.group is None:
-            grouped.append(results[at])
-        else:
-            grouped.append(results[at : at + item.count])
-        at += item.count
-    return grouped
 
 
 def _elements(batch: Batch) -> int:
