@@ -7,7 +7,8 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -130,6 +131,27 @@ class LoopBackend(EchoBackend):
             LoopBackend.running -= 1
 
 
+class ContractBreakingBackend(EchoBackend):
+    """Runs the batch, then returns what its config's ``returns`` parameter names instead of
+    one result per request: ``none``, ``int``, ``dict`` (the outputs, unsplit), ``generator``
+    (the right results, but a generator), ``strings`` (a string per request), ``one_short``
+    (a result too few), or ``fine`` (the results as they should be)."""
+
+    def execute(self, batch: Batch) -> Sequence[Result]:
+        results = list(super().execute(batch))
+        returns = self.context.config.parameters.get("returns", "fine")
+        wrong: dict[str, Callable[[], Any]] = {
+            "none": lambda: None,
+            "int": lambda: len(results),
+            "dict": lambda: self.tensors[-1][1],
+            "generator": lambda: (result for result in results),
+            "strings": lambda: ["not a result"] * len(results),
+            "one_short": lambda: results[:-1],
+            "fine": lambda: results,
+        }
+        return wrong[returns]()
+
+
 FAKES = {
     "echo": EchoBackend,
     "failing_load": FailingLoadBackend,
@@ -138,6 +160,7 @@ FAKES = {
     "blocking": BlockingBackend,
     "ballast": BallastBackend,
     "loop": LoopBackend,
+    "contract_breaking": ContractBreakingBackend,
 }
 
 

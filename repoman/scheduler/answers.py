@@ -46,19 +46,18 @@ def answer_execution(
     queue: VersionQueue,
     taken: Sequence[Pending],
     requests: int,
-    results: Sequence[Result] | BaseException,
+    results: object,
     now: float,
 ) -> None:
-    """Answer the items ``taken`` for an execution of ``requests`` requests: ``results`` holds
-    one result per request, in order (a group's requests take theirs together), or is what
-    the whole execution raised, every request's failure. A version that preserves ordering
+    """Answer the items ``taken`` for an execution of ``requests`` requests: ``results`` is what
+    the backend returned, one result per request, in order (a group's requests take theirs
+    together), or what the whole execution raised, every request's failure. Results that
+    break the backend contract are failures too (:func:`_checked`): every request is
+    answered, whatever came back. A version that preserves ordering
     answers its items in the order they arrived (``VersionQueue.deliver``)."""
     version = queue.version
-    if not isinstance(results, BaseException) and len(results) != requests:
-        results = BackendError(
-            f"backend of model '{version.model}' version {version.version} "
-            f"returned {len(results)} results for a batch of {requests} requests"
-        )
+    if not isinstance(results, BaseException):
+        results = _checked(queue, results, requests)
     if isinstance(results, BaseException):
         failure = results
         if not isinstance(failure, RepomanError):
@@ -75,6 +74,42 @@ def answer_execution(
             continue
         for ready, ordered in queue.deliver(item, result):
             answer_item(queue, ready, ordered, now)
+
+
+def _checked(
+    queue: VersionQueue, results: object, requests: int
+) -> Sequence[Result] | BackendError:
+    """What a backend returned, held to its contract (a sequence of one result per request,
+    each a mapping of outputs or an exception): the results, a request's slot that breaks it
+    replaced by its error; or one error for all when the whole does."""
+    version = queue.version
+    backend = f"backend of model '{version.model}' version {version.version}"
+    if isinstance(results, Rows):  # NOTE: Batch.split's: mappings by construction
+        if len(results) == requests:
+            return results
+    elif not isinstance(results, Sequence) or isinstance(results, (str, bytes)):
+        return BackendError(
+            f"{backend} returned {type(results).__name__}, not a sequence of one result "
+            f"per request (a mapping of output names to arrays, or an exception)"
+        )
+    if len(results) != requests:
+        return BackendError(
+            f"{backend} returned {len(results)} results for a batch of {requests} requests"
+        )
+    if all(isinstance(result, (Mapping, Exception)) for result in results):
+        return results
+    checked = [
+        result
+        if isinstance(result, (Mapping, Exception))
+        else BackendError(
+            f"{backend} returned {type(result).__name__} for request {index} of its batch, "
+            f"not a mapping of output names to arrays (or an exception)"
+        )
+        for index, result in enumerate(results)
+    ]
+    breaches = [r for r, given in zip(checked, results, strict=True) if r is not given]
+    log.error("%s (%d of %d requests)", breaches[0], len(breaches), requests)
+    return checked
 
 
 def answer_item(

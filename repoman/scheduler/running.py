@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import time
 from collections import Counter, deque
@@ -39,9 +40,19 @@ def waits_so_far() -> int:
 Part = tuple[list[Pending], Batch]
 """The requests of one execution and the batch they form."""
 
-Outcome = tuple[Sequence[Result] | BaseException | None, int, int, int]
-"""One execution's results (or what it raised; None: skipped, every client of it gone),
-when it started and ended, and the CPU time its thread spent on it."""
+
+class Skipped(enum.Enum):
+    """An execution not run: every client of it went away before its turn."""
+
+    SKIPPED = "skipped"
+
+
+SKIPPED = Skipped.SKIPPED
+
+Outcome = tuple[Sequence[Result] | BaseException | Skipped, int, int, int]
+"""One execution's results (or what it raised, or SKIPPED), when it started and ended, and
+the CPU time its thread spent on it. The results are what the backend returned, unchecked
+(``answers.answer_execution`` checks them)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -143,7 +154,7 @@ def run_parts(
         # NOTE: a racy read of another thread's future is fine here: at worst a request
         # cancelled this instant still runs, as it would have without the check.
         if last and all(item.future.done() for item in taken):
-            outcome: Outcome = (None, started, started, 0)
+            outcome: Outcome = (SKIPPED, started, started, 0)
         else:
             try:
                 results: Sequence[Result] | BaseException = instance.execute(batch)

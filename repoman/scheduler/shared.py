@@ -24,9 +24,11 @@ from repoman.scheduler.inline import WINDOW, inline_limit
 from repoman.scheduler.pending import PLAIN, Group, Pending, QueueState, RequestOptions
 from repoman.scheduler.queue import SOLO_RUN, VersionQueue
 from repoman.scheduler.running import (
+    SKIPPED,
     Outcome,
     Part,
     Running,
+    Skipped,
     Timer,
     execute,
     loop_outcome,
@@ -533,13 +535,13 @@ class SharedScheduler:
         version = queue.version
         taken, batch = running.parts[running.answered]
         running.answered += 1
-        results: Sequence[Result] | BaseException | None
+        results: Sequence[Result] | BaseException | Skipped
         if isinstance(outcome, BaseException):
             results = outcome
         else:
             results, started, ended, cpu = outcome
-            if results is None:
-                return  # NOTE: skipped: every client of it went away
+            if results is SKIPPED:
+                return  # NOTE: every client of it went away
             # NOTE: judged by its thread's CPU time, on the loop as on a worker: a backend that
             # may run inline computes on the calling thread, and the rest of its wall time was
             # waiting for the GIL or for a CPU, which would have held the loop wherever it ran
