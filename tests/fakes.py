@@ -131,11 +131,22 @@ class LoopBackend(EchoBackend):
             LoopBackend.running -= 1
 
 
+class _Unreadable(Sequence):
+    """A sequence that raises when read."""
+
+    def __len__(self) -> int:
+        raise RuntimeError("no length today")
+
+    def __getitem__(self, index):
+        raise RuntimeError("no items today")
+
+
 class ContractBreakingBackend(EchoBackend):
     """Runs the batch, then returns what its config's ``returns`` parameter names instead of
     one result per request: ``none``, ``int``, ``dict`` (the outputs, unsplit), ``generator``
     (the right results, but a generator), ``strings`` (a string per request), ``one_short``
-    (a result too few), or ``fine`` (the results as they should be)."""
+    (a result too few), ``unreadable`` (a sequence that raises when read), or ``fine`` (the
+    results as they should be)."""
 
     def execute(self, batch: Batch) -> Sequence[Result]:
         results = list(super().execute(batch))
@@ -147,6 +158,7 @@ class ContractBreakingBackend(EchoBackend):
             "generator": lambda: (result for result in results),
             "strings": lambda: ["not a result"] * len(results),
             "one_short": lambda: results[:-1],
+            "unreadable": lambda: _Unreadable(),
             "fine": lambda: results,
         }
         return wrong[returns]()

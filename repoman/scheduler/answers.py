@@ -92,6 +92,16 @@ def _checked(
             f"{backend} returned {type(results).__name__}, not a sequence of one result "
             f"per request (a mapping of output names to arrays, or an exception)"
         )
+    elif not isinstance(results, (list, tuple)):
+        # NOTE: a sequence of the backend's own making is read once, here, where what it
+        # raises fails its batch (not later, in answering, where it would be lost)
+        try:
+            results = list(results)
+        except Exception as exc:
+            return BackendError(
+                f"{backend} returned a {type(results).__name__} that could not be read: "
+                f"{type(exc).__name__}: {exc}"
+            )
     if len(results) != requests:
         return BackendError(
             f"{backend} returned {len(results)} results for a batch of {requests} requests"

@@ -21,6 +21,7 @@ WRONG = {
     "dict": "returned dict, not a sequence of one result per request",
     "generator": "returned generator, not a sequence of one result per request",
     "strings": "returned str for request 0 of its batch, not a mapping of output names",
+    "unreadable": "returned a _Unreadable that could not be read: RuntimeError: no length today",
 }
 
 
