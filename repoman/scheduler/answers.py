@@ -108,16 +108,16 @@ def _checked(
         )
     if all(isinstance(result, (Mapping, Exception)) for result in results):
         return results
-    checked = [
-        result
-        if isinstance(result, (Mapping, Exception))
-        else BackendError(
-            f"{backend} returned {type(result).__name__} for request {index} of its batch, "
-            f"not a mapping of output names to arrays (or an exception)"
-        )
-        for index, result in enumerate(results)
-    ]
-    breaches = [r for r, given in zip(checked, results, strict=True) if r is not given]
+    checked: list[Result] = []
+    breaches: list[BackendError] = []
+    for index, result in enumerate(results):
+        if not isinstance(result, (Mapping, Exception)):
+            result = BackendError(
+                f"{backend} returned {type(result).__name__} for request {index} of its batch, "
+                f"not a mapping of output names to arrays (or an exception)"
+            )
+            breaches.append(result)
+        checked.append(result)
     log.error("%s (%d of %d requests)", breaches[0], len(breaches), requests)
     return checked
 

@@ -46,20 +46,28 @@ def dynamic() -> DynamicBatching:
     return DynamicBatching(max_queue_delay_microseconds=5000)
 
 
-def test_a_batch_answered_with_too_few_results_fails_every_request_of_it_by_name() -> None:
+def group_beside_one(backend: type, name: str, alone: float):
+    """A group of three (1, 2, 3) and one request alone (``alone``), queued together for a
+    version of ``backend`` (one batch): the version, the group's item, what the request
+    alone got (its outputs or its error) and the version's statistics."""
+
     async def main():
         scheduler = SharedScheduler(1)
-        mv = fakes.make_version(ShortBackend, dynamic=dynamic(), name="short")
+        mv = fakes.make_version(backend, dynamic=dynamic(), name=name)
         scheduler.open(mv)
         item = scheduler.enqueue_group(mv, group(1, 2, 3), ("OUTPUT",))
-        alone = scheduler.submit(mv, rows(4), ("OUTPUT",))
+        single = scheduler.submit(mv, rows(alone), ("OUTPUT",))
         outcome, _ = await asyncio.wait_for(
-            asyncio.gather(alone, answered(item), return_exceptions=True), 10
+            asyncio.gather(single, answered(item), return_exceptions=True), 10
         )
         await scheduler.close()
         return mv, item, outcome, scheduler.stats(mv)
 
-    mv, item, alone, stats = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_batch_answered_with_too_few_results_fails_every_request_of_it_by_name() -> None:
+    mv, item, alone, stats = group_beside_one(ShortBackend, "short", 4)
     assert mv.instances[0].batch_sizes == [4]  # one batch: the group and the request alone
     assert isinstance(alone, BackendError)
     assert "returned 3 results for a batch of 4 requests" in str(alone)
@@ -69,19 +77,7 @@ def test_a_batch_answered_with_too_few_results_fails_every_request_of_it_by_name
 
 
 def test_a_whole_batch_failing_fails_each_request_of_a_group_in_it() -> None:
-    async def main():
-        scheduler = SharedScheduler(1)
-        mv = fakes.make_version(RaisingBackend, dynamic=dynamic(), name="poisoned")
-        scheduler.open(mv)
-        item = scheduler.enqueue_group(mv, group(1, 2, 3), ("OUTPUT",))
-        poison = scheduler.submit(mv, rows(-1), ("OUTPUT",))
-        outcome, _ = await asyncio.wait_for(
-            asyncio.gather(poison, answered(item), return_exceptions=True), 10
-        )
-        await scheduler.close()
-        return item, outcome, scheduler.stats(mv)
-
-    item, poison, stats = asyncio.run(main())
+    _, item, poison, stats = group_beside_one(RaisingBackend, "poisoned", -1)
     assert isinstance(poison, BackendError)
     assert "model 'poisoned' version 1 failed: ValueError: negative input" in str(poison)
     failures = item.future.result()
